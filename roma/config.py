@@ -1,0 +1,189 @@
+"""Typed configuration of one run: what every stage (data, model, training, evaluation) reads.
+
+A spec file (experiments/specs/*.yaml) is validated and expanded by `roma.spec` into a list of
+`RunConfig` objects; each stage then takes the section it needs as an explicit argument.
+Everything here is a frozen dataclass of plain values, so a config can be hashed into a stable
+run id, written to YAML and read back unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "roma_base"  # a name from roma.models.registry
+    img_size: int = 192  # pretraining resolution (px)
+    patch_size: int = 16
+    cluster_size: int = 4  # a prediction cluster is cluster_size x cluster_size patches
+    decoder_dim: int = 512
+    decoder_depth: int = 4
+    decoder_heads: int = 8
+
+
+@dataclass(frozen=True)
+class AresConfig:
+    enabled: bool = True
+    descriptor: str = "lbp"  # lbp | hog | wavelet
+    region_sizes: tuple[int, ...] = (6, 4, 2)  # candidate square regions, in patches, largest first
+    max_angle: float = 45.0  # uniform angle in [-max_angle, max_angle] degrees
+    angles: tuple[float, ...] = ()  # a discrete set of angles instead (empty: continuous)
+    p: float = 1.0  # probability that an image is rotated at all
+    target: str = "rotated"  # rotated (as released) | original
+    angle_embed: str = "binned"  # shared (one vector, as released) | binned
+    angle_bins: int = 8
+
+
+@dataclass(frozen=True)
+class MspConfig:
+    enabled: bool = True
+    scales: tuple[int, ...] = (6,)  # block sizes in patches, e.g. (2, 4, 6)
+    weight: float = 0.1  # lambda: total = L_token + weight * mean over scales of L_block
+    hidden_dim: int = 1024  # the block head's MLP hidden width
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = ""  # a folder tree, a manifest (.txt/.csv/.parquet) or a shard pattern (*.tar)
+    subset: int | None = None  # number of images (nested subsets, see roma.data.subsets)
+    subset_seed: int = 0
+    max_bad_fraction: float = 0.01
+    num_workers: int = 2
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    hflip: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 400
+    max_steps: int | None = None  # stop after this many optimizer steps (micro runs, tests)
+    batch_size: int = 64  # per device, per micro-step
+    accum_steps: int = 1
+    blr: float = 1.5e-4  # lr = blr * effective_batch / 256
+    min_lr: float = 0.0
+    warmup_epochs: float = 40.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float = 3.0
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    seed: int = 0
+    ckpt_every_steps: int = 200
+    keep_epochs: tuple[int, ...] = ()
+    log_every_steps: int = 10
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear probing of the frozen encoder on a folder-per-class dataset (AID, UCM)."""
+
+    dataset: str = "aid"  # metric prefix: aid_oa_tr50, ucm_oa_tr50, ...
+    root: str = ""
+    train_ratios: tuple[float, ...] = (0.5,)
+    protocol: str = "fast"  # fast (cached features) | full (the paper's 200-epoch recipe)
+    img_size: int = 0  # 0: the pretraining resolution
+    scan: str = "uni"  # uni | v3
+    readout: str = "mean"  # mean | cls
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 100
+    batch_size: int = 256
+    blr: float = 1.5e-3
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Change detection (OSCD / LEVIR-CD folders) or building segmentation (SpaceNet v1)."""
+
+    task: str = "oscd"  # oscd | levir | spacenet | segfolder
+    root: str = ""
+    img_size: int = 256
+    crop_size: int = 256
+    scan: str = "v3"
+    epochs: int = 100
+    max_steps: int | None = None
+    batch_size: int = 8
+    lr: float = 6e-5
+    layer_decay: float = 0.75
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    probes: tuple[ProbeConfig, ...] = ()
+    dense: tuple[DenseConfig, ...] = ()
+    random_init_baseline: bool = False  # also probe a randomly initialised encoder
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """What one run asks of a cluster; cluster profiles in slurm/profiles supply the defaults."""
+
+    nodes: int = 1
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 64
+    time_min: int = 24 * 60
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    signal_delay_s: int = 120
+    setup: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    experiment: str = "default"  # the spec name: MLflow experiment and output folder
+    output_root: str = "outputs"
+    tracking_uri: str = ""  # "": sqlite:///<output_root>/<experiment>/mlflow.db
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ares: AresConfig = field(default_factory=AresConfig)
+    msp: MspConfig = field(default_factory=MspConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    sweep: tuple[tuple[str, Any], ...] = ()  # the sweep-axis values that made this run
+
+    # Fields that say where or how a run executes, not what it computes: left out of the id so
+    # that moving a study or changing the cluster does not make finished work look new.
+    _NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    @property
+    def run_id(self) -> str:
+        """Stable 10-hex-digit id of what this run computes."""
+        d = self.to_dict()
+        for k in self._NOT_IN_ID:
+            d.pop(k, None)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists, recursively (YAML/JSON-ready)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept as values (MLflow params, run tables)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,174 @@
+"""Selective scan (Mamba-1 / S6) backends.
+
+    h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t        h: (B, D, N) per step
+    y_t = <C_t, h_t> + D * u_t,  then  y *= silu(z)           y: (B, D) per step
+
+Three interchangeable implementations with mamba-ssm's `selective_scan_fn` signature
+(u, delta: (B, D, L); A: (D, N); B, C: (B, N, L); D: (D,); z: (B, D, L); delta_bias: (D,)):
+
+- ``ref``  : the plain per-step loop, differentiated by autograd. Slow (its backward is
+             O(L^2) in memory traffic) but obviously right: the test reference.
+- ``fast`` : a custom autograd Function, time-major, with a hand-written backward. On CPU the
+             scan is memory-bound, so one in-place pass per step over a (B, D, N) slice that
+             stays in cache beats chunked / parallel scans (measured in
+             ../shared/docs/mamba-on-cpu.md and benchmarks/scan.py).
+- ``cuda`` : mamba-ssm's fused kernel, imported lazily, used for CUDA tensors when installed.
+
+Selection: ``ROMA_SCAN=ref|fast|cuda`` forces a backend (an unavailable one is an error);
+otherwise ``cuda`` for CUDA tensors when mamba-ssm imports, else ``fast``.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("ref", "fast", "cuda")
+
+
+# ----------------------------------------------------------------------------- reference
+def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Sequential reference scan (autograd through every step)."""
+    dtype_in = u.dtype
+    u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, length = u.shape
+    deltaA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))  # (B, D, L, N)
+    deltaB_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)  # (B, D, L, N)
+    h = u.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for i in range(length):
+        h = deltaA[:, :, i] * h + deltaB_u[:, :, i]
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, :, i]))
+    y = torch.stack(ys, dim=2)  # (B, D, L)
+    return _skip_and_gate(y, u, D, z).to(dtype_in)
+
+
+def _skip_and_gate(y, u, D, z):
+    if D is not None:
+        y = y + u * D.to(y.dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y
+
+
+# ----------------------------------------------------------------------------- fast (CPU)
+class _ScanCore(torch.autograd.Function):
+    """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, all fp32, time-major.
+
+    Inputs are time-major and contiguous: dt, u: (L, B, D); A: (D, N); Bm, Cm: (L, B, N).
+    Saves the states H (L, B, D, N) for the backward; exp(dt A) is recomputed there.
+    """
+
+    @staticmethod
+    def forward(ctx, dt, u, A, Bm, Cm):
+        dA = torch.exp(dt.unsqueeze(-1) * A)  # (L, B, D, N)
+        H = (dt * u).unsqueeze(-1) * Bm.unsqueeze(2)  # (L, B, D, N): dt u B, becomes the states
+        for t in range(1, H.shape[0]):
+            H[t].addcmul_(dA[t], H[t - 1])  # h_t = a_t * h_{t-1} + b_t, in place
+        y = torch.einsum("lbdn,lbn->lbd", H, Cm)
+        ctx.save_for_backward(dt, u, A, Bm, Cm, H)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        dt, u, A, Bm, Cm, H = ctx.saved_tensors
+        gy = gy.contiguous()
+        gC = torch.einsum("lbd,lbdn->lbn", gy, H)
+        G = gy.unsqueeze(-1) * Cm.unsqueeze(2)  # dL/dh_t from y_t, then accumulated backwards
+        dA = torch.exp(dt.unsqueeze(-1) * A)
+        for t in range(H.shape[0] - 2, -1, -1):
+            G[t].addcmul_(dA[t + 1], G[t + 1])  # g_t += a_{t+1} * g_{t+1}
+        # b_t = dt u B  ->  grads through G
+        GB = torch.einsum("lbdn,lbn->lbd", G, Bm)  # sum_n g B
+        gBm = torch.einsum("lbdn,lbd->lbn", G, dt * u)
+        gu = dt * GB
+        gdt = u * GB
+        # a_t = exp(dt A) -> dL/d(dt A) = g_t * h_{t-1} * a_t  (zero at t = 0, h_{-1} = 0)
+        G[1:].mul_(H[:-1]).mul_(dA[1:])
+        G[0].zero_()
+        gdt += torch.einsum("lbdn,dn->lbd", G, A)
+        gA = torch.einsum("lbdn,lbd->dn", G, dt)
+        return gdt, gu, gA, gBm, gC
+
+
+def selective_scan_fast(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    dtype_in = u.dtype
+    work = torch.float64 if dtype_in == torch.float64 else torch.float32  # bf16/fp16 inputs scan in fp32
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        u32, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
+        if delta_bias is not None:
+            delta = delta + delta_bias.to(work)[:, None]
+        if delta_softplus:
+            delta = F.softplus(delta)
+        tm = lambda t: t.permute(2, 0, 1).contiguous()  # (B, X, L) -> (L, B, X)
+        y = _ScanCore.apply(tm(delta), tm(u32), A.contiguous(), tm(B), tm(C)).permute(1, 2, 0)
+        y = _skip_and_gate(y, u32, D, z)
+    return y.to(dtype_in)
+
+
+# ----------------------------------------------------------------------------- CUDA (mamba-ssm)
+@functools.lru_cache(maxsize=1)
+def mamba_ssm_kernels():
+    """(selective_scan_fn, causal_conv1d_fn) from mamba-ssm / causal-conv1d, or None.
+
+    Imported lazily: mamba-ssm fails to import on CPU-only machines and takes seconds to load.
+    A wheel built against another torch fails with ImportError/OSError ('undefined symbol'),
+    so anything raised counts as unavailable.
+    """
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # noqa: BLE001 - any failure means the kernel is unusable
+        return None
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:  # noqa: BLE001
+        causal_conv1d_fn = None
+    return selective_scan_fn, causal_conv1d_fn
+
+
+def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    kernels = mamba_ssm_kernels()
+    if kernels is None:
+        raise RuntimeError("ROMA_SCAN=cuda but mamba-ssm is not importable; install the `cuda` extra (see README)")
+    if not u.is_cuda:
+        raise RuntimeError("the cuda scan backend needs CUDA tensors; got device " + str(u.device))
+    return kernels[0](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+_IMPLS = {"ref": selective_scan_ref, "fast": selective_scan_fast, "cuda": selective_scan_cuda}
+
+
+def resolve_backend(device: torch.device, forced: str | None = None) -> str:
+    """The backend name for tensors on `device` (ROMA_SCAN or `forced` overrides)."""
+    name = forced or os.environ.get("ROMA_SCAN", "").strip().lower() or None
+    if name is not None:
+        if name not in BACKENDS:
+            raise ValueError(f"ROMA_SCAN={name!r} is not a scan backend; choose one of {BACKENDS}")
+        if name == "cuda" and (device.type != "cuda" or mamba_ssm_kernels() is None):
+            why = "tensors are on " + device.type if device.type != "cuda" else "mamba-ssm is not importable"
+            raise RuntimeError(f"scan backend 'cuda' was forced but is unavailable: {why}")
+        return name
+    if device.type == "cuda" and mamba_ssm_kernels() is not None:
+        return "cuda"
+    return "fast"
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend=None):
+    """Dispatch to the selected backend; see the module docstring for shapes."""
+    return _IMPLS[resolve_backend(u.device, backend)](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def causal_conv1d(x, weight, bias, backend: str | None = None):
+    """Depthwise causal conv + SiLU. x: (B, D, L); weight: (D, 1, K); bias: (D,)."""
+    if resolve_backend(x.device, backend) == "cuda":
+        conv = mamba_ssm_kernels()[1]
+        if conv is not None:
+            return conv(x, weight.squeeze(1), bias, activation="silu")
+    k = weight.shape[-1]
+    return F.silu(F.conv1d(x, weight, bias, padding=k - 1, groups=x.shape[1])[..., : x.shape[-1]])
