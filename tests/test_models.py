@@ -179,3 +179,18 @@ def test_v3_with_extra_directions_off_equals_uni():
     for layer in v3.layers:
         layer.mixer.active = list(layer.mixer.suffixes)
     assert not torch.allclose(v3.forward_tokens(x), uni.forward_tokens(x))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_autocast_on_cuda_matches_fp32_cpu():
+    model = _micro(msp=MspConfig(scales=(2,)), ares=AresConfig())
+    x = torch.randn(4, 3, 96, 96)
+    region, angle = torch.tensor([[1, 1, 4]] * 4), torch.full((4,), 12.0)
+    ref = model(x, region=region, angle=angle)["loss"].item()
+    model = model.cuda().train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(x.cuda(), region=region.cuda(), angle=angle.cuda())
+    out["loss"].backward()
+    assert abs(out["loss"].item() - ref) / ref < 0.05
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

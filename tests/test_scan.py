@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from roma.models import scan
-from roma.models.scan import resolve_backend, selective_scan, selective_scan_fast, selective_scan_ref
+from roma.models.scan import (resolve_backend, selective_scan, selective_scan_chunked, selective_scan_fast,
+                              selective_scan_ref)
 
 
 def _inputs(b, d, n, L, dt_bias_scale, seed=0, gate=True):
@@ -39,6 +40,18 @@ def test_fast_matches_reference(L, dt_bias_scale, gate):
         scale = g_ref[k].abs().max().item() + 1e-12
         err = (g_fast[k] - g_ref[k]).abs().max().item() / scale
         assert err < 1e-5, f"gradient of {k}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("L", [1, 17, 64, 150])
+@pytest.mark.parametrize("dt_bias_scale", [1.0, 100.0])
+def test_chunked_matches_reference(L, dt_bias_scale):
+    inputs = _inputs(2, 8, 4, L, dt_bias_scale, seed=L)
+    y_ref, g_ref = _run(selective_scan_ref, inputs)
+    y_chk, g_chk = _run(lambda **kw: selective_scan_chunked(**kw, chunk=32), inputs)
+    torch.testing.assert_close(y_chk, y_ref, rtol=1e-4, atol=1e-5 * y_ref.abs().max().item())
+    for k in g_ref:
+        err = (g_chk[k] - g_ref[k]).abs().max().item() / (g_ref[k].abs().max().item() + 1e-12)
+        assert err < 1e-4, f"gradient of {k}: relative error {err:.2e}"
 
 
 def test_reference_matches_float64_sequential():
@@ -84,10 +97,11 @@ def test_cuda_backend_reports_missing_mamba_ssm(monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fast_scan_on_cuda_matches_reference():
+def test_pytorch_scans_on_cuda_match_reference():
     inputs = {k: (v.cuda() if v is not None else None) for k, v in _inputs(2, 16, 16, 64, 1.0).items()}
     y_ref, g_ref = _run(selective_scan_ref, inputs)
-    y_fast, g_fast = _run(selective_scan_fast, inputs)
-    torch.testing.assert_close(y_fast, y_ref, rtol=1e-4, atol=1e-4)
-    for k in g_ref:
-        torch.testing.assert_close(g_fast[k], g_ref[k], rtol=1e-4, atol=1e-4 * g_ref[k].abs().max().item())
+    for impl in (selective_scan_fast, selective_scan_chunked):
+        y, g = _run(impl, inputs)
+        torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+        for k in g_ref:
+            torch.testing.assert_close(g[k], g_ref[k], rtol=1e-4, atol=1e-4 * g_ref[k].abs().max().item())

@@ -3,7 +3,7 @@
     h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t        h: (B, D, N) per step
     y_t = <C_t, h_t> + D * u_t,  then  y *= silu(z)           y: (B, D) per step
 
-Three interchangeable implementations with mamba-ssm's `selective_scan_fn` signature
+Four interchangeable implementations with mamba-ssm's `selective_scan_fn` signature
 (u, delta: (B, D, L); A: (D, N); B, C: (B, N, L); D: (D,); z: (B, D, L); delta_bias: (D,)):
 
 - ``ref``  : the plain per-step loop, differentiated by autograd. Slow (its backward is
@@ -12,10 +12,12 @@ Three interchangeable implementations with mamba-ssm's `selective_scan_fn` signa
              scan is memory-bound, so one in-place pass per step over a (B, D, N) slice that
              stays in cache beats chunked / parallel scans (measured in
              ../shared/docs/mamba-on-cpu.md and benchmarks/scan.py).
+- ``chunked``: closed form inside chunks, a loop over chunks only: for GPUs without mamba-ssm,
+             where a per-step loop is bound by kernel launches.
 - ``cuda`` : mamba-ssm's fused kernel, imported lazily, used for CUDA tensors when installed.
 
-Selection: ``ROMA_SCAN=ref|fast|cuda`` forces a backend (an unavailable one is an error);
-otherwise ``cuda`` for CUDA tensors when mamba-ssm imports, else ``fast``.
+Selection: ``ROMA_SCAN=ref|fast|chunked|cuda`` forces a backend (an unavailable one is an error);
+otherwise CUDA tensors use ``cuda`` when mamba-ssm imports, else ``chunked``; CPU tensors ``fast``.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("ref", "fast", "cuda")
+BACKENDS = ("ref", "fast", "chunked", "cuda")
 
 
 # ----------------------------------------------------------------------------- reference
@@ -112,6 +114,59 @@ def selective_scan_fast(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     return y.to(dtype_in)
 
 
+# ----------------------------------------------------------------------------- chunked (GPU, no mamba-ssm)
+def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                           chunk: int = 64):
+    """Chunk-parallel scan: closed form inside chunks of T steps, a short loop over chunks.
+
+    With R_t = sum_{r<=t} dt_r A inside a chunk and M = R_T / 2,
+        h_t = exp(R_t - M) * cumsum_s(exp(M - R_s) b_s) + exp(R_t) h_prev,
+    so every exponent stays within |R_T| / 2. A chunk whose decay range could overflow fp32 is
+    recomputed with half the chunk length (T = 1 is the plain recurrence). Only L / T sequential
+    steps remain: the backend of choice on a GPU without mamba-ssm, where the per-step loop of
+    ``fast`` is launch-bound. Differentiated by autograd (memory: a few (B, D, L, N) tensors).
+    """
+    dtype_in = u.dtype
+    work = torch.float64 if dtype_in == torch.float64 else torch.float32
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        u32, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
+        if delta_bias is not None:
+            delta = delta + delta_bias.to(work)[:, None]
+        if delta_softplus:
+            delta = F.softplus(delta)
+        batch, dim, length = u32.shape
+        n = A.shape[1]
+        T = max(1, min(chunk, length))
+        span = (delta.amax(-1) * (-A).amax(-1)).max().item()  # bound on the per-step decay |dt A|
+        while T > 1 and span * T > 160.0:  # exp(80) is far from fp32's overflow at exp(88)
+            T //= 2
+        pad = (-length) % T
+        if pad:  # dt = 0 steps keep the state and add nothing
+            delta, u_p, B, C = (F.pad(t, (0, pad)) for t in (delta, u32, B, C))
+        else:
+            u_p = u32
+        nc = (length + pad) // T
+        dA = (delta.unsqueeze(-1) * A[:, None, :]).view(batch, dim, nc, T, n)  # (B, D, nc, T, N)
+        Bc = B.transpose(1, 2).reshape(batch, 1, nc, T, n)
+        Cc = C.transpose(1, 2).reshape(batch, 1, nc, T, n)
+        b = (delta * u_p).view(batch, dim, nc, T, 1) * Bc
+        R = dA.cumsum(3)
+        if T == 1:  # the plain recurrence: a step's own state from zero is just b
+            h = b
+        else:
+            M = R[:, :, :, -1:] / 2
+            h = torch.exp(R - M) * torch.cumsum(torch.exp(M - R) * b, dim=3)  # states from a zero start
+        decay = torch.exp(R[:, :, :, -1])  # (B, D, nc, N)
+        carry, carries = torch.zeros_like(decay[:, :, 0]), []
+        for c in range(nc):
+            carries.append(carry)
+            carry = decay[:, :, c] * carry + h[:, :, c, -1]
+        h = h + torch.exp(R) * torch.stack(carries, 2).unsqueeze(3)
+        y = (h * Cc).sum(-1).reshape(batch, dim, nc * T)[..., :length]
+        y = _skip_and_gate(y, u32, D, z)
+    return y.to(dtype_in)
+
+
 # ----------------------------------------------------------------------------- CUDA (mamba-ssm)
 @functools.lru_cache(maxsize=1)
 def mamba_ssm_kernels():
@@ -141,7 +196,8 @@ def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     return kernels[0](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-_IMPLS = {"ref": selective_scan_ref, "fast": selective_scan_fast, "cuda": selective_scan_cuda}
+_IMPLS = {"ref": selective_scan_ref, "fast": selective_scan_fast, "chunked": selective_scan_chunked,
+          "cuda": selective_scan_cuda}
 
 
 def resolve_backend(device: torch.device, forced: str | None = None) -> str:
@@ -154,8 +210,8 @@ def resolve_backend(device: torch.device, forced: str | None = None) -> str:
             why = "tensors are on " + device.type if device.type != "cuda" else "mamba-ssm is not importable"
             raise RuntimeError(f"scan backend 'cuda' was forced but is unavailable: {why}")
         return name
-    if device.type == "cuda" and mamba_ssm_kernels() is not None:
-        return "cuda"
+    if device.type == "cuda":
+        return "cuda" if mamba_ssm_kernels() is not None else "chunked"
     return "fast"
 
 
