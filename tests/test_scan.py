@@ -23,7 +23,7 @@ def _run(fn, inputs):
     args = {**inputs, **leaves}
     y = fn(**args, delta_softplus=True)
     g = torch.Generator().manual_seed(123)
-    (y * torch.randn(y.shape, generator=g)).sum().backward()
+    (y * torch.randn(y.shape, generator=g).to(y.device)).sum().backward()
     return y.detach(), {k: v.grad for k, v in leaves.items()}
 
 
@@ -54,6 +54,15 @@ def test_chunked_matches_reference(L, dt_bias_scale):
         assert err < 1e-4, f"gradient of {k}: relative error {err:.2e}"
 
 
+def test_chunked_inference_in_channel_slices_matches(monkeypatch):
+    inputs = _inputs(2, 8, 4, 40, 1.0)
+    whole = selective_scan_chunked(**inputs, delta_softplus=True)
+    monkeypatch.setattr(scan, "INFERENCE_SLICE_ELEMENTS", 2 * 40 * 4 * 3)  # 3 channels per slice
+    with torch.no_grad():
+        sliced = selective_scan_chunked(**inputs, delta_softplus=True)
+    torch.testing.assert_close(sliced, whole)
+
+
 def test_reference_matches_float64_sequential():
     inputs = _inputs(1, 3, 2, 9, 1.0)
     y = selective_scan_ref(**inputs, delta_softplus=True).double()
@@ -79,6 +88,9 @@ def test_gradcheck_fast_float64():
 def test_backend_selection(monkeypatch):
     monkeypatch.delenv("ROMA_SCAN", raising=False)
     assert resolve_backend(torch.device("cpu")) == "fast"
+    monkeypatch.setattr(scan, "mamba_ssm_kernels", lambda: None)
+    assert resolve_backend(torch.device("cuda"), length=128) == "fast"
+    assert resolve_backend(torch.device("cuda"), length=6084) == "chunked"
     monkeypatch.setenv("ROMA_SCAN", "ref")
     assert resolve_backend(torch.device("cpu")) == "ref"
     monkeypatch.setenv("ROMA_SCAN", "bogus")
