@@ -1,0 +1,182 @@
+"""Figures (PNG + PDF, Agg backend): data/model scaling panels, ablation bars, high-res memory/speed.
+
+    plot_scaling(fits, "data", out)      data_scaling.{png,pdf}: one panel per metric
+    plot_ablation(table, out)            ablation.{png,pdf}
+    plot_highres(df, out)                highres.{png,pdf}; df columns model, resolution, peak_mem_mb,
+                                         samples_per_s (status optional): benchmarks/highres.py calls it
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.runs import LABELS, from_error_like, load_paper  # noqa: E402
+
+STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 7,
+         "legend.frameon": False, "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 200}
+XLABEL = {"data": "pretraining images", "model": "encoder parameters"}
+
+
+def save(fig, out: str | Path, stem: str) -> list[Path]:
+    """Write stem.png and stem.pdf under out, each to a temp file then renamed (atomic)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = out / f"{stem}.{ext}"
+        tmp = out / f".{stem}.tmp.{ext}"
+        fig.savefig(tmp, format=ext, bbox_inches="tight")
+        os.replace(tmp, path)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _tidy_log_x(ax) -> None:
+    """Decade labels only: minor labels (2x10^6, 3x10^6, ...) collide on narrow panels."""
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _exponent_label(res) -> str:
+    b = res.params["b"]
+    if "b" in res.ci95:
+        lo, hi = res.ci95["b"]
+        return f"b={b:.3g} [{lo:.3g}, {hi:.3g}]"
+    return f"b={b:.3g}"
+
+
+def _draw_fit(ax, f: dict, color, linestyle: str, label: str) -> None:
+    """The law (back in metric units) over the points' x range (+10% beyond), with its 95% band."""
+    res, metric = f["fit"], f["metric"]
+    x = f["points"]["x"].to_numpy(float)
+    grid = np.geomspace(x.min(), x.max() * 1.1, 100)
+    ax.plot(grid, from_error_like(metric, res.predict(grid[:, None])), color=color, ls=linestyle, lw=1.2,
+            label=f"{label}: {res.form}, {_exponent_label(res)}")
+    if res.samples is not None and len(res.samples):
+        lo, hi = res.predict_band(grid[:, None])
+        ax.fill_between(grid, from_error_like(metric, lo), from_error_like(metric, hi), color=color, alpha=0.15, lw=0)
+
+
+def plot_scaling(fits: list[dict], axis: str, out: str | Path) -> list[Path]:
+    """One panel per metric of `axis` ('data' | 'model'): our curves (mean +- std over seeds, fit and
+    band) and the paper's points (hollow where the paper did not measure) with their own fit, dashed."""
+    fits = [f for f in fits if f["axis"] == axis]
+    metrics = list(dict.fromkeys(f["metric"] for f in fits))
+    if not metrics:
+        return []
+    with plt.rc_context(STYLE):
+        ncol = min(3, len(metrics))
+        nrow = math.ceil(len(metrics) / ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.9 * nrow), squeeze=False)
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for ax, metric in zip(axes.flat, metrics):
+            ours = [f for f in fits if f["metric"] == metric and f["source"] == "ours"]
+            for i, f in enumerate(ours):
+                c = colors[i % len(colors)]
+                p = f["points"]
+                ax.errorbar(p["x"], p[f"{metric}_mean"], yerr=p[f"{metric}_std"], fmt="o", color=c, ms=4, capsize=2)
+                _draw_fit(ax, f, c, "-", f"ours {f['curve']}")
+            for f in (f for f in fits if f["metric"] == metric and f["source"] == "paper"):
+                p = f["points"]
+                m = p["measured"].to_numpy(bool)
+                ax.plot(p["x"][m], p[f"{metric}_mean"][m], "s", color="k", ms=4, label="paper (read off, +-0.3)")
+                if (~m).any():
+                    ax.plot(p["x"][~m], p[f"{metric}_mean"][~m], "s", mfc="none", color="k", ms=4,
+                            label="paper, not measured")
+                _draw_fit(ax, {**f, "points": p[m]}, "k", "--", "paper")
+            ax.set_xscale("log")
+            ax.set_xlabel(XLABEL[axis])
+            ax.set_ylabel(LABELS.get(metric, metric) + (" (%)" if metric != "final_loss" else ""))
+            _tidy_log_x(ax)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below the panel: never over the points
+        for ax in list(axes.flat)[len(metrics):]:
+            ax.set_visible(False)
+        fig.suptitle(f"{axis} scaling", fontsize=10)
+        fig.tight_layout()
+        return save(fig, out, f"{axis}_scaling")
+
+
+def plot_ablation(table: pd.DataFrame, out: str | Path) -> list[Path]:
+    """Bars per setting and metric: ours (with std over seeds) beside the paper's, where it has one."""
+    metrics = [c[: -len(" ours")] for c in table.columns if c.endswith(" ours")]
+    if table.empty or not metrics:
+        return []
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 2.9), squeeze=False)
+        x = np.arange(len(table))
+        for ax, m in zip(axes[0], metrics):
+            ax.bar(x - 0.2, table[f"{m} ours"], 0.4, yerr=table[f"{m} std"].fillna(0), capsize=2, label="ours")
+            ax.bar(x + 0.2, table[f"{m} paper"].fillna(0), 0.4, color="0.6", label="paper")
+            vals = pd.concat([table[f"{m} ours"], table[f"{m} paper"]]).dropna()
+            if len(vals):
+                ax.set_ylim(max(0.0, vals.min() - 5), vals.max() + 3)
+            ax.set_xticks(x, table["setting"], rotation=20, ha="right")
+            ax.set_ylabel(LABELS.get(m, m) + " (%)")
+            ax.legend()
+        fig.tight_layout()
+        return save(fig, out, "ablation")
+
+
+def growth_exponent(resolution, values) -> float:
+    """Slope of log(value) against log(token count) ~ log(resolution^2): 1 linear, 2 quadratic."""
+    return float(np.polyfit(2 * np.log(np.asarray(resolution, float)), np.log(np.asarray(values, float)), 1)[0])
+
+
+def _paper_highres(paper: pd.DataFrame | None) -> pd.DataFrame:
+    paper = load_paper() if paper is None else paper
+    return paper[paper["section"] == "highres"]
+
+
+def plot_highres(df: pd.DataFrame, out: str | Path, paper: pd.DataFrame | None = None) -> list[Path]:
+    """Peak memory and samples/s against resolution (log-log), one line per model, the fitted growth
+    exponent vs token count in the legend, OOM marked on the x axis, the paper's numbers hollow."""
+    need = ["model", "resolution", "peak_mem_mb", "samples_per_s"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"high-res table: missing column(s) {missing}; it has {list(df.columns)}")
+    df = df.copy()
+    status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
+    oom = status.astype(str).str.upper().eq("OOM")
+    ph = _paper_highres(paper)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.4))
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for ax, col, ylabel in ((axes[0], "peak_mem_mb", "peak memory (MB)"), (axes[1], "samples_per_s", "samples / s")):
+            for i, (model, s) in enumerate(df.groupby("model", sort=True)):
+                c = colors[i % len(colors)]
+                ok = s[~oom[s.index] & (s[col] > 0)].sort_values("resolution")
+                label = model
+                if len(ok) >= 2:
+                    vals = ok[col] if col == "peak_mem_mb" else 1.0 / ok[col]
+                    label += f" (growth {growth_exponent(ok['resolution'], vals):.2f})"
+                ax.plot(ok["resolution"], ok[col], "o-", color=c, ms=4, label=label)
+                bad = s[oom[s.index]]
+                if len(bad):  # at the bottom edge of the panel, whatever its final y range
+                    ax.plot(bad["resolution"], np.full(len(bad), 0.04), "x", color=c, ms=7, mew=1.5,
+                            transform=ax.get_xaxis_transform(), label=f"{model} OOM")
+            for j, (model, s) in enumerate(ph[ph["metric"] == col].groupby("method", sort=True)):
+                rep = s[s["status"] == "reported"]
+                oom_at = ", ".join(f"{x:g}" for x in s[s["status"] == "OOM"]["x_value"])
+                ax.plot(rep["x_value"], rep["value"], "D", mfc="none", color=f"{0.15 + 0.35 * j:.2f}", ms=6,
+                        label=f"paper {model}" + (f" (OOM at {oom_at})" if oom_at else ""))
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            _tidy_log_x(ax)
+            ax.set_xticks(sorted(set(df["resolution"].astype(int)) | set(ph["x_value"].dropna().astype(int))))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.set_xlabel("resolution (px)")
+            ax.set_ylabel(ylabel)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3))
+        axes[0].set_title("memory (growth: slope vs tokens)", fontsize=8)
+        axes[1].set_title("speed (growth of time/sample vs tokens)", fontsize=8)
+        fig.tight_layout()
+        return save(fig, out, "highres")

@@ -1,0 +1,167 @@
+"""Fit scaling laws with honest uncertainty; draw the paper's figures and tables.
+
+From a table (any source), writing OUT/fit.json:
+    python analysis/fit_scaling.py --csv FILE --form chinchilla --n COL --d COL --y COL \\
+        [--exclude-top K] [--bootstrap B] [--seed S] --out OUT
+    python analysis/fit_scaling.py --csv FILE --form power|saturating --x COL --y COL [--bootstrap B] --out OUT
+  y is fitted as given (pass an error or a loss, not an accuracy, to the saturating law).
+
+From finished MLflow runs (params model.name, param_count, data_size; metrics aid_oa_tr50, ...):
+    python analysis/fit_scaling.py --experiment scaling_data --tracking-uri sqlite:///outputs/scaling_data/mlflow.db \\
+        --out outputs/analysis/scaling_data [--form auto|power|saturating] [--format markdown|latex|csv]
+  -> OUT/runs.csv, fits.json, {data,model}_scaling.{png,pdf}, ablation.{png,pdf},
+     tables/*.{md,tex,csv}; the report (fits, ours vs paper, ablation) on stdout.
+
+fit.json: {"form", "params", "ci95": {name: [lo, hi]}, "n_points", "objective", "loo", "holdout", ...};
+chinchilla params E, A, B, alpha, beta; power a, b (y = a x^b); saturating a, b, c, d (y = a (x+d)^-b + c).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from analysis.fits import FitInputError, fit_scaling  # noqa: E402
+from analysis.runs import RunTableError, read_table, row_labels  # noqa: E402
+from analysis.tables import FORMATS, params_table, render  # noqa: E402
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic JSON write (temp file + rename); NaN becomes null so that any JSON reader accepts it."""
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, np.generic):
+            return clean(o.item())
+        return o
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(clean(obj), indent=1))
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_csv(args) -> dict:
+    if args.form == "chinchilla":
+        if not (args.n and args.d and args.y):
+            raise SystemExit("--form chinchilla needs --n COL --d COL --y COL")
+        x_cols = [args.n, args.d]
+    elif args.form in ("power", "saturating"):
+        if not (args.x and args.y):
+            raise SystemExit(f"--form {args.form} needs --x COL --y COL")
+        x_cols = [args.x]
+    else:
+        raise SystemExit("--csv needs --form chinchilla|power|saturating")
+    df = read_table(args.csv, x_cols + [args.y])
+    X = df[x_cols].apply(lambda c: c.astype(float)).to_numpy()
+    res = fit_scaling(args.form, X, df[args.y].to_numpy(float), x_names=tuple(x_cols), y_name=args.y,
+                      labels=row_labels(df), bootstrap_b=args.bootstrap, seed=args.seed, exclude_top=args.exclude_top)
+    out = res.to_json()
+    out.update({"csv": str(args.csv), "y": args.y, "exclude_top": args.exclude_top})
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "fit.json", out)
+    lines = [render(params_table(res), args.format, caption=f"{args.form} fit of {args.y} on {', '.join(x_cols)} "
+                    f"({res.n_points} points, objective {res.objective:.6g}, bootstrap B={args.bootstrap})")]
+    for name, d in (("leave-one-out", res.loo), ("hold-largest-out", res.holdout)):
+        if args.format != "csv":
+            lines.append(f"{name}: " + (f"mean |rel. err| {d['mean_abs_rel_err']:.4g}, max {d['max_abs_rel_err']:.4g}, "
+                                       f"RMSE(log) {d['rmse_log']:.4g}" if d.get("available") else d.get("reason", "n/a")))
+    print("\n".join(lines))
+    return out
+
+
+def run_mlflow(args) -> dict:
+    from analysis import figures, study, tables
+    from analysis.runs import load_mlflow, load_paper
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise SystemExit("--experiment needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+    form = args.form or "auto"
+    if form == "chinchilla":
+        raise SystemExit("--form chinchilla is for --csv; from MLflow the joint law is fitted on final_loss "
+                         "whenever the runs vary both param_count and data_size")
+    df = load_mlflow(args.experiment, uri, args.allow_missing)
+    paper = load_paper(args.paper)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = args.out / "runs.csv.tmp"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, args.out / "runs.csv")
+
+    fits = study.fit_ours(df, form, args.bootstrap, args.seed)
+    if not args.no_paper:
+        fits += study.fit_paper(paper, form, args.bootstrap, args.seed)
+    joint = study.fit_joint(df, args.bootstrap, args.seed, args.exclude_top)
+    all_fits = fits + ([joint] if joint else [])
+    for axis in ("data", "model"):
+        figures.plot_scaling(fits, axis, args.out)
+
+    report = {"fits": tables.fits_table(all_fits), "ours vs paper (RoMA-B)": tables.ours_vs_paper(df, paper)}
+    abl = tables.ablation_table(df, paper)
+    if len(abl) >= 2:  # an ablation needs at least two settings
+        report["ablation"] = abl
+        figures.plot_ablation(abl, args.out)
+    (args.out / "tables").mkdir(exist_ok=True)
+    for name, t in report.items():
+        stem = name.split(" ")[0]
+        for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
+            write_text(args.out / "tables" / f"{stem}.{ext}", render(t, fmt, caption=name))
+    write_json(args.out / "fits.json", [{k: v for k, v in f.items() if k not in ("fit", "points")} | f["fit"].to_json()
+                                        for f in all_fits])
+    print("\n".join(render(t, args.format, caption=name) for name, t in report.items()))
+    return {"fits": all_fits, "tables": report}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", type=Path, help="a table with one row per run")
+    src.add_argument("--experiment", help="an MLflow experiment name (finished runs are read)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///outputs/x/mlflow.db")
+    p.add_argument("--form", choices=("chinchilla", "power", "saturating", "auto"),
+                   help="the law (CSV: required; MLflow: auto = saturating with > 4 sizes, else power)")
+    p.add_argument("--n", help="CSV column of parameter counts (chinchilla)")
+    p.add_argument("--d", help="CSV column of data sizes (chinchilla)")
+    p.add_argument("--x", help="CSV column of sizes (power, saturating)")
+    p.add_argument("--y", help="CSV column of the fitted quantity (loss, error)")
+    p.add_argument("--exclude-top", type=int, default=0, metavar="K",
+                   help="fit without the K largest points (N*D for chinchilla) and report how well they are predicted")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples for the CIs (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--format", choices=FORMATS, default="markdown", help="the report on stdout")
+    p.add_argument("--paper", type=Path, default=None, help="the paper's numbers (default analysis/paper_results.csv)")
+    p.add_argument("--no-paper", action="store_true", help="do not fit or draw the paper's points")
+    p.add_argument("--allow-missing", action="store_true", help="keep runs that lack a metric other runs have")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.exclude_top < 0 or args.bootstrap < 0:
+        raise SystemExit("--exclude-top and --bootstrap must be >= 0")
+    try:
+        return run_csv(args) if args.csv else run_mlflow(args)
+    except (FitInputError, RunTableError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

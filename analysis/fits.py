@@ -1,0 +1,256 @@
+"""Fit a scaling law with honest uncertainty: grid-started L-BFGS, percentile bootstrap, LOO, hold-out.
+
+    res = fit_scaling("chinchilla", X, y, x_names=("N", "D"), bootstrap=1000, seed=0)
+    res.params            {"E": .., "A": .., "B": .., "alpha": .., "beta": ..}
+    res.ci95              {"alpha": [lo, hi], ...}  percentile bootstrap over resampled points
+    res.loo, res.holdout  leave-one-out / hold-largest-out prediction errors (how far to trust it)
+    res.to_json()         the fit.json dict
+
+X is (n, 1) sizes for power/saturating and (n, 2) = (N, D) for chinchilla; y (n,) is the fitted
+quantity itself (a loss, or an error such as 1 - accuracy: see analysis.runs.error_like).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+
+from analysis.laws import LAWS, Law
+from analysis.optim import lbfgs_batch
+
+N_OPTIMA = 6  # distinct local optima kept from the grid: the warm starts of bootstrap / LOO refits
+
+
+class FitInputError(ValueError):
+    """Bad input to a fit: the message names the column and the row or run."""
+
+
+@dataclass
+class FitResult:
+    form: str
+    params: dict[str, float]
+    objective: float
+    n_points: int
+    x_names: tuple[str, ...]
+    theta: np.ndarray = field(repr=False)  # internal parameters of the optimum (P,)
+    optima: np.ndarray = field(repr=False)  # (k, P) distinct local optima, best first
+    n_starts: int = 0
+    ci95: dict[str, list[float]] = field(default_factory=dict)
+    bootstrap: dict = field(default_factory=dict)
+    loo: dict = field(default_factory=dict)
+    holdout: dict = field(default_factory=dict)
+    samples: np.ndarray | None = field(default=None, repr=False)  # (B, P) bootstrap natural params
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return LAWS[self.form].predict(self.params, np.asarray(X, float).reshape(len(X), -1))
+
+    def predict_band(self, X: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise percentile band of the bootstrap predictions at X (needs bootstrap samples)."""
+        if self.samples is None or not len(self.samples):
+            raise ValueError("no bootstrap samples: fit with bootstrap > 0 to get a band")
+        law = LAWS[self.form]
+        X = np.asarray(X, float).reshape(len(X), -1)
+        preds = np.array([law.predict(dict(zip(law.param_names, s)), X) for s in self.samples])
+        q = 100 * (1 - level) / 2
+        return tuple(np.nanpercentile(preds, [q, 100 - q], axis=0))
+
+    def to_json(self) -> dict:
+        return {"form": self.form, "params": self.params, "ci95": self.ci95, "n_points": self.n_points,
+                "objective": self.objective, "loo": self.loo, "holdout": self.holdout,
+                "bootstrap": self.bootstrap, "x": list(self.x_names), "n_starts": self.n_starts}
+
+
+def get_law(form: str) -> Law:
+    if form not in LAWS:
+        raise FitInputError(f"unknown form {form!r}; choose from {sorted(LAWS)}")
+    return LAWS[form]
+
+
+def check_inputs(form: str, X: np.ndarray, y: np.ndarray, x_names, y_name: str, labels=None) -> Law:
+    """Raise FitInputError naming the column and row (or run label) of the first bad value."""
+    law = get_law(form)
+    labels = list(labels) if labels is not None else [f"row {i}" for i in range(len(y))]
+    if X.ndim != 2 or X.shape[1] != len(law.x_names) or X.shape[0] != y.shape[0]:
+        raise FitInputError(f"{form} needs X of shape (n, {len(law.x_names)}) and y (n,); got {X.shape}, {y.shape}")
+    for j, col in enumerate(x_names):
+        for i in np.flatnonzero(~np.isfinite(X[:, j])):
+            raise FitInputError(f"column {col!r}: missing/NaN value at {labels[i]}")
+        for i in np.flatnonzero(X[:, j] <= 0):
+            raise FitInputError(f"column {col!r}: sizes must be positive, got {X[i, j]:g} at {labels[i]}")
+    for i in np.flatnonzero(~np.isfinite(y)):
+        raise FitInputError(f"column {y_name!r}: missing/NaN value at {labels[i]}")
+    for i in np.flatnonzero(y <= 0):
+        raise FitInputError(f"column {y_name!r}: the {form} law is fitted on log y, so values must be "
+                            f"positive; got {y[i]:g} at {labels[i]}")
+    if len(y) < law.n_params:
+        raise FitInputError(f"the {form} law has {law.n_params} parameters {law.param_names} but only "
+                            f"{len(y)} points were given")
+    return law
+
+
+def _minimise(law: Law, data: dict, starts: np.ndarray, W: np.ndarray):
+    """The best optimum over `starts` (S, P) for each weight row of W (R, n).
+
+    Returns theta (R, P), f (R,), and every start's end point (R, S, P) with its objective (R, S)."""
+    R, S = W.shape[0], starts.shape[0]
+    if hasattr(law, "solve"):  # convex with a closed form: one solve per weight row
+        with np.errstate(invalid="ignore"):  # a resample of one distinct size has no slope: NaN, counted as failed
+            theta = law.solve(W, data)
+            f, _ = law.value_grad(theta, W, data)
+        return theta, f, theta[:, None], f[:, None]
+    x0 = np.tile(starts, (R, 1))  # row r * S + s: weights r, start s
+    Wrow = np.repeat(W, S, axis=0) if R > 1 else W  # (R*S, n); one row broadcasts over every start
+
+    def fg(x, rows):
+        return law.value_grad(x, Wrow[rows] if R > 1 else Wrow, data)
+
+    x, f, _ = lbfgs_batch(fg, x0)
+    f = np.where(np.isfinite(f), f, np.inf).reshape(R, S)
+    x = x.reshape(R, S, -1)
+    best = f.argmin(1)
+    return x[np.arange(R), best], f[np.arange(R), best], x, f
+
+
+def _polish(law: Law, data: dict, theta: np.ndarray, W: np.ndarray):
+    """Tighten one optimum with scipy's L-BFGS-B (analytic gradient, tight tolerances)."""
+    def fun(t):
+        f, g = law.value_grad(t[None], W, data)
+        return float(f[0]), g[0]
+
+    res = minimize(fun, theta, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-14, "maxiter": 5000})
+    return res.x, float(res.fun)
+
+
+def _distinct(x: np.ndarray, f: np.ndarray, k: int, tol: float = 1e-2) -> np.ndarray:
+    """Up to k optima from (S, P) points, best first, pairwise further apart than tol (inf-norm)."""
+    kept: list[np.ndarray] = []
+    for i in np.argsort(f):
+        if not np.isfinite(f[i]):
+            break
+        if all(np.abs(x[i] - z).max() > tol for z in kept):
+            kept.append(x[i])
+            if len(kept) == k:
+                break
+    return np.array(kept)
+
+
+def fit_law(form: str, X: np.ndarray, y: np.ndarray, starts: np.ndarray | None = None,
+            x_names=None, y_name: str = "y", labels=None) -> FitResult:
+    """Fit one law from its full starting grid (or the given starts), the best optimum kept and polished."""
+    X = np.asarray(X, float).reshape(len(y), -1)
+    y = np.asarray(y, float)
+    x_names = tuple(x_names or get_law(form).x_names)
+    law = check_inputs(form, X, y, x_names, y_name, labels)
+    data = law.prepare(X, y)
+    starts = law.starts(data) if starts is None else np.atleast_2d(starts)
+    W = np.ones((1, len(y)))
+    _, _, xs, fs = _minimise(law, data, starts, W)
+    optima = _distinct(xs[0], fs[0], N_OPTIMA)
+    if len(optima) == 0:
+        raise FitInputError(f"{form}: no start reached a finite objective on column {y_name!r}")
+    best, best_f = optima[0], np.inf
+    for t in optima[:3]:  # polish the few best basins; the grid ranking can be off by rounding
+        t, f = _polish(law, data, t, W[0])
+        if f < best_f:
+            best, best_f = t, f
+    nat = law.natural(best[None], data)[0]
+    return FitResult(form, dict(zip(law.param_names, map(float, nat))), best_f, len(y), x_names,
+                     best, np.vstack([best[None], optima]), len(starts))
+
+
+def _refit(res: FitResult, law: Law, data: dict, W: np.ndarray) -> np.ndarray:
+    """Natural parameters (R, P) of the law refitted under each weight row of W (R, n).
+
+    Small problems restart from the full grid; the 4,500-start chinchilla grid would cost R times
+    the main fit, so its refits start from the distinct optima the main fit found (warm starts)."""
+    n = W.shape[1]
+    grid = law.starts(data)
+    starts = grid if len(grid) * n <= 20_000 else res.optima
+    theta, f, _, _ = _minimise(law, data, starts, W)
+    nat = law.natural(theta, data)
+    nat[~np.isfinite(f)] = np.nan
+    return nat
+
+
+def bootstrap(res: FitResult, X: np.ndarray, y: np.ndarray, B: int = 1000, seed: int = 0,
+              chunk: int = 250) -> FitResult:
+    """Percentile 95% CIs from B refits on points resampled with replacement (seeded)."""
+    law = LAWS[res.form]
+    data = law.prepare(np.asarray(X, float).reshape(len(y), -1), np.asarray(y, float))
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=B).astype(float)  # (B, n) resample counts
+    samples = np.vstack([_refit(res, law, data, W[i:i + chunk]) for i in range(0, B, chunk)])
+    ok = np.isfinite(samples).all(1)
+    lo, hi = np.percentile(samples[ok], [2.5, 97.5], axis=0) if ok.any() else (np.full(law.n_params, np.nan),) * 2
+    res.ci95 = {k: [float(a), float(b)] for k, a, b in zip(law.param_names, lo, hi)}
+    res.samples = samples[ok]
+    res.bootstrap = {"B": B, "seed": seed, "n_failed": int((~ok).sum()),
+                     "n_degenerate": int(((W > 0).sum(1) < law.n_params).sum())}
+    return res
+
+
+def _errors(y: np.ndarray, pred: np.ndarray) -> dict:
+    rel = np.abs(pred - y) / np.abs(y)
+    return {"mean_abs_rel_err": float(np.mean(rel)), "max_abs_rel_err": float(np.max(rel)),
+            "rmse_log": float(np.sqrt(np.mean((np.log(np.maximum(pred, 1e-300)) - np.log(y)) ** 2)))}
+
+
+def leave_one_out(res: FitResult, X: np.ndarray, y: np.ndarray) -> dict:
+    """Refit without each point in turn and predict it: the interpolation error of the law."""
+    law = LAWS[res.form]
+    X = np.asarray(X, float).reshape(len(y), -1)
+    if len(y) - 1 < law.n_params:
+        return {"available": False, "reason": f"{len(y) - 1} points left out of {len(y)} < {law.n_params} parameters"}
+    data = law.prepare(X, y)
+    W = 1.0 - np.eye(len(y))
+    nat = _refit(res, law, data, W)
+    pred = np.array([law.predict(dict(zip(law.param_names, p)), X[i:i + 1])[0] for i, p in enumerate(nat)])
+    return {"available": True, **_errors(y, pred), "pred": pred.tolist()}
+
+
+def hold_largest_out(form: str, X: np.ndarray, y: np.ndarray, k: int = 1, **kw) -> tuple[dict, FitResult | None]:
+    """Fit (full grid, no information from the held-out points) without the k largest points and
+    predict them: the extrapolation error, which is what a scaling law is used for."""
+    law = LAWS[form]
+    X = np.asarray(X, float).reshape(len(y), -1)
+    if len(y) - k < law.n_params:
+        reason = f"{len(y) - k} points left after holding out {k} < {law.n_params} parameters"
+        return {"available": False, "reason": reason}, None
+    order = np.argsort(law.size(X), kind="stable")
+    keep, out = order[:-k], order[-k:]
+    sub = fit_law(form, X[keep], y[keep], **kw)
+    pred = sub.predict(X[out])
+    return {"available": True, "k": k, "held_out": out.tolist(), **_errors(y[out], pred), "pred": pred.tolist(),
+            "params": sub.params}, sub
+
+
+def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, bootstrap_b: int = 1000,
+                seed: int = 0, exclude_top: int = 0) -> FitResult:
+    """The full analysis of one law: fit, bootstrap CIs, leave-one-out and hold-largest-out errors.
+
+    exclude_top K > 0: the law is fitted without the K largest points (compute N*D for chinchilla),
+    and `holdout` reports how well it predicts them; with K = 0 the fit uses every point and the
+    hold-out check refits once without the single largest."""
+    X = np.asarray(X, float).reshape(len(y), -1)
+    y = np.asarray(y, float)
+    x_names = tuple(x_names or get_law(form).x_names)
+    law = check_inputs(form, X, y, x_names, y_name, labels)
+    kw = {"x_names": x_names, "y_name": y_name}
+    if exclude_top:
+        holdout, res = hold_largest_out(form, X, y, exclude_top, **kw)
+        if res is None:
+            raise FitInputError(f"--exclude-top {exclude_top} leaves {len(y) - exclude_top} points, fewer than "
+                                f"the {law.n_params} parameters of the {form} law")
+        keep = np.argsort(law.size(X), kind="stable")[:-exclude_top]
+        Xf, yf = X[keep], y[keep]
+        holdout.pop("params")
+    else:
+        res = fit_law(form, X, y, **kw, labels=labels)
+        Xf, yf = X, y
+        holdout, _ = hold_largest_out(form, X, y, 1, **kw)
+    res.holdout = holdout
+    res.loo = leave_one_out(res, Xf, yf)
+    if bootstrap_b > 0:
+        bootstrap(res, Xf, yf, bootstrap_b, seed)
+    return res

@@ -1,0 +1,211 @@
+"""Run tables: finished MLflow runs or a CSV file -> one pandas row per run, seeds grouped.
+
+The names are the tracking contract of docs/architecture.md: params `model.name`, `param_count`,
+`data_size` (or `data.subset`), `train.seed` and the ablation switches; single-value metrics
+`aid_oa_tr50`, `aid_oa_tr20`, `ucm_oa_tr50`, `oscd_f1`, `spacenet_mf1` (percent) and `final_loss`.
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PERCENT_METRICS = ("aid_oa_tr50", "aid_oa_tr20", "ucm_oa_tr50", "oscd_f1", "spacenet_mf1")
+METRICS = PERCENT_METRICS + ("final_loss",)
+LABELS = {"aid_oa_tr50": "AID OA (TR 50%)", "aid_oa_tr20": "AID OA (TR 20%)", "ucm_oa_tr50": "UCM OA (TR 50%)",
+          "oscd_f1": "OSCD F1", "spacenet_mf1": "SpaceNet mF1", "final_loss": "pretraining loss"}
+ABLATION_PARAMS = ("ares.enabled", "msp.enabled", "ares.descriptor", "msp.scales", "msp.weight")
+SIZE_COLUMNS = ("param_count", "data_size")
+
+
+class RunTableError(ValueError):
+    """Bad run table: the message names the file or run and the column or parameter."""
+
+
+def error_like(metric: str, values):
+    """The quantity a saturating/power law describes: 1 - accuracy (percent metrics) or the loss itself."""
+    v = np.asarray(values, float)
+    return 1.0 - v / 100.0 if metric in PERCENT_METRICS else v
+
+
+def from_error_like(metric: str, err):
+    e = np.asarray(err, float)
+    return 100.0 * (1.0 - e) if metric in PERCENT_METRICS else e
+
+
+def parse_size(value) -> float:
+    """'250K', '4M', '1.5e6', 250000, 'None' -> float (NaN when absent)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, (int, float)):
+        return float(value)
+    s = str(value).strip()
+    if s in ("", "None", "null", "nan"):
+        return math.nan
+    m = re.fullmatch(r"([0-9.eE+-]+)\s*([kKmMbBgG]?)", s)
+    if not m:
+        raise ValueError(f"not a size: {value!r}")
+    mult = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}[m.group(2).lower()]
+    return float(m.group(1)) * mult
+
+
+def read_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
+    """A CSV table with at least `columns`; a clear error names a missing file or column."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunTableError(f"{path}: no such file")
+    df = pd.read_csv(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise RunTableError(f"{path}: missing column(s) {missing}; the file has {list(df.columns)}")
+    return df
+
+
+def row_labels(df: pd.DataFrame) -> list[str]:
+    """How to name a row in an error: its run name when the table has one, else its line number."""
+    for col in ("run_name", "run", "run_id"):
+        if col in df.columns:
+            return [f"run {v!r}" for v in df[col]]
+    return [f"row {i + 2} (file line)" for i in range(len(df))]  # +1 header, +1 one-based
+
+
+def load_mlflow(experiment: str, tracking_uri: str, allow_missing: bool = False) -> pd.DataFrame:
+    """Finished runs of one experiment -> columns run_id, run_name, model, param_count, data_size,
+    seed, the ablation switches, the metrics, and the `sweep.*` tags joined in `sweep`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise RunTableError(f"experiment {experiment!r} not found at {tracking_uri}; it has {names}")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    if not runs:
+        raise RunTableError(f"experiment {experiment!r} at {tracking_uri} has no finished runs")
+    rows = []
+    for r in runs:
+        p, m, tags = r.data.params, r.data.metrics, r.data.tags
+        name = r.info.run_name or r.info.run_id
+        where = f"run {name!r} ({r.info.run_id})"
+        row = {"run_id": r.info.run_id, "run_name": name}
+        row["model"] = p.get("model.name") or p.get("model")
+        if row["model"] is None:
+            raise RunTableError(f"{where}: parameter 'model.name' is missing")
+        for col, keys in (("param_count", ("param_count",)), ("data_size", ("data_size", "data.subset"))):
+            row[col] = math.nan
+            for k in keys:  # the first of the keys that holds a size (data.subset may be 'None': all images)
+                try:
+                    row[col] = parse_size(p.get(k))
+                except ValueError as err:
+                    raise RunTableError(f"{where}: parameter {k!r}: {err}") from None
+                if not math.isnan(row[col]):
+                    break
+            if math.isnan(row[col]):
+                raise RunTableError(f"{where}: parameter {' or '.join(map(repr, keys))} is missing or None")
+            if row[col] <= 0:
+                raise RunTableError(f"{where}: parameter {col!r} must be positive, got {row[col]:g}")
+        row["seed"] = int(float(p.get("train.seed", 0)))
+        for k in ABLATION_PARAMS:
+            row[k] = p.get(k)
+        for k in METRICS:
+            row[k] = m.get(k, math.nan)
+        row["sweep"] = ",".join(sorted(k[len("sweep."):] for k in tags if k.startswith("sweep.")))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return check_metrics(df, allow_missing)
+
+
+def check_metrics(df: pd.DataFrame, allow_missing: bool = False) -> pd.DataFrame:
+    """A metric some runs have and others lack (or logged as NaN) is an error naming those runs;
+    with allow_missing those runs are kept and the metric is dropped for them (a warning on stderr)."""
+    for k in METRICS:
+        if k not in df.columns:
+            df[k] = math.nan
+        bad = df[k].isna()
+        if bad.any() and not bad.all():
+            names = df.loc[bad, "run_name"].tolist() if "run_name" in df else df.index[bad].tolist()
+            msg = f"metric {k!r} is missing or NaN in {len(names)} of {len(df)} runs: {names[:10]}"
+            if not allow_missing:
+                raise RunTableError(msg + " (pass --allow-missing to fit without them)")
+            print(f"warning: {msg}; those runs are left out of the {k} fits", file=sys.stderr)
+    return df
+
+
+def available_metrics(df: pd.DataFrame) -> list[str]:
+    return [k for k in METRICS if k in df.columns and df[k].notna().any()]
+
+
+def _switch_on(v) -> bool:
+    """A logged boolean switch (params come back as strings); unlogged means the config default, on."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return True
+    return str(v).lower() in ("true", "1", "yes")
+
+
+def ablation_labels(df: pd.DataFrame) -> list[str]:
+    """Per run: 'ARM baseline', '+ARES', '+MSP' or '+ARES+MSP', plus the options (descriptor, scales,
+    weight) that vary across the table, e.g. '+ARES+MSP (scales=[2, 4])'."""
+    varying = [k for k in ABLATION_PARAMS[2:] if k in df.columns and df[k].astype(str).nunique() > 1]
+    labels = []
+    for _, row in df.iterrows():
+        ares, msp = _switch_on(row.get("ares.enabled")), _switch_on(row.get("msp.enabled"))
+        label = "ARM baseline" if not (ares or msp) else ("+ARES" if ares else "") + ("+MSP" if msp else "")
+        extra = [f"{k.split('.')[1]}={row[k]}" for k in varying
+                 if (k.startswith("ares") and ares) or (k.startswith("msp") and msp)]
+        labels.append(label + (f" ({', '.join(extra)})" if extra else ""))
+    return labels
+
+
+def group_seeds(df: pd.DataFrame, keys: list[str], metrics: list[str] | None = None) -> pd.DataFrame:
+    """One row per `keys` combination: <metric>_mean, <metric>_std (0 for one seed), <metric>_n."""
+    metrics = metrics or available_metrics(df)
+    g = df.groupby(keys, dropna=False, sort=True)
+    out = g.size().rename("n_runs").reset_index()
+    for k in metrics:
+        agg = g[k].agg(["mean", "std", "count"]).reset_index(drop=True)
+        out[f"{k}_mean"] = agg["mean"].to_numpy()
+        out[f"{k}_std"] = agg["std"].fillna(0.0).to_numpy()
+        out[f"{k}_n"] = agg["count"].to_numpy()
+    return out
+
+
+def scaling_curves(df: pd.DataFrame) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    """Split runs into data-scaling curves (one model, several data sizes) and model-scaling curves
+    (one data size, several parameter counts), each with the ablation switches held fixed."""
+    df = df.copy()
+    df["ablation"] = ablation_labels(df)
+    if df["ablation"].nunique() == 1:  # one setting throughout: no need to say it in every label
+        df["ablation"] = ""
+    curves: dict[str, list] = {"data": [], "model": []}
+    for (model, abl), sub in df.groupby(["model", "ablation"], sort=True):
+        if sub["data_size"].nunique() >= 2:
+            curves["data"].append((f"{model}{' ' + abl if abl else ''}", sub))
+    for (size, abl), sub in df.groupby(["data_size", "ablation"], sort=True):
+        if sub["param_count"].nunique() >= 2:
+            curves["model"].append((f"{fmt_size(size)} images{' ' + abl if abl else ''}", sub))
+    return curves
+
+
+def fmt_size(x: float) -> str:
+    """62500 -> '62.5K', 4e6 -> '4M', 8.6e7 -> '86M'."""
+    for unit, mult in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if x >= mult:
+            return f"{x / mult:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def load_paper(path: str | Path | None = None) -> pd.DataFrame:
+    """The paper's reported numbers (analysis/paper_results.csv; `source` says where each is from)."""
+    path = Path(path) if path else Path(__file__).with_name("paper_results.csv")
+    return read_table(path, ["section", "method", "x_name", "x_value", "metric", "value", "status", "approx", "source"])

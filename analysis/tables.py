@@ -1,0 +1,136 @@
+"""Tables as Markdown, LaTeX or CSV: fitted laws, ours beside the paper's numbers, ablations."""
+from __future__ import annotations
+
+import io
+import math
+
+import pandas as pd
+
+from analysis.fits import FitResult
+from analysis.runs import LABELS, PERCENT_METRICS, ablation_labels, fmt_size, group_seeds
+
+FORMATS = ("markdown", "latex", "csv")
+
+
+def _cell(v, floatfmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return format(v, floatfmt)
+    return str(v)
+
+
+def render(df: pd.DataFrame, fmt: str = "markdown", floatfmt: str = ".4g", caption: str = "") -> str:
+    """One table in the given format; numbers with `floatfmt`, NaN as an empty cell."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
+    if fmt == "csv":
+        buf = io.StringIO()
+        df.to_csv(buf, index=False)
+        return buf.getvalue()
+    cells = [[_cell(v, floatfmt) for v in row] for row in df.itertuples(index=False)]
+    cols = [str(c) for c in df.columns]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    if fmt == "markdown":
+        lines = ([f"**{caption}**", ""] if caption else []) + ["| " + " | ".join(cols) + " |",
+                                                               "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        return "\n".join(lines) + "\n"
+    esc = lambda s: "".join("\\" + ch if ch in "&%$#_{}" else ch for ch in s)  # noqa: E731
+    lines = ["\\begin{table}[t]", "\\centering"] + ([f"\\caption{{{esc(caption)}}}"] if caption else [])
+    lines += ["\\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}", "\\toprule",
+              " & ".join(esc(c) for c in cols) + " \\\\", "\\midrule"]
+    lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in cells]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def params_table(res: FitResult) -> pd.DataFrame:
+    """name, value, 95% CI of one fit."""
+    return pd.DataFrame([{"param": k, "value": v, "ci95_lo": res.ci95.get(k, [math.nan] * 2)[0],
+                          "ci95_hi": res.ci95.get(k, [math.nan] * 2)[1]} for k, v in res.params.items()])
+
+
+def params_ci(res: FitResult) -> str:
+    """'b=-0.21 [-0.3, -0.15]; a=...' (the CI only when the fit was bootstrapped)."""
+    parts = []
+    for k, v in res.params.items():
+        lo, hi = res.ci95.get(k, [math.nan, math.nan])
+        parts.append(f"{k}={v:.4g}" + (f" [{lo:.3g}, {hi:.3g}]" if k in res.ci95 else ""))
+    return "; ".join(parts)
+
+
+def fits_table(fits: list[dict]) -> pd.DataFrame:
+    """One row per fitted law ({"source", "axis", "curve", "metric", "fitted", "fit": FitResult}, see
+    analysis.study): the parameters with their CIs, and the LOO / hold-largest-out errors beside them."""
+    rows = []
+    for f in fits:
+        res: FitResult = f["fit"]
+        loo, ho = res.loo or {}, res.holdout or {}
+        rows.append({"source": f["source"], "axis": f["axis"], "curve": f["curve"],
+                     "metric": LABELS.get(f["metric"], f["metric"]), "fitted": f.get("fitted", ""),
+                     "form": res.form, "n": res.n_points, "params [95% CI]": params_ci(res),
+                     "LOO rel. err": loo.get("mean_abs_rel_err", math.nan) if loo.get("available") else math.nan,
+                     "hold-largest-out rel. err": ho.get("mean_abs_rel_err", math.nan) if ho.get("available") else math.nan})
+    return pd.DataFrame(rows)
+
+
+def _best_ours(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs to set beside the paper's RoMA-B: roma_base when present, at its largest data size
+    (else the largest model), with the ablation switches of the paper (ARES and MSP on)."""
+    is_base = df["model"] == "roma_base"
+    sub = df[is_base] if is_base.any() else df[df["param_count"] == df["param_count"].max()]
+    sub = sub[sub["data_size"] == sub["data_size"].max()]
+    full = sub[[lab.startswith("+ARES+MSP") for lab in ablation_labels(sub)]]
+    return full if len(full) else sub
+
+
+def ours_vs_paper(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Per downstream metric: the paper's RoMA-B beside ours (mean +- std over seeds) and the gap."""
+    best = _best_ours(df)
+    ref = paper[(paper["section"] == "main") & (paper["method"] == "RoMA")].set_index("metric")["value"]
+    config = f"{best['model'].iloc[0]}, {fmt_size(best['data_size'].iloc[0])} images" if len(best) else ""
+    rows = []
+    for k in PERCENT_METRICS:
+        vals = best[k].dropna() if k in best else pd.Series(dtype=float)
+        p = float(ref.get(k, math.nan))
+        if vals.empty and math.isnan(p):
+            continue
+        mean = float(vals.mean()) if len(vals) else math.nan
+        rows.append({"metric": LABELS[k], "paper RoMA-B": p, "ours": mean,
+                     "ours std": float(vals.std(ddof=1)) if len(vals) > 1 else math.nan, "seeds": len(vals),
+                     "ours - paper": mean - p,
+                     "our config": config})
+    return pd.DataFrame(rows)
+
+
+PAPER_OPTIONS = {"ares.descriptor": ("lbp",), "msp.scales": ("[6]", "(6,)", "6"), "msp.weight": ("0.1",)}
+
+
+def _paper_options(row) -> bool:
+    """Whether a run's ARES/MSP options are the paper's (LBP descriptor, one 6x6 MSP scale, lambda 0.1);
+    an option that was not logged counts as its default, which is the paper's."""
+    return all(row.get(k) is None or (isinstance(row.get(k), float) and math.isnan(row[k])) or str(row[k]) in ok
+               for k, ok in PAPER_OPTIONS.items())
+
+
+def ablation_table(df: pd.DataFrame, paper: pd.DataFrame, metrics=("aid_oa_tr20", "aid_oa_tr50")) -> pd.DataFrame:
+    """Ours per ablation setting (mean, std over seeds) beside the paper's ablation rows."""
+    df = df.assign(ablation=ablation_labels(df), paper_setting=[_paper_options(r) for _, r in df.iterrows()])
+    metrics = [m for m in metrics if m in df and df[m].notna().any()] or [
+        m for m in PERCENT_METRICS if m in df and df[m].notna().any()]
+    g = group_seeds(df, ["ablation", "paper_setting"], metrics)
+    pab = paper[paper["section"] == "ablation"].pivot_table(index="method", columns="metric", values="value")
+    rows = []
+    for _, r in g.iterrows():
+        row = {"setting": r["ablation"], "runs": int(r["n_runs"])}
+        # The paper's number stands beside our run only when the options match its setting.
+        base = r["ablation"].split(" (")[0] if r["paper_setting"] else None
+        for m in metrics:
+            row[f"{m} ours"] = r[f"{m}_mean"]
+            row[f"{m} std"] = r[f"{m}_std"] if r[f"{m}_n"] > 1 else math.nan
+            row[f"{m} paper"] = float(pab.loc[base, m]) if base in pab.index and m in pab.columns else math.nan
+        rows.append(row)
+    order = {"ARM baseline": 0, "+ARES": 1, "+MSP": 2, "+ARES+MSP": 3}
+    rows.sort(key=lambda r: (order.get(r["setting"].split(" (")[0], 9), r["setting"]))
+    return pd.DataFrame(rows)

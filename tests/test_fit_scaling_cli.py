@@ -1,0 +1,98 @@
+"""analysis/fit_scaling.py, CSV mode: the exact CLI forms, the fit.json schema, named input errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from analysis import fit_scaling  # noqa: E402
+
+
+@pytest.fixture
+def chin_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 30
+    N = np.exp(rng.uniform(np.log(1e6), np.log(1e9), n))
+    D = np.exp(rng.uniform(np.log(1e8), np.log(1e11), n))
+    L = (1.69 + 406.4 / N ** 0.34 + 410.7 / D ** 0.28) * np.exp(rng.normal(0, 0.005, n))
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({"run_name": [f"r{i}" for i in range(n)], "params": N, "tokens": D, "loss": L}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def curve_csv(tmp_path):
+    x = np.geomspace(1e3, 1e7, 9)
+    err = 0.6 * (x + 200) ** -0.3 + 0.04
+    path = tmp_path / "curve.csv"
+    pd.DataFrame({"images": x, "err": err * np.exp(np.random.default_rng(1).normal(0, 0.01, x.size))}).to_csv(path, index=False)
+    return path
+
+
+def test_chinchilla_cli_writes_fit_json_with_schema(chin_csv, tmp_path, capsys):
+    out = tmp_path / "out"
+    fit_scaling.main(["--csv", str(chin_csv), "--form", "chinchilla", "--n", "params", "--d", "tokens", "--y", "loss",
+                      "--exclude-top", "2", "--bootstrap", "20", "--seed", "3", "--out", str(out)])
+    fit = json.loads((out / "fit.json").read_text())
+    assert {"form", "params", "ci95", "n_points", "objective", "loo"} <= set(fit)
+    assert fit["form"] == "chinchilla" and fit["n_points"] == 28
+    assert list(fit["params"]) == ["E", "A", "B", "alpha", "beta"] and set(fit["ci95"]) == set(fit["params"])
+    assert all(len(v) == 2 and v[0] <= fit["params"][k] <= v[1] for k, v in fit["ci95"].items())
+    assert fit["objective"] > 0 and fit["loo"]["available"] and fit["holdout"]["k"] == 2
+    assert fit["bootstrap"]["B"] == 20 and fit["bootstrap"]["seed"] == 3
+    assert abs(fit["params"]["alpha"] - 0.34) < 0.05
+    assert "| alpha |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("form, names", [("power", ["a", "b"]), ("saturating", ["a", "b", "c", "d"])])
+def test_power_and_saturating_param_names(curve_csv, tmp_path, form, names):
+    out = tmp_path / form
+    fit_scaling.main(["--csv", str(curve_csv), "--form", form, "--x", "images", "--y", "err", "--bootstrap", "30",
+                      "--out", str(out), "--format", "csv"])
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["form"] == form and list(fit["params"]) == names and fit["n_points"] == 9
+    assert set(fit["ci95"]) == set(names)
+
+
+def test_script_entry_point_runs_from_the_repo_root(curve_csv, tmp_path):
+    out = tmp_path / "script"
+    res = subprocess.run([sys.executable, "analysis/fit_scaling.py", "--csv", str(curve_csv), "--form", "power",
+                          "--x", "images", "--y", "err", "--bootstrap", "10", "--out", str(out), "--format", "latex"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "\\begin{tabular}" in res.stdout and (out / "fit.json").exists()
+
+
+def _fails(argv, capsys=None) -> str:
+    with pytest.raises(SystemExit) as exc:
+        fit_scaling.main(argv)
+    return str(exc.value.code)
+
+
+def test_errors_name_the_column_or_run(chin_csv, curve_csv, tmp_path):
+    out = str(tmp_path / "o")
+    msg = _fails(["--csv", str(chin_csv), "--form", "chinchilla", "--n", "params", "--d", "tokenz", "--y", "loss", "--out", out])
+    assert "missing column(s) ['tokenz']" in msg and "'tokens'" in msg
+    df = pd.read_csv(chin_csv)
+    df.loc[4, "tokens"] = -1.0
+    df.loc[7, "loss"] = np.nan
+    bad = tmp_path / "bad.csv"
+    df.to_csv(bad, index=False)
+    msg = _fails(["--csv", str(bad), "--form", "chinchilla", "--n", "params", "--d", "tokens", "--y", "loss", "--out", out])
+    assert "column 'tokens': sizes must be positive, got -1 at run 'r4'" in msg
+    df.loc[4, "tokens"] = 1e9
+    df.to_csv(bad, index=False)
+    msg = _fails(["--csv", str(bad), "--form", "chinchilla", "--n", "params", "--d", "tokens", "--y", "loss", "--out", out])
+    assert "column 'loss': missing/NaN value at run 'r7'" in msg
+    few = tmp_path / "few.csv"
+    pd.read_csv(curve_csv).head(3).to_csv(few, index=False)
+    msg = _fails(["--csv", str(few), "--form", "saturating", "--x", "images", "--y", "err", "--out", out])
+    assert "4 parameters" in msg and "only 3 points" in msg
+    assert "needs --x COL --y COL" in _fails(["--csv", str(few), "--form", "power", "--y", "err", "--out", out])
+    assert "no such file" in _fails(["--csv", str(tmp_path / "nope.csv"), "--form", "power", "--x", "a", "--y", "b", "--out", out])
+    assert not (tmp_path / "o" / "fit.json").exists()
