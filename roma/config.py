@@ -92,6 +92,16 @@ class ProbeConfig:
     batch_size: int = 256
     blr: float = 1.5e-3
     split_seed: int = 0
+    weight_decay: float = 0.05
+    warmup_epochs: float = 5.0
+    min_lr: float = 1e-6
+    label_smoothing: float = 0.1
+    val_fraction: float = 0.1  # of each class's training part, held out to choose lr / epochs
+    lr_grid: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)  # fast protocol: lr multipliers tried on val
+    eval_every: int = 5  # epochs between validation checks
+    max_per_class: int = 0  # 0: every image; n: a seeded n-image subset per class (smoke runs)
+    extract_batch_size: int = 128
+    num_workers: int = 0  # DataLoader workers for image decoding
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,19 @@ class DenseConfig:
     lr: float = 6e-5
     layer_decay: float = 0.75
     seed: int = 0
+    labels_root: str = ""  # OSCD: folder of <city>/cm/cm.png ("" = root)
+    split_seed: int = 0  # fixed splits: held-out val cities (OSCD), val/test ids (SpaceNet, segfolder)
+    val_fraction: float = 0.2  # of the training part, for model selection (never the test split)
+    test_fraction: float = 0.2  # datasets without a released test split (SpaceNet v1, segfolder)
+    weight_decay: float = 0.05
+    warmup_epochs: float = 5.0
+    min_lr: float = 0.0
+    decoder_channels: tuple[int, ...] = (512, 256, 128, 64)  # change detection UNet blocks
+    head_channels: int = 512  # segmentation UperNet width (the FCN auxiliary head uses half)
+    eval_every: int = 5  # epochs between validation passes (and at the last step)
+    slide_stride: int = 0  # sliding-window stride in px for val/test (0: crop_size // 2)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    num_workers: int = 2
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,15 @@ def test_chunked_matches_reference(L, dt_bias_scale):
         assert err < 1e-4, f"gradient of {k}: relative error {err:.2e}"
 
 
+@pytest.mark.parametrize("L", [1, 33])
+def test_fast_inference_streaming_matches_reference(L):
+    inputs = _inputs(2, 8, 4, L, 1.0, seed=L)
+    with torch.no_grad():
+        y_ref = selective_scan_ref(**inputs, delta_softplus=True)
+        y_fast = selective_scan_fast(**inputs, delta_softplus=True)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-5, atol=1e-5 * y_ref.abs().max().item())
+
+
 def test_chunked_inference_in_channel_slices_matches(monkeypatch):
     inputs = _inputs(2, 8, 4, 40, 1.0)
     whole = selective_scan_chunked(**inputs, delta_softplus=True)

@@ -1,0 +1,92 @@
+"""Nested, deterministic data subsets (the data-scaling axis: 62.5K, 125K, ... 4M images).
+
+Every image key gets a rank: its blake2b hash keyed with the seed. subset(n) = the n lowest ranks.
+So subsets of one seed are nested (subset(62.5K) is inside subset(125K)), depend only on the set
+of keys (not on walk or manifest order), and a new seed gives an independent draw.
+
+    keys = subset_keys(all_keys, 62_500, seed=0)
+    manifest, checksum = subset_manifest(all_keys, 62_500, seed=0, out_dir=run_dir)
+
+A manifest is `subset-<n>-seed<seed>.txt`, the chosen keys sorted, one a line (its sha256 is the
+checksum logged to MLflow as `data_checksum`), and a `.json` beside it with size, seed, total
+and checksum.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .sources import ImageRef
+
+
+def _key(item: str | ImageRef) -> str:
+    return item.key if isinstance(item, ImageRef) else str(item)
+
+
+def rank(key: str, seed: int) -> bytes:
+    """The position of `key` in seed's order (compare as bytes)."""
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=16, key=f"roma-subset-{seed}".encode()).digest()
+
+
+def subset_keys(items: Iterable[str | ImageRef], n: int, seed: int) -> list[str]:
+    """The n keys of lowest rank under `seed`, sorted by key. Errors name both numbers when n > total."""
+    keys = sorted({_key(x) for x in items})
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"data.subset must be a positive number of images, got {n!r}")
+    if n > len(keys):
+        raise ValueError(f"data.subset asks for {n} images but the source holds only {len(keys)}")
+    chosen = sorted(keys, key=lambda k: (rank(k, seed), k))[:n]
+    return sorted(chosen)
+
+
+def keys_checksum(keys: list[str]) -> str:
+    """sha256 of the manifest text: the sorted keys, one a line."""
+    return hashlib.sha256(_manifest_text(keys).encode("utf-8")).hexdigest()
+
+
+def _manifest_text(keys: list[str]) -> str:
+    return "".join(f"{k}\n" for k in sorted(keys))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_manifest(keys: list[str], path: str | os.PathLike, **meta) -> str:
+    """Write the keys (sorted) to `path` and `<path>.json` with size, checksum and `meta`; -> checksum."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checksum = keys_checksum(keys)
+    _atomic_write(path, _manifest_text(keys))
+    info = {"size": len(keys), "sha256": checksum, **meta}
+    _atomic_write(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
+    return checksum
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[list[str], str]:
+    """(keys, checksum) of a manifest written by `write_manifest`; checks it against its .json."""
+    path = Path(path)
+    keys = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln]
+    checksum = keys_checksum(keys)
+    meta = path.with_suffix(".json")
+    if meta.is_file():
+        want = json.loads(meta.read_text())
+        if want.get("sha256") != checksum or want.get("size") != len(keys):
+            raise ValueError(f"subset manifest {path} does not match {meta.name}: {len(keys)} keys, sha256 "
+                             f"{checksum[:12]}.. vs size {want.get('size')}, sha256 {str(want.get('sha256'))[:12]}..")
+    return keys, checksum
+
+
+def subset_manifest(items: Iterable[str | ImageRef], n: int, seed: int,
+                    out_dir: str | os.PathLike) -> tuple[Path, str]:
+    """Choose subset(n, seed) of `items` (keys or ImageRefs), write its manifest; -> (path, checksum)."""
+    items = list(items)
+    keys = subset_keys(items, n, seed)
+    path = Path(out_dir) / f"subset-{n}-seed{seed}.txt"
+    checksum = write_manifest(keys, path, seed=seed, total=len({_key(x) for x in items}))
+    return path, checksum

@@ -1,0 +1,101 @@
+"""Image loading and frozen-feature extraction, cached on disk.
+
+The cache holds the pooled features of *every* image of a dataset under the eval transform, so one
+extraction serves every split (TR 20%, TR 50%) and seed. Its key hashes what the features depend
+on: the checkpoint bytes (or the random-init seed), the model name, image size, scan, readout,
+transform, and the dataset's (path, class) list.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from roma.eval.augment import EVAL_CROP_PCT, EvalTransform
+from roma.eval.splits import FolderDataset
+
+CACHE_VERSION = 1
+
+
+class ImageListDataset(Dataset):
+    """Images of a FolderDataset at `indices`; transform(img, rng) -> (3, H, W).
+
+    The rng of sample i in epoch e is seeded by (seed, epoch, i): augmentations are reproducible
+    whatever the number of workers.
+    """
+
+    def __init__(self, ds: FolderDataset, indices, transform, seed: int = 0):
+        self.ds, self.indices, self.transform, self.seed = ds, list(indices), transform, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        i = self.indices[k]
+        path = self.ds.root / self.ds.paths[i]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"cannot read image {path}: {e}") from e
+        rng = random.Random(hash((self.seed, self.epoch, i)))
+        return self.transform(img, rng), self.ds.labels[i]
+
+
+@torch.inference_mode()
+def extract_features(encoder, ds: FolderDataset, img_size: int, device: torch.device | str = "cpu",
+                     batch_size: int = 128, num_workers: int = 0, indices=None, log_every_s: float = 30.0):
+    """Pooled features (N, d) float32 on CPU and labels (N,) of ds[indices] (all images by default)."""
+    device = torch.device(device)
+    indices = range(len(ds)) if indices is None else indices
+    loader = DataLoader(ImageListDataset(ds, indices, EvalTransform(img_size)), batch_size=batch_size,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    feats, labels, done, t0, last = [], [], 0, time.time(), time.time()
+    encoder.eval()
+    for x, y in loader:
+        with amp:
+            f = encoder.forward_pooled(x.to(device, non_blocking=True))
+        feats.append(f.float().cpu())
+        labels.append(y)
+        done += len(y)
+        if time.time() - last > log_every_s:
+            last = time.time()
+            print(f"[probe] features {done}/{len(loader.dataset)} ({done / (last - t0):.1f} img/s)", flush=True)
+    return torch.cat(feats), torch.cat(labels).long()
+
+
+def cache_key(ckpt_id: str, model_name: str, img_size: int, scan: str, readout: str, ds: FolderDataset) -> str:
+    blob = json.dumps({"v": CACHE_VERSION, "ckpt": ckpt_id, "model": model_name, "img": img_size, "scan": scan,
+                       "readout": readout, "transform": f"resize-center-crop-{EVAL_CROP_PCT}",
+                       "data": ds.fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_features(cache_dir: Path, key: str, ds: FolderDataset, compute) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load <cache_dir>/<key>.pt if it matches ds, else call compute() -> (feats, labels) and store it."""
+    path = Path(cache_dir) / f"feats_{key}.pt"
+    if path.exists():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("fingerprint") == ds.fingerprint and blob["features"].shape[0] == len(ds):
+            return blob["features"], blob["labels"]
+        print(f"[probe] ignoring stale feature cache {path}", flush=True)
+    feats, labels = compute()
+    if feats.shape[0] != len(ds) or not torch.equal(labels, torch.tensor(ds.labels)):
+        raise RuntimeError("feature extraction returned rows that do not match the dataset order")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    torch.save({"features": feats, "labels": labels, "fingerprint": ds.fingerprint, "paths": list(ds.paths)}, tmp)
+    os.replace(tmp, path)
+    return feats, labels
