@@ -1,0 +1,243 @@
+"""MLflow tracking: one MLflow run per training run, resumed into the same run after a restart.
+
+    tr = Tracker.open(cfg, run_dir, resume_run_id=ckpt.get("mlflow_run_id"), last_step=ckpt_step)
+    tr.log_params({...}); tr.log_step(step, {"loss": ..}); tr.flush(); tr.log_metrics({"aid_oa_tr50": 83.2})
+
+Exactly-once step metrics across restarts: a resumed run recomputes the steps after its checkpoint;
+`log_step` drops every step <= max(checkpoint step, the last step already in MLflow), so steps logged
+before a crash are neither repeated nor lost. Step metrics are buffered and written in batches.
+
+Concurrency: the default store is SQLite (<output_root>/<experiment>/mlflow.db); every store call
+is retried with backoff on "database is locked", and the experiment is created once (a racing
+creator's experiment is reused). Many concurrent jobs on a shared file system: use `mlflow server`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from roma.config import RunConfig, flatten
+from roma.train.checkpoint import atomic_write_text
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RUN_ID_FILE = "mlflow_run_id"  # beside last.pt: the run is reused even if it died before a checkpoint
+_MAX_PARAM_LEN = 6000
+_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
+
+
+def tracking_uri(cfg: RunConfig) -> str:
+    """cfg.tracking_uri, or the default SQLite store of the experiment (same rule as roma.launch)."""
+    return cfg.tracking_uri or f"sqlite:///{Path(cfg.output_root) / cfg.experiment / 'mlflow.db'}"
+
+
+def _is_locked(e: BaseException) -> bool:
+    text = f"{type(e).__name__}: {e}".lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def retry(fn: Callable[[], T], what: str = "mlflow call", tries: int = 10, base_s: float = 0.2) -> T:
+    """fn(), retried with jittered exponential backoff while SQLite says the database is locked."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except Exception as e:
+            if not _is_locked(e) or attempt == tries - 1:
+                raise
+            delay = min(base_s * 2**attempt, 10.0) * (0.5 + random.random())
+            log.warning("%s: database is locked, retry %d/%d in %.1fs", what, attempt + 1, tries, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def code_version() -> str:
+    """`git describe --always --dirty` of the source tree, else the installed package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=here,
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return version("roma")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def run_params(cfg: RunConfig, **extra: Any) -> dict[str, str]:
+    """Flattened RunConfig + extras (param_count, data_size, code_version, data_checksum) as strings."""
+    params = {**flatten(cfg.to_dict()), **extra}
+    return {k: str(v)[:_MAX_PARAM_LEN] for k, v in params.items()}
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive flock on `path` (processes on one machine; use a server across machines)."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
+    exp = retry(lambda: client.get_experiment_by_name(name), "get experiment")
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return retry(lambda: client.create_experiment(name, artifact_location=artifact_location), "create experiment")
+    except Exception:  # another job created it between our lookup and create
+        exp = retry(lambda: client.get_experiment_by_name(name), "get experiment")
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+class Tracker:
+    """Writes one training run's params, step metrics, single metrics, tags and artifacts."""
+
+    def __init__(self, client, run_id: str, log_after: int = -1):
+        self.client, self.run_id = client, run_id
+        self.log_after = log_after  # steps <= this are already in MLflow (or are being replayed)
+        self._buffer: list[tuple[int, dict[str, float]]] = []
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, cfg: RunConfig, run_dir: Path, resume_run_id: str | None = None,
+             last_step: int = 0) -> "Tracker":
+        """Create the run, or reopen `resume_run_id` (from last.pt) / the id recorded in run_dir."""
+        from mlflow.tracking import MlflowClient
+
+        from roma.spec import run_name
+
+        uri = tracking_uri(cfg)
+        artifact_location, lock = None, contextlib.nullcontext()
+        if uri.startswith("sqlite:///"):
+            db = Path(uri[len("sqlite:///"):])
+            db.parent.mkdir(parents=True, exist_ok=True)
+            # artifacts beside the store, not in ./mlruns of whatever folder the job started in
+            artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
+            lock = _file_lock(db.with_name(db.name + ".lock"))
+        with lock:  # one process at a time creates the tables (schema migration) and the experiment
+            client = MlflowClient(tracking_uri=uri)
+            exp_id = _get_or_create_experiment(client, cfg.experiment, artifact_location)
+        id_file = Path(run_dir) / RUN_ID_FILE
+        run_id = resume_run_id or (id_file.read_text().strip() if id_file.exists() else None)
+        if run_id:
+            try:
+                run = retry(lambda: client.get_run(run_id), "get run")
+            except Exception as e:
+                raise RuntimeError(f"MLflow run {run_id} recorded for {run_dir} is not in the store {uri} "
+                                   f"(moved store or changed tracking_uri?): {e}") from e
+            if run.info.experiment_id != exp_id:
+                raise ValueError(f"MLflow run {run_id} (from {run_dir}) belongs to experiment "
+                                 f"{run.info.experiment_id}, not {cfg.experiment!r} ({exp_id})")
+            if run.info.status != "RUNNING":
+                retry(lambda: client.update_run(run_id, status="RUNNING"), "reopen run")
+            retry(lambda: client.set_tag(run_id, "state", "running"), "set state tag")
+        else:
+            tags = {"spec": cfg.experiment, "run_id": cfg.run_id, "state": "running",
+                    "code_version": code_version(), "mlflow.runName": run_name(cfg),
+                    **{f"sweep.{k}": str(v) for k, v in cfg.sweep}}
+            run = retry(lambda: client.create_run(exp_id, tags=tags, run_name=run_name(cfg)), "create run")
+            run_id = run.info.run_id
+            atomic_write_text(id_file, run_id + "\n")
+        tr = cls(client, run_id)
+        tr.log_after = max(last_step, tr.last_logged_step())
+        return tr
+
+    def last_logged_step(self, key: str = "loss") -> int:
+        hist = retry(lambda: self.client.get_metric_history(self.run_id, key), "metric history")
+        return max((m.step for m in hist), default=-1)
+
+    # ---------------------------------------------------------------- logging
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log params not yet in the run (a resumed run keeps its original values)."""
+        from mlflow.entities import Param
+
+        have = retry(lambda: self.client.get_run(self.run_id), "get run").data.params
+        new = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items() if k not in have]
+        for i in range(0, len(new), 100):  # MLflow: at most 100 params per batch
+            retry(lambda: self.client.log_batch(self.run_id, params=new[i:i + 100]), "log params")
+
+    def log_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Buffer step metrics; steps already logged (before a restart) are dropped."""
+        if step > self.log_after:
+            self._buffer.append((step, {k: float(v) for k, v in metrics.items()}))
+            self.log_after = step
+
+    def flush(self) -> None:
+        from mlflow.entities import Metric
+
+        if not self._buffer:
+            return
+        now = int(time.time() * 1000)
+        ms = [Metric(k, v, now, s) for s, d in self._buffer for k, v in d.items()]
+        for i in range(0, len(ms), _BATCH):
+            retry(lambda: self.client.log_batch(self.run_id, metrics=ms[i:i + _BATCH]), "log metrics")
+        self._buffer.clear()
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Single-value metrics (final loss, evaluation results)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if ms:
+            retry(lambda: self.client.log_batch(self.run_id, metrics=ms), "log metrics")
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]), "set tags")
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), "log artifact")
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        hist = retry(lambda: self.client.get_metric_history(self.run_id, key), "metric history")
+        return sorted((m.step, m.value) for m in hist)
+
+    def end(self, state: str = "finished") -> None:
+        """Flush and close the run; state tag finished|failed|cancelled (status FINISHED/FAILED/KILLED)."""
+        self.flush()
+        status = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}.get(state, "FINISHED")
+        self.set_tags({"state": state})
+        retry(lambda: self.client.set_terminated(self.run_id, status), "end run")
+
+
+def plot_loss_curve(points: list[tuple[int, float]], path: Path, title: str = "") -> Path:
+    """A loss-vs-step PNG (log y) written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if points:
+        steps, values = zip(*points)
+        ax.plot(steps, values, lw=1)
+        if min(values) > 0:
+            ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

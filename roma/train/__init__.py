@@ -1,0 +1,1 @@
+"""Pretraining: optimizer/schedule, resumable sampler, atomic checkpoints, DDP setup, the loop."""

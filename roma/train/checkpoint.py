@@ -1,0 +1,122 @@
+"""Atomic checkpoints: `last.pt` (everything needed to resume exactly), kept epochs, `encoder.pt`.
+
+last.pt = {"model", "optimizer", "scheduler", "scaler", "sampler", "rng", "step", "epoch",
+           "config" (RunConfig.to_dict()), "mlflow_run_id"}
+encoder.pt = {"model_config", "model_name", "state_dict"} (docs/architecture.md)
+Writes go to a temporary file in the same folder, then os.replace, so a crash mid-write leaves
+the previous file intact. Loads use weights_only=True (plain tensors, dicts, lists, numbers).
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LAST = "last.pt"
+ENCODER = "encoder.pt"
+REQUIRED = ("model", "optimizer", "scheduler", "step", "epoch", "sampler", "rng", "config")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; checkpoints are shared like any output
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- RNG state
+def rng_state() -> dict[str, Any]:
+    """torch / numpy / python / cuda generator states as weights_only-loadable values."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        # numpy's legacy state: (name, uint32 keys, pos, has_gauss, cached_gaussian)
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        # python's state is a tuple of 625 ints; stored as a list of ints
+        "python": {"version": random.getstate()[0], "state": list(random.getstate()[1]),
+                   "gauss": random.getstate()[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- last.pt
+def save_last(run_dir: Path, state: dict[str, Any], keep_epoch: int | None = None) -> Path:
+    """Write <run_dir>/last.pt atomically; with keep_epoch also copy it to epoch_<n>.pt."""
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise KeyError(f"checkpoint state lacks {missing}")
+    path = Path(run_dir) / LAST
+    atomic_torch_save(state, path)
+    if keep_epoch is not None:
+        keep = Path(run_dir) / f"epoch_{keep_epoch:04d}.pt"
+        tmp = keep.with_name(f".{keep.name}.tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, keep)
+    return path
+
+
+def load_last(run_dir: Path) -> dict[str, Any] | None:
+    """The state in <run_dir>/last.pt, or None when there is none (a fresh run)."""
+    path = Path(run_dir) / LAST
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks keys {missing}")
+    return state
+
+
+# ----------------------------------------------------------------------------- encoder.pt
+def export_encoder(run_dir: Path, encoder: torch.nn.Module, model_name: str, model_config: dict) -> Path:
+    """<run_dir>/encoder.pt: the input of every downstream evaluation (fp32 tensors on CPU)."""
+    sd = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
+          for k, v in encoder.state_dict().items()}
+    path = Path(run_dir) / ENCODER
+    atomic_torch_save({"model_config": dict(model_config), "model_name": model_name, "state_dict": sd}, path)
+    return path

@@ -1,0 +1,367 @@
+"""The pretraining loop: resumable to the bit on CPU, DDP-ready, tracked in MLflow.
+
+    result = pretrain(cfg, run_dir)   # -> {"step", "epoch", "final_loss", "encoder", "mlflow_run_id", ...}
+
+One optimizer step = `accum_steps` micro-batches of `batch_size` images per rank. The sampler
+position (samples consumed by this rank in the current epoch), the RNG states, model, optimizer
+and scheduler go into last.pt every `ckpt_every_steps` steps and at the end; a restart reloads them
+and continues as if nothing happened (augmentation randomness is a function of seed, epoch and
+index in the data layer, so skipped-to samples get the same crops).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch.utils.data import DataLoader
+
+from roma.config import RunConfig
+from roma.train import checkpoint as ckpt_io
+from roma.train.distributed import all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
+from roma.train.optim import WarmupCosine, build_optimizer, effective_batch
+from roma.train.sampler import ResumableSampler
+
+BATCH_KEYS = ("image", "target", "region", "angle")
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+# ----------------------------------------------------------------------------- one step
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None = fp32. auto: bf16 on CUDA, fp32 on CPU."""
+    if precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ValueError(f"train.precision must be auto|bf16|fp16|fp32, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor | None]:
+    """A collated batch -> the model's keyword arguments on `device` (missing keys -> None)."""
+    out = {}
+    for k in BATCH_KEYS:
+        v = batch.get(k)
+        out["images" if k == "image" else k] = v.to(device, non_blocking=True) if v is not None else None
+    return out
+
+
+def forward_backward(model: torch.nn.Module, micro_batches: list[dict[str, Any]], device: torch.device,
+                     amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler, step: int) -> dict[str, torch.Tensor]:
+    """Accumulate gradients of the mean loss over `micro_batches` (equal sizes: equals one big batch).
+
+    DDP all-reduces only on the last micro-batch (no_sync on the others). Returns the detached mean
+    of each loss term; raises NonFiniteLossError naming `step` (1-based) on a NaN/inf loss.
+    """
+    n = len(micro_batches)
+    totals: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(micro_batches):
+        sync = i == n - 1 or not hasattr(model, "no_sync")
+        ctx = contextlib.nullcontext() if sync else model.no_sync()
+        with ctx:
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = model(**model_inputs(batch, device))
+            loss = out["loss"]
+            if not torch.isfinite(loss.detach()):
+                raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at step {step} "
+                                         f"(micro-batch {i + 1}/{n}); stopping")
+            scaler.scale(loss / n).backward()
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0) + v.detach().float() / n
+    return totals
+
+
+# ----------------------------------------------------------------------------- data
+def build_data(cfg: RunConfig, run_dir: Path, seed: int):
+    """(dataset, collate, info) from roma.data (imported here: the loop needs no data at import)."""
+    from roma.data import build_pretrain_dataset, collate
+
+    dataset, info = build_pretrain_dataset(cfg.data, cfg.model, cfg.ares, run_dir, seed)
+    return dataset, collate, info
+
+
+@dataclass
+class LoopState:
+    """What the preempt hook and the checkpoint need about the last completed step."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # samples this rank consumed in `epoch`
+    last_loss: float | None = None
+    rng: dict[str, Any] = field(default_factory=dict)
+    updating: bool = False  # True while optimizer.step changes the weights (no consistent state)
+
+
+class Progress:
+    """tqdm bar when stdout is a terminal, plain periodic lines otherwise (SLURM logs)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        self.enabled = enabled
+        if enabled and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc="pretrain")
+
+    def update(self, step: int, total: int, metrics: dict[str, float], log_line: bool) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            if log_line:
+                self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
+                                     img_s=f"{metrics['images_per_s']:.1f}")
+        elif log_line:
+            print(f"step {step}/{total} epoch {metrics['epoch']:.0f} loss {metrics['loss']:.4f} "
+                  f"lr {metrics['lr']:.3e} images/s {metrics['images_per_s']:.1f} "
+                  f"bad {metrics['bad_images']:.0f}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------- the loop
+def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str | None = None,
+             data: Callable[[RunConfig, Path, int], tuple] | None = None) -> dict[str, Any]:
+    """Pretrain (or resume) the run in `run_dir` to its last step; export encoder.pt.
+
+    finish_run=False leaves the MLflow run open (roma.run.execute logs evaluations into it).
+    `data` replaces build_data (benchmarks); it returns (dataset, collate, info).
+    """
+    from roma.models import count_params, create_model
+
+    tc = cfg.train
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dist = init_distributed(device)
+    dev = dist.device
+    amp_dtype = autocast_dtype(tc.precision, dev)
+
+    # same initial weights on every rank and on every restart (then overwritten by last.pt)
+    ckpt_io.seed_everything(tc.seed)
+    dataset, collate, info = (data or build_data)(cfg, run_dir, tc.seed)
+    model = create_model(cfg.model.name, img_size=cfg.model.img_size, patch_size=cfg.model.patch_size,
+                         cluster_size=cfg.model.cluster_size, ares=cfg.ares, msp=cfg.msp).to(dev)
+    optimizer = build_optimizer(model, tc, dist.world_size)
+    sampler = ResumableSampler(len(dataset), seed=tc.seed, rank=dist.rank, world_size=dist.world_size)
+    per_step = tc.batch_size * tc.accum_steps  # samples per rank per optimizer step
+    steps_per_epoch = sampler.num_samples // per_step
+    if steps_per_epoch < 1:
+        raise ValueError(f"dataset of {len(dataset)} images over {dist.world_size} rank(s) holds no full step of "
+                         f"train.batch_size x train.accum_steps = {per_step} images")
+    total = tc.epochs * steps_per_epoch
+    total = min(total, tc.max_steps) if tc.max_steps else total
+    warmup = min(round(tc.warmup_epochs * steps_per_epoch), total)
+    scheduler = WarmupCosine(optimizer, warmup, total, tc.min_lr)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
+
+    st = LoopState()
+    from roma.data import BadImageTracker
+
+    listing = run_dir / ("bad_images.txt" if dist.is_main else f"bad_images.rank{dist.rank}.txt")
+    bad_tracker = BadImageTracker(cfg.data.max_bad_fraction, listing, total=len(dataset))
+    last = ckpt_io.load_last(run_dir)
+    if last is not None:
+        check_resumable(last, cfg, run_dir)
+        restore(last, st, model, optimizer, scheduler, scaler, bad_tracker)
+    ddp_model = wrap_ddp(model, dist)
+
+    tracker = None
+    if dist.is_main:
+        from roma.tracking import Tracker, code_version, run_params
+
+        tracker = Tracker.open(cfg, run_dir, resume_run_id=(last or {}).get("mlflow_run_id"), last_step=st.step)
+        tracker.log_params(run_params(cfg, param_count=count_params(model.encoder),
+                                      data_size=info.get("data_size", len(dataset)), code_version=code_version(),
+                                      data_checksum=info.get("checksum", ""),
+                                      effective_batch=effective_batch(tc, dist.world_size),
+                                      steps_per_epoch=steps_per_epoch, total_steps=total))
+
+    def save(keep_epoch: int | None = None) -> None:
+        if not dist.is_main:
+            return
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                 "sampler": sampler.state_dict(st.position), "rng": st.rng or ckpt_io.rng_state(),
+                 "step": st.step, "epoch": st.epoch, "bad_tracker": bad_tracker.state_dict(),
+                 "last_loss": st.last_loss, "total_steps": total, "config": cfg.to_dict(),
+                 "mlflow_run_id": tracker.run_id if tracker else None}
+        ckpt_io.save_last(run_dir, state, keep_epoch)
+
+    def checkpoint(keep_epoch: int | None = None) -> None:
+        # metrics first: MLflow must never lag behind last.pt, or a kill in between would lose
+        # the steps up to the checkpoint (a resumed run does not log them again)
+        if tracker:
+            tracker.flush()
+        save(keep_epoch)
+
+    def on_preempt() -> None:  # runs in a signal handler: save only a consistent state
+        if not st.updating:
+            save()
+
+    unhook = _register_preempt(on_preempt) if dist.is_main else (lambda: None)
+    progress = Progress(total, st.step, dist.is_main)
+    state = "failed"
+    try:
+        images_since, t_log = 0, time.perf_counter()
+        while st.step < total:
+            sampler.set_epoch(st.epoch, st.position)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(st.epoch)
+            loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate,
+                                num_workers=cfg.data.num_workers, pin_memory=dev.type == "cuda",
+                                drop_last=True, persistent_workers=False,
+                                # worker seeds from (seed, epoch), not from the global RNG stream
+                                generator=torch.Generator().manual_seed(tc.seed * 100003 + st.epoch))
+            batches = iter(loader)
+            while st.step < total and sampler.num_samples - st.position >= per_step:
+                micro = _next_micro_batches(batches, tc.accum_steps, bad_tracker)
+                model.train()
+                losses = forward_backward(ddp_model, micro, dev, amp_dtype, scaler, st.step + 1)
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
+                if not torch.isfinite(grad_norm):
+                    raise NonFiniteLossError(f"non-finite gradient norm at step {st.step + 1}; stopping")
+                lr = optimizer.param_groups[0]["lr"]
+                st.updating = True
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                st.step += 1
+                st.position += per_step
+                st.rng = ckpt_io.rng_state()
+                st.updating = False
+                images_since += per_step * dist.world_size
+
+                log_now = st.step % tc.log_every_steps == 0 or st.step == total
+                metrics = {}
+                if log_now:
+                    metrics = {k: all_reduce_mean(v, dist).item() for k, v in losses.items()}
+                    st.last_loss = metrics["loss"]
+                    now = time.perf_counter()
+                    metrics.update(lr=lr, images_per_s=images_since / max(now - t_log, 1e-9),
+                                   bad_images=bad_tracker.count, grad_norm=float(grad_norm))
+                    images_since, t_log = 0, now
+                    if tracker:
+                        tracker.log_step(st.step, metrics)
+                    if dist.is_main:
+                        from roma.launch.status import update_progress
+
+                        update_progress(run_dir, st.step, st.last_loss)
+                progress.update(st.step, total, {**metrics, "epoch": st.epoch}, log_now)
+                if st.step % tc.ckpt_every_steps == 0 and st.step < total:
+                    checkpoint()
+            if sampler.num_samples - st.position < per_step:  # epoch done
+                st.epoch, st.position = st.epoch + 1, 0
+                st.rng = ckpt_io.rng_state()
+                if st.epoch in tc.keep_epochs:
+                    checkpoint(keep_epoch=st.epoch)
+        encoder_path = run_dir / ckpt_io.ENCODER
+        # a relaunch of a finished run changes nothing (no rewritten files, no re-logged metrics)
+        already_done = last is not None and last["step"] >= total and encoder_path.exists()
+        if not already_done:
+            bad_tracker.finish()
+            checkpoint()
+            if dist.is_main:
+                ckpt_io.export_encoder(run_dir, model.encoder, cfg.model.name, cfg.to_dict()["model"])
+        barrier(dist)  # the other ranks leave only once rank 0 has written last.pt and encoder.pt
+        state = "finished"
+    except BaseException as e:
+        state = "failed" if isinstance(e, Exception) else "cancelled"
+        if tracker:
+            if state == "failed":
+                tracker.set_tags({"failure_reason": f"{type(e).__name__}: {e}"[:4000]})
+        raise
+    finally:
+        progress.close()
+        unhook()
+        cleanup(dist)
+        if tracker:
+            tracker.flush()
+            if state != "finished" or finish_run:
+                tracker.end(state)
+    result = {"step": st.step, "epoch": st.epoch, "final_loss": st.last_loss, "encoder": str(encoder_path),
+              "bad_images": bad_tracker.count, "total_steps": total, "rank": dist.rank,
+              "mlflow_run_id": tracker.run_id if tracker else None}
+    if tracker and not already_done:
+        finalize_tracking(tracker, cfg, run_dir, result)
+    return result
+
+
+def finalize_tracking(tracker, cfg: RunConfig, run_dir: Path, result: dict[str, Any]) -> None:
+    """Artifacts of a finished pretraining: resolved config, loss curve, encoder path; final_loss."""
+    from roma.spec import dump_config
+    from roma.tracking import plot_loss_curve
+
+    ckpt_io.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    tracker.log_artifact(run_dir / "config.yaml")
+    curve = plot_loss_curve(tracker.metric_history("loss"), run_dir / "loss_curve.png", title=cfg.run_id)
+    tracker.log_artifact(curve)
+    tracker.set_tags({"encoder_path": str(Path(result["encoder"]).resolve())})
+    if result["final_loss"] is not None:
+        tracker.log_metrics({"final_loss": result["final_loss"]}, step=result["step"])
+
+
+# ----------------------------------------------------------------------------- helpers
+def _next_micro_batches(batches: Iterable, accum: int, bad_tracker) -> list[dict[str, Any]]:
+    """The next `accum` collated batches, unreadable images accounted (and dropped by collate)."""
+    micro = []
+    for _ in range(accum):
+        batch = next(batches)
+        bad_tracker.update(batch)
+        if batch.get("image") is not None:
+            micro.append(batch)
+    if not micro:
+        raise RuntimeError(f"every image of {accum} batch(es) was unreadable; see {bad_tracker.listing}")
+    return micro
+
+
+def restore(last: dict[str, Any], st: LoopState, model, optimizer, scheduler, scaler, bad_tracker) -> None:
+    """Load last.pt into the freshly built objects and the loop state."""
+    model.load_state_dict(last["model"])
+    optimizer.load_state_dict(last["optimizer"])
+    scheduler.load_state_dict(last["scheduler"])
+    if last.get("scaler"):
+        scaler.load_state_dict(last["scaler"])
+    if last.get("bad_tracker"):
+        bad_tracker.load_state_dict(last["bad_tracker"])
+    ckpt_io.set_rng_state(last["rng"])
+    st.step, st.epoch, st.position = last["step"], last["epoch"], last["sampler"]["position"]
+    st.last_loss, st.rng = last.get("last_loss"), last["rng"]
+
+
+def check_resumable(last: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None:
+    """last.pt must come from the same computation (same run id inputs) as cfg."""
+    from roma.config import RunConfig as _RC
+
+    saved = dict(last["config"])
+    now = cfg.to_dict()
+    for k in _RC._NOT_IN_ID:
+        saved.pop(k, None)
+        now.pop(k, None)
+    if saved != now:
+        diff = sorted(k for k in now if saved.get(k) != now[k])
+        raise ValueError(f"{run_dir / ckpt_io.LAST} was written by a different config (sections {diff} differ); "
+                         "remove it or use another output folder")
+
+
+def _register_preempt(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register `hook` with the SLURM job wrapper (if it is importable); returns the unregister."""
+    try:
+        from roma.launch import job
+    except Exception:  # noqa: BLE001 - launcher not installed: nothing to register with
+        return lambda: None
+    job.on_preempt(hook)
+
+    def unhook() -> None:
+        with contextlib.suppress(ValueError):
+            job._preempt_hooks.remove(hook)
+    return unhook
