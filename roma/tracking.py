@@ -14,6 +14,7 @@ creator's experiment is reused). Many concurrent jobs on a shared file system: u
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import logging
 import random
@@ -56,6 +57,7 @@ def retry(fn: Callable[[], T], what: str = "mlflow call", tries: int = 10, base_
     raise AssertionError("unreachable")
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """`git describe --always --dirty` of the source tree, else the installed package version."""
     here = Path(__file__).resolve().parent
@@ -76,7 +78,10 @@ def code_version() -> str:
 
 def run_params(cfg: RunConfig, **extra: Any) -> dict[str, str]:
     """Flattened RunConfig + extras (param_count, data_size, code_version, data_checksum) as strings."""
-    params = {**flatten(cfg.to_dict()), **extra}
+    plain = cfg.to_dict()
+    for where in ("sweep", "output_root", "tracking_uri"):  # tags / machine-specific, not what a run computes
+        plain.pop(where, None)
+    params = {**flatten(plain), **extra}
     return {k: str(v)[:_MAX_PARAM_LEN] for k, v in params.items()}
 
 
@@ -146,6 +151,11 @@ class Tracker:
             if run.info.status != "RUNNING":
                 retry(lambda: client.update_run(run_id, status="RUNNING"), "reopen run")
             retry(lambda: client.set_tag(run_id, "state", "running"), "set state tag")
+            previous = run.data.tags.get("code_version")
+            if previous != code_version():  # resumed under other code: say so, keep where it began
+                retry(lambda: client.set_tag(run_id, "code_version", code_version()), "set code tag")
+                if previous and "code_version_start" not in run.data.tags:
+                    retry(lambda: client.set_tag(run_id, "code_version_start", previous), "set code tag")
         else:
             tags = {"spec": cfg.experiment, "run_id": cfg.run_id, "state": "running",
                     "code_version": code_version(), "mlflow.runName": run_name(cfg),
