@@ -159,7 +159,7 @@ def growth_exponents(rows: list[dict]) -> dict[str, dict[str, float]]:
 def load_spec(path: Path) -> dict:
     import yaml
 
-    allowed = {"resolutions", "models", "batch", "warmup", "iters", "backward", "device"}
+    allowed = {"kind", "description", "resolutions", "models", "batch", "warmup", "iters", "backward", "device"}
     spec = yaml.safe_load(path.read_text()) or {}
     bad = set(spec) - allowed
     if bad:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from roma.config import RunConfig
+from roma.launch.job import worker_ignore_job_signals
 from roma.train import checkpoint as ckpt_io
 from roma.train.distributed import all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
 from roma.train.optim import WarmupCosine, build_optimizer, effective_batch
@@ -218,6 +219,9 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
             loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate,
                                 num_workers=cfg.data.num_workers, pin_memory=dev.type == "cuda",
                                 drop_last=True, persistent_workers=False,
+                                # SLURM signals every process of the job: workers must leave
+                                # SIGTERM/SIGUSR2 to the main process, which checkpoints
+                                worker_init_fn=worker_ignore_job_signals,
                                 # worker seeds from (seed, epoch), not from the global RNG stream
                                 generator=torch.Generator().manual_seed(tc.seed * 100003 + st.epoch))
             batches = iter(loader)

@@ -1,0 +1,81 @@
+"""Executors: how the runs a launch selected get computed.
+
+debug: in this process, one after another; the first error stops the launch (for pdb/tracebacks).
+local: one spawned child process per run, one after another (a crash or OOM of one run cannot take
+       the launcher down; torch in the child uses all cores).
+slurm: one submitit job array per spec (see roma.launch.slurm).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import traceback
+from typing import Any
+
+from roma.config import RunConfig
+from roma.launch.job import run_one, sync_mlflow_state
+from roma.launch.status import read_status, run_dir, write_status
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_debug(runs: list[RunConfig], execute_target: str | None = None) -> dict[str, str]:
+    """-> {run_id: final state}. Exceptions propagate after the run is marked failed."""
+    from roma.spec import run_name
+
+    states = {}
+    for i, cfg in enumerate(runs):
+        _say(f"[{i + 1}/{len(runs)}] {run_name(cfg)} ({cfg.run_id}) debug")
+        run_one(cfg, execute_target, executor="debug")
+        states[cfg.run_id] = "finished"
+    return states
+
+
+def _child(cfg_dict: dict, execute_target: str | None) -> None:
+    try:
+        run_one(cfg_dict, execute_target, executor="local")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:
+        traceback.print_exc()  # also recorded in status.json (reason) and error.txt
+        sys.exit(1)
+
+
+def run_local(runs: list[RunConfig], execute_target: str | None = None) -> dict[str, str]:
+    """-> {run_id: final state}. Runs one child process at a time; Ctrl-C cancels the current run."""
+    from roma.spec import run_name
+
+    ctx = mp.get_context("spawn")  # a clean interpreter: no inherited torch threads or locks
+    states: dict[str, str] = {}
+    for i, cfg in enumerate(runs):
+        _say(f"[{i + 1}/{len(runs)}] {run_name(cfg)} ({cfg.run_id}) local")
+        d = run_dir(cfg)
+        write_status(d, "pending", executor="local")
+        proc = ctx.Process(target=_child, args=(cfg.to_dict(), execute_target), name=f"roma-{cfg.run_id}")
+        try:
+            proc.start()
+            proc.join()
+        except KeyboardInterrupt:
+            proc.join(timeout=30)  # the child got the same SIGINT and records "cancelled" itself
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+            if (read_status(d) or {}).get("state") in ("pending", "running"):
+                write_status(d, "cancelled", reason="interrupted (Ctrl-C)")
+            raise
+        state = (read_status(d) or {}).get("state")
+        if proc.exitcode != 0 and state in ("pending", "running"):
+            # killed from outside (OOM killer, kill -9): the child could not record it
+            reason = f"process exited with code {proc.exitcode}"
+            write_status(d, "failed", reason=reason)
+            sync_mlflow_state(cfg, "failed", reason)
+            state = "failed"
+        states[cfg.run_id] = state or "failed"
+        status = read_status(d) or {}
+        _say(f"    -> {state}" + (f": {status.get('reason')}" if state == "failed" else ""))
+    return states
+
+
+EXECUTORS: dict[str, Any] = {"debug": run_debug, "local": run_local}

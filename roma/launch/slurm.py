@@ -1,0 +1,103 @@
+"""SLURM through submitit: one job array per spec (per distinct resources), and job states.
+
+Resources, lowest priority first: ResourcesConfig defaults < the cluster profile < the spec's
+`resources:` (and --set resources.*). Each array task runs `SlurmRun(cfg)`, which requeues itself
+on preemption/timeout (see roma.launch.job).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from roma.config import ResourcesConfig, RunConfig
+from roma.launch.status import run_dir, write_status
+
+MAX_TIMEOUT_REQUEUES = 20  # time-limit requeues per run (preemptions do not count in submitit)
+# sacct states that end a job -> our state
+_SACCT_END = {"CANCELLED": "cancelled", "FAILED": "failed", "TIMEOUT": "failed", "OUT_OF_MEMORY": "failed",
+              "NODE_FAIL": "failed", "BOOT_FAIL": "failed", "DEADLINE": "failed", "COMPLETED": "completed"}
+
+
+def available() -> bool:
+    return shutil.which("sbatch") is not None
+
+
+def resolve_resources(cfg: RunConfig, profile: dict[str, Any] | None, spec_set: dict[str, Any]) -> ResourcesConfig:
+    """The run's resources: defaults < profile < keys the spec (or --set) set explicitly."""
+    from roma.spec import build_config
+
+    merged = {**((profile or {}).get("resources") or {}), **spec_set}
+    where = (lambda key: f"cluster profile {profile['path']}" if profile else "resources")
+    return build_config({"resources": merged}, where).resources
+
+
+def slurm_parameters(res: ResourcesConfig, job_name: str, parallelism: int = 0,
+                     additional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """submitit.SlurmExecutor.update_parameters arguments for one array."""
+    tasks = max(res.gpus_per_node, 1)  # one task per GPU (DDP), or one CPU task
+    params: dict[str, Any] = {
+        "job_name": job_name, "nodes": res.nodes, "ntasks_per_node": tasks,
+        "cpus_per_task": res.cpus_per_task, "mem": f"{res.mem_gb}GB", "time": res.time_min,
+        "signal_delay_s": res.signal_delay_s, "setup": list(res.setup),
+    }
+    if res.gpus_per_node > 0:
+        params["gpus_per_node"] = res.gpus_per_node
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(res, key):
+            params[key] = getattr(res, key)
+    if parallelism > 0:
+        params["array_parallelism"] = parallelism
+    if additional:
+        params["additional_parameters"] = dict(additional)
+    return params
+
+
+def submit(runs: list[RunConfig], spec_name: str, folder: Path, parallelism: int = 0,
+           additional: dict[str, Any] | None = None, execute_target: str | None = None) -> list[tuple[RunConfig, str]]:
+    """Submit the runs (resources already resolved into each cfg) -> [(cfg, job_id)]."""
+    import submitit
+
+    from roma.launch.job import SlurmRun, prepare_run_dir
+
+    groups: dict[ResourcesConfig, list[RunConfig]] = {}
+    for cfg in runs:
+        groups.setdefault(cfg.resources, []).append(cfg)
+    out = []
+    for res, group in groups.items():
+        executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=MAX_TIMEOUT_REQUEUES)
+        executor.update_parameters(**slurm_parameters(res, f"roma-{spec_name}", parallelism, additional))
+        for cfg in group:
+            prepare_run_dir(cfg)
+        jobs = executor.map_array(SlurmRun(execute_target), [cfg.to_dict() for cfg in group])
+        for cfg, job in zip(group, jobs):
+            write_status(run_dir(cfg), "pending", executor="slurm", job_id=str(job.job_id),
+                         submitit_folder=str(folder))
+            out.append((cfg, str(job.job_id)))
+    return out
+
+
+def _query(args: list[str]) -> str | None:
+    if shutil.which(args[0]) is None:
+        return None
+    try:
+        res = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout if res.returncode == 0 else ""
+
+
+def job_state(job_id: str) -> str | None:
+    """"active" (queued/running/requeued), an ended state (cancelled/failed/completed, from
+    sacct), or None when SLURM cannot tell (no client tools, unknown job)."""
+    out = _query(["squeue", "-h", "-j", job_id, "-o", "%T"])
+    if out and out.strip():
+        return "active"
+    out = _query(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
+    if not out:
+        return None
+    first = out.strip().splitlines()[-1].split()[0] if out.strip() else ""
+    if first in ("PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "PREEMPTED", "COMPLETING"):
+        return "active"
+    return _SACCT_END.get(first)

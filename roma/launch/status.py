@@ -1,0 +1,87 @@
+"""`<output_root>/<experiment>/<run_id>/status.json`: the state of one run, written atomically.
+
+    {"state": "pending|running|finished|failed|cancelled", "step": int|None, "loss": float|None,
+     "reason": str|None, "updated": ISO-8601 UTC, ...executor facts: "executor", "job_id", "host", "pid"}
+
+The launcher writes pending (submitted), the job wrapper running / finished / failed / cancelled;
+the training loop may report progress through `update_progress` (state stays running).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from roma.config import RunConfig
+
+STATES = ("pending", "running", "finished", "failed", "cancelled")
+UNFINISHED = ("pending", "running", "cancelled")
+
+
+def run_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.output_root) / cfg.experiment / cfg.run_id
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """The status of the run folder `path`; None when the run has never been launched."""
+    f = Path(path) / "status.json"
+    try:
+        data = json.loads(f.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as e:  # never silently treat a broken file as "new"
+        return {"state": "failed", "reason": f"unreadable status.json: {e}"}
+    return data if isinstance(data, dict) and data.get("state") in STATES else \
+        {"state": "failed", "reason": f"status.json holds no valid state: {data!r:.80}"}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_status(path: Path, state: str, **fields: Any) -> dict[str, Any]:
+    """Set the state of run folder `path`, keeping earlier fields (step, loss, job_id) unless given."""
+    if state not in STATES:
+        raise ValueError(f"unknown run state {state!r}; expected one of {STATES}")
+    old = read_status(path) or {}
+    new = {**old, **fields, "state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if state in ("pending", "running", "finished"):
+        new.setdefault("reason", None)
+        if "reason" not in fields:
+            new["reason"] = None  # a resumed run drops the reason it stopped for
+    _atomic_write(Path(path) / "status.json", json.dumps(new, indent=1, default=str) + "\n")
+    return new
+
+
+def update_progress(path: Path, step: int, loss: float | None) -> None:
+    """Called by the training loop at its log steps (rank 0 only)."""
+    write_status(path, "running", step=int(step), loss=None if loss is None else float(loss))
+
+
+def here() -> dict[str, Any]:
+    """Facts that tell whether a recorded local process is this machine's and still alive."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def local_process_alive(status: dict[str, Any]) -> bool:
+    if status.get("host") != socket.gethostname() or not status.get("pid"):
+        return False
+    try:
+        os.kill(int(status["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
