@@ -86,7 +86,7 @@ def test_msp_blocks_do_not_leak():
     p = 8
     for s in (2, 4, 6):
         idx = model.decoder.block_index(s)
-        for b in range(idx.shape[0]):
+        for b in range(0, idx.shape[0], 3 if s == 2 else 1):  # every third of the 32 small blocks
             r = idx[b, 0].item()  # a pixel inside the block's first patch ... and its last patch
             for pos in (idx[b, 0].item(), idx[b, -1].item()):
                 gy, gx = divmod(pos, 12)
