@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from roma import atomic
 from roma.config import RunConfig, to_plain
 
 
@@ -60,7 +61,6 @@ def _runner(kind: str) -> Callable[..., dict[str, float]]:
 def run_evaluation(name: str, kind: str, sub_cfg: Any, random_init: bool, cfg: RunConfig, encoder: Path,
                    out_root: Path, device: str) -> dict[str, float]:
     """Run one evaluation (or read its results.json when it already finished)."""
-    from roma.train.checkpoint import atomic_write_text
 
     out_dir = out_root / name
     results = out_dir / "results.json"
@@ -72,7 +72,7 @@ def run_evaluation(name: str, kind: str, sub_cfg: Any, random_init: bool, cfg: R
     if random_init:
         metrics = {f"random_{k}": v for k, v in metrics.items()}
     metrics = {k: float(v) for k, v in metrics.items()}
-    atomic_write_text(results, json.dumps({"metrics": metrics, "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
+    atomic.write_json(results, {"metrics": metrics, "seconds": round(time.time() - t0, 1)})
     return metrics
 
 

@@ -14,8 +14,8 @@ creator's experiment is reused). Many concurrent jobs on a shared file system: u
 from __future__ import annotations
 
 import contextlib
-import functools
 import fcntl
+import functools
 import logging
 import random
 import subprocess
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from roma import atomic
 from roma.config import RunConfig, flatten
-from roma.train.checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -162,7 +162,7 @@ class Tracker:
                     **{f"sweep.{k}": str(v) for k, v in cfg.sweep}}
             run = retry(lambda: client.create_run(exp_id, tags=tags, run_name=run_name(cfg)), "create run")
             run_id = run.info.run_id
-            atomic_write_text(id_file, run_id + "\n")
+            atomic.write_text(id_file, run_id + "\n")
         tr = cls(client, run_id)
         tr.log_after = max(last_step, tr.last_logged_step())
         return tr

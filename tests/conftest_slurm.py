@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +140,14 @@ def submitit_folder(slurm_cluster, tmp_path) -> Path:
     ids = submitted_job_ids(folder)
     if ids:  # a failed test must not leave jobs holding the node's CPUs
         subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+
+
+def wait_for(pred, timeout: float, what: str, every: float = 0.5):
+    """Poll pred() until it returns something truthy (returned), or fail after `timeout` seconds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

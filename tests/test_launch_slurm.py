@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ try:
 except ImportError as e:  # pragma: no cover - the SLURM fixture module is absent
     pytest.skip(f"tests/conftest_slurm.py is not importable: {e}", allow_module_level=True)
 
+from conftest_slurm import wait_for
 from roma.launch import cli
 from roma.launch.status import read_status, run_dir
 from roma.spec import REPO_ROOT as REPO
@@ -55,16 +55,6 @@ FAKE = textwrap.dedent('''
 
 def _partition(facts) -> str:
     return facts["partition"] if isinstance(facts, dict) else facts.partition
-
-
-def wait_for(pred, timeout: float, what: str, every: float = 1.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest_slurm import LOCAL, REPO, slurm_cluster, submitit_folder  # noqa: F401  (fixtures)
+from conftest_slurm import LOCAL, REPO, slurm_cluster, submitit_folder, wait_for  # noqa: F401  (fixtures)
 
 submitit = pytest.importorskip("submitit")
 
@@ -83,16 +83,6 @@ def sacct_states(job_id: str) -> list[str]:
     out = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job_id, "-o", "State"],
                          capture_output=True, text=True, timeout=30, check=True).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def wait_for(pred, timeout: float, what: str, every: float = 0.5):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def forced_state(job) -> str:

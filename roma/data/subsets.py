@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from roma import atomic
+
 from .sources import ImageRef
 
 
@@ -51,20 +53,14 @@ def _manifest_text(keys: list[str]) -> str:
     return "".join(f"{k}\n" for k in sorted(keys))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_manifest(keys: list[str], path: str | os.PathLike, **meta) -> str:
     """Write the keys (sorted) to `path` and `<path>.json` with size, checksum and `meta`; -> checksum."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     checksum = keys_checksum(keys)
-    _atomic_write(path, _manifest_text(keys))
+    atomic.write_text(path, _manifest_text(keys))
     info = {"size": len(keys), "sha256": checksum, **meta}
-    _atomic_write(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
+    atomic.write_json(path.with_suffix(".json"), info, indent=2)
     return checksum
 
 

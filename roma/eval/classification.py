@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -32,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from roma import atomic
 from roma.config import ModelConfig, ProbeConfig
 from roma.eval.augment import TrainTransform
 from roma.eval.features import ImageListDataset, cache_key, cached_features, extract_features
@@ -78,14 +77,6 @@ def _validate(cfg: ProbeConfig) -> None:
         raise ValueError(f"ProbeConfig needs epochs >= 1 and batch_size >= 2, got {cfg.epochs}, {cfg.batch_size}")
 
 
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def run_probe(encoder_ckpt: Path | None, probe_cfg: ProbeConfig, model_cfg: ModelConfig, out_dir: Path,
               device: torch.device | str = "cpu") -> dict[str, float]:
     """Linear-probe OA (percent) per training ratio: {"<dataset>_oa_tr<pct>": mean, "..._std": std}."""
@@ -126,7 +117,7 @@ def run_probe(encoder_ckpt: Path | None, probe_cfg: ProbeConfig, model_cfg: Mode
         report["ratios"][name] = {"split_file": str(split.path), "n_train": len(split.train), "n_val": len(split.val),
                                   "n_test": len(split.test), "runs": runs}
     report["metrics"] = metrics
-    _atomic_json(out_dir / f"probe_{cfg.dataset}.json", report)
+    atomic.write_json(out_dir / f"probe_{cfg.dataset}.json", report)
     return metrics
 
 

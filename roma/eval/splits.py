@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from roma import atomic
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 SPLIT_VERSION = 1
@@ -99,14 +99,6 @@ def make_split(ds: FolderDataset, train_ratio: float, seed: int, val_fraction: f
     return Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)), train_ratio, val_fraction, seed)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def save_split(split: Split, ds: FolderDataset, path: Path) -> None:
     doc = {
         "version": SPLIT_VERSION, "dataset": ds.root.name, "dataset_fingerprint": ds.fingerprint,
@@ -114,7 +106,7 @@ def save_split(split: Split, ds: FolderDataset, path: Path) -> None:
         "seed": split.seed,
         **{part: [ds.paths[i] for i in getattr(split, part)] for part in ("train", "val", "test")},
     }
-    _atomic_write_text(Path(path), json.dumps(doc, indent=1))
+    atomic.write_text(Path(path), json.dumps(doc, indent=1))
 
 
 def load_split(path: Path, ds: FolderDataset, train_ratio: float | None = None, seed: int | None = None,

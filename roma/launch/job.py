@@ -13,8 +13,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from roma import atomic
 from roma.config import RunConfig
-from roma.launch.status import _atomic_write, here, read_status, run_dir, write_status
+from roma.launch.status import here, read_status, run_dir, write_status
 
 log = logging.getLogger(__name__)
 DEFAULT_EXECUTE = "roma.run:execute"
@@ -81,7 +82,7 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
 
     d = run_dir(cfg)
     d.mkdir(parents=True, exist_ok=True)
-    _atomic_write(d / "config.yaml", dump_config(cfg))
+    atomic.write_text(d / "config.yaml", dump_config(cfg))
     return d
 
 

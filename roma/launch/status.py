@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from roma import atomic
 from roma.config import RunConfig
 
 STATES = ("pending", "running", "finished", "failed", "cancelled")
@@ -39,17 +39,6 @@ def read_status(path: Path) -> dict[str, Any] | None:
         {"state": "failed", "reason": f"status.json holds no valid state: {data!r:.80}"}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_status(path: Path, state: str, **fields: Any) -> dict[str, Any]:
     """Set the state of run folder `path`, keeping earlier fields (step, loss, job_id) unless given."""
@@ -61,7 +50,7 @@ def write_status(path: Path, state: str, **fields: Any) -> dict[str, Any]:
         new.setdefault("reason", None)
         if "reason" not in fields:
             new["reason"] = None  # a resumed run drops the reason it stopped for
-    _atomic_write(Path(path) / "status.json", json.dumps(new, indent=1, default=str) + "\n")
+    atomic.write_json(Path(path) / "status.json", new)
     return new
 
 

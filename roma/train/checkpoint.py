@@ -39,14 +39,6 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- RNG state
 def rng_state() -> dict[str, Any]:
     """torch / numpy / python / cuda generator states as weights_only-loadable values."""

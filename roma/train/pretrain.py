@@ -20,10 +20,17 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.utils.data import DataLoader
 
+from roma import atomic
 from roma.config import RunConfig
 from roma.launch.job import worker_ignore_job_signals
 from roma.train import checkpoint as ckpt_io
-from roma.train.distributed import all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
+from roma.train.distributed import (
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+    wrap_ddp,
+)
 from roma.train.optim import WarmupCosine, build_optimizer, effective_batch
 from roma.train.sampler import ResumableSampler
 
@@ -305,7 +312,7 @@ def finalize_tracking(tracker, cfg: RunConfig, run_dir: Path, result: dict[str, 
     from roma.spec import dump_config
     from roma.tracking import plot_loss_curve
 
-    ckpt_io.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    atomic.write_text(run_dir / "config.yaml", dump_config(cfg))
     tracker.log_artifact(run_dir / "config.yaml")
     curve = plot_loss_curve(tracker.metric_history("loss"), run_dir / "loss_curve.png", title=cfg.run_id)
     tracker.log_artifact(curve)

@@ -13,14 +13,12 @@ CLI: python -m roma.eval.dense --task levir --root ../shared/data/levir_cd_sampl
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from roma import atomic
 from roma.config import DenseConfig, ModelConfig
 
 TASKS = {"oscd": "cd", "levir": "cd", "spacenet": "seg", "segfolder": "seg"}
@@ -55,14 +53,6 @@ def build_model(encoder: torch.nn.Module, cfg: DenseConfig) -> torch.nn.Module:
     return Segmenter(encoder, cfg.head_channels, num_classes=2, aux_channels=max(cfg.head_channels // 2, 8))
 
 
-def _atomic_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def run_dense(encoder_ckpt: Path | None, dense_cfg: DenseConfig, model_cfg: ModelConfig, out_dir: Path,
               device: torch.device | str = "cpu") -> dict[str, float]:
     """Fine-tune encoder + head on the task's train split, select on val, return test metrics (percent)."""
@@ -83,9 +73,9 @@ def run_dense(encoder_ckpt: Path | None, dense_cfg: DenseConfig, model_cfg: Mode
     identity = {"model": model_cfg.name, "encoder_sha256": file_sha256(Path(encoder_ckpt)) if encoder_ckpt else "random-init"}
     report = fit_and_test(model, splits, cfg, task_dir, device, TASKS[cfg.task], identity)
     metrics = {f"{cfg.task}_{k}": report["test"][k] for k in REPORTED[TASKS[cfg.task]]}
-    _atomic_json({"config": asdict(cfg), "model": model_cfg.name, "checkpoint": str(encoder_ckpt), **identity,
-                  "splits": {s: [sc.name for sc in v] for s, v in splits.items()}, "metrics": metrics, **report},
-                 task_dir / "report.json")
+    atomic.write_json(task_dir / "report.json", {
+        "config": asdict(cfg), "model": model_cfg.name, "checkpoint": str(encoder_ckpt), **identity,
+        "splits": {s: [sc.name for sc in v] for s, v in splits.items()}, "metrics": metrics, **report})
     return metrics
 
 
