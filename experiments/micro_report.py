@@ -155,7 +155,7 @@ def figure(parts: dict, fits: list[dict], floors: dict, path: Path, title: str) 
     abl = parts["ablation"]
     if abl:
         ax.bar(range(len(abl)), [a[1] for a in abl], yerr=[0 if math.isnan(a[2]) else a[2] for a in abl],
-               color=["0.6", "C2", "C0"][:len(abl)], capsize=4, zorder=2)
+               color=[{"ARM baseline": "0.6", "+ARES": "C2"}.get(a[0], "C0") for a in abl], capsize=4, zorder=2)
         ax.set_xticks(range(len(abl)), [f"{a[0]}\n(n={a[3]})" for a in abl])
         lo = min(a[1] for a in abl) - 4
         ax.set_ylim(min(lo, floors.get(TINY, {"mean": lo})["mean"] - 2), None)

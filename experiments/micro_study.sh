@@ -14,10 +14,12 @@
 #    warm-up 0 so that the lr schedule does not depend on the data size), then the AID fast linear
 #    probe on the probe set (50 images per class, TR = 50% inside it).
 # 3. The floor: the same probe on a randomly initialised encoder of each micro size (3 probe seeds).
-# 4. analysis/fit_scaling.py: data- and model-scaling figures, fitted exponents with bootstrap CIs.
+# 4. analysis/fit_scaling.py: data- and model-scaling figures, fitted exponents with bootstrap CIs;
+#    experiments/micro_report.py: the tables with the floor and one summary figure (<EXP>_summary.png).
 #
 # Relaunching skips finished runs and resumes unfinished ones (the launcher's rules).
-# Knobs (environment): STEPS (50), BATCH (32), BLR (2e-3), PER_CLASS (50), SEEDS ("0 1 2"), EXP (micro_study).
+# Knobs (environment): STEPS (50), BATCH (32), BLR (2e-3), PER_CLASS (50), SEEDS ("0 1 2"), EXP (micro_study),
+# RETRY=1 (also retry failed runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AID=${1:-../shared/data/AID}
@@ -39,7 +41,7 @@ COMMON=(--executor local --data-root "$DATA/aid_pool"
 
 launch() {  # launch SPEC SEED [--only PATTERN]; a failed run does not stop the lane
   local spec=$1 seed=$2; shift 2
-  python experiments/launch.py "$spec" "${COMMON[@]}" "train.seed=$seed" "$@" || echo "[micro_study] $spec seed $seed: some runs failed"
+  python experiments/launch.py "$spec" "${COMMON[@]}" "train.seed=$seed" ${RETRY:+--retry-failed} "$@" || echo "[micro_study] $spec seed $seed: some runs failed"
 }
 
 floor() {  # the random-init probe of one micro size (the same probe config as the runs)
@@ -69,4 +71,6 @@ echo "[micro_study] runs done in $(( (T1 - T0) / 60 )) min $(( (T1 - T0) % 60 ))
 mkdir -p "$OUT/analysis"
 python analysis/fit_scaling.py --experiment "$EXP" --tracking-uri "sqlite:///$OUT/$EXP/mlflow.db" \
   --out "$OUT/analysis/$EXP" --form power --allow-missing | tee "$OUT/analysis/$EXP.md" || true
+python experiments/micro_report.py --analysis "$OUT/analysis/$EXP" --floor "$OUT/$EXP/floor" --out "$OUT/analysis/$EXP" \
+  --name "$EXP" --title "RoMA micro study on AID: $STEPS steps x $BATCH images per run" | tee -a "$OUT/analysis/$EXP.md" || true
 echo "[micro_study] total $(( ($(date +%s) - T0) / 60 )) min; results: $OUT/$EXP, figures: $OUT/analysis/$EXP"

@@ -185,7 +185,7 @@ class RunConfig:
         d = self.to_dict()
         for k in self._NOT_IN_ID:
             d.pop(k, None)
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(_integral_floats_as_ints(d), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -197,6 +197,17 @@ def to_plain(obj: Any) -> Any:
         return [to_plain(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _integral_floats_as_ints(obj: Any) -> Any:
+    """1.0 -> 1, so that a value written as 1 in one spec and 1.0 in another gives one run id."""
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)
+    if isinstance(obj, list):
+        return [_integral_floats_as_ints(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in obj.items()}
     return obj
 
 

@@ -194,3 +194,11 @@ def test_bf16_autocast_on_cuda_matches_fp32_cpu():
     out["loss"].backward()
     assert abs(out["loss"].item() - ref) / ref < 0.05
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_run_id_ignores_int_vs_float_spelling():
+    from roma.config import RunConfig, TrainConfig
+
+    one, one_f = RunConfig(train=TrainConfig(warmup_epochs=1)), RunConfig(train=TrainConfig(warmup_epochs=1.0))
+    assert one.run_id == one_f.run_id
+    assert one.run_id != RunConfig(train=TrainConfig(warmup_epochs=1.5)).run_id

@@ -217,6 +217,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
     unhook = _register_preempt(on_preempt) if dist.is_main else (lambda: None)
     progress = Progress(total, st.step, dist.is_main)
     state = "failed"
+    batches = None
     try:
         images_since, t_log = 0, time.perf_counter()
         while st.step < total:
@@ -231,6 +232,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
                                 worker_init_fn=worker_ignore_job_signals,
                                 # worker seeds from (seed, epoch), not from the global RNG stream
                                 generator=torch.Generator().manual_seed(tc.seed * 100003 + st.epoch))
+            _shutdown_workers(batches)
             batches = iter(loader)
             while st.step < total and sampler.num_samples - st.position >= per_step:
                 micro = _next_micro_batches(batches, tc.accum_steps, bad_tracker)
@@ -292,6 +294,9 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
                 tracker.set_tags({"failure_reason": f"{type(e).__name__}: {e}"[:4000]})
         raise
     finally:
+        # Workers ignore SIGTERM (see worker_init_fn), so they must be stopped the polite way here:
+        # left to interpreter exit, multiprocessing would SIGTERM them and wait forever.
+        _shutdown_workers(batches)
         progress.close()
         unhook()
         cleanup(dist)
@@ -362,6 +367,13 @@ def check_resumable(last: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None
         diff = sorted(k for k in now if saved.get(k) != now[k])
         raise ValueError(f"{run_dir / ckpt_io.LAST} was written by a different config (sections {diff} differ); "
                          "remove it or use another output folder")
+
+
+def _shutdown_workers(batches) -> None:
+    """Stop a DataLoader iterator's workers now (sentinel + join), not at garbage collection."""
+    stop = getattr(batches, "_shutdown_workers", None)
+    if stop is not None:
+        stop()
 
 
 def _register_preempt(hook: Callable[[], None]) -> Callable[[], None]:
