@@ -98,7 +98,7 @@ def cmd_launch(argv: list[str]) -> int:
             clear_for_rerun(p.cfg)
     cfgs = [p.cfg for p in todo]
     if executor == "slurm":
-        out_dir = Path(cfgs[0].output_root) / spec.name
+        out_dir = Path(cfgs[0].output_root) / cfgs[0].experiment  # --set experiment=... renames it
         folder = Path(args.submitit_folder) if args.submitit_folder else out_dir / "submitit"
         parallelism = spec.parallelism or (profile or {}).get("parallelism", 0)
         try:
@@ -118,7 +118,7 @@ def cmd_launch(argv: list[str]) -> int:
         print("interrupted: the current run is marked cancelled; relaunch to resume it", file=sys.stderr)
         return 130
     failed = [rid for rid, s in states.items() if s != "finished"]
-    out = Path(cfgs[0].output_root) / spec.name
+    out = Path(cfgs[0].output_root) / cfgs[0].experiment
     print(f"done: {len(states) - len(failed)} finished, {len(failed)} failed. Results in {out}/<run id>/; "
           f"MLflow UI: python experiments/launch.py ui {args.spec}")
     return 1 if failed else 0

@@ -52,6 +52,14 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return _skip_and_gate(y, u, D, z).to(dtype_in)
 
 
+def _to_work(work, u, delta, A, B, C, delta_bias, delta_softplus):
+    """Inputs in the scan's working dtype, with dt's bias and softplus applied."""
+    u, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(work)[:, None]
+    return u, (F.softplus(delta) if delta_softplus else delta), A, B, C
+
+
 def _skip_and_gate(y, u, D, z):
     if D is not None:
         y = y + u * D.to(y.dtype)[:, None]
@@ -115,11 +123,7 @@ def selective_scan_fast(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     dtype_in = u.dtype
     work = torch.float64 if dtype_in == torch.float64 else torch.float32  # bf16/fp16 inputs scan in fp32
     with torch.autocast(device_type=u.device.type, enabled=False):
-        u32, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
-        if delta_bias is not None:
-            delta = delta + delta_bias.to(work)[:, None]
-        if delta_softplus:
-            delta = F.softplus(delta)
+        u32, delta, A, B, C = _to_work(work, u, delta, A, B, C, delta_bias, delta_softplus)
         tm = lambda t: t.permute(2, 0, 1).contiguous()  # (B, X, L) -> (L, B, X)
         tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
         core = _ScanCore.apply if tracked else _scan_streaming
@@ -156,11 +160,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
             None if z is None else z[:, i:i + step], sl(delta_bias, i), delta_softplus, chunk)
             for i in range(0, u.shape[1], step)], dim=1)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        u32, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
-        if delta_bias is not None:
-            delta = delta + delta_bias.to(work)[:, None]
-        if delta_softplus:
-            delta = F.softplus(delta)
+        u32, delta, A, B, C = _to_work(work, u, delta, A, B, C, delta_bias, delta_softplus)
         batch, dim, length = u32.shape
         n = A.shape[1]
         T = max(1, min(chunk, length))
