@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -178,6 +179,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
+
+    @property
+    def run_dir(self) -> Path:
+        """<output_root>/<experiment>/<run_id>: everything a run writes, and its status file."""
+        return Path(self.output_root) / self.experiment / self.run_id
 
     @property
     def run_id(self) -> str:

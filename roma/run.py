@@ -17,10 +17,6 @@ from roma import atomic
 from roma.config import RunConfig, to_plain
 
 
-def run_dir_of(cfg: RunConfig) -> Path:
-    return Path(cfg.output_root) / cfg.experiment / cfg.run_id
-
-
 def evaluations(cfg: RunConfig) -> list[tuple[str, str, Any, bool]]:
     """(name, kind, sub-config, random_init) for every evaluation in cfg.eval, names unique."""
     out: list[tuple[str, str, Any, bool]] = []
@@ -83,7 +79,7 @@ def execute(cfg: RunConfig) -> dict[str, Any]:
     from roma.tracking import Tracker
     from roma.train.pretrain import pretrain
 
-    rd = run_dir_of(cfg)
+    rd = cfg.run_dir
     result = pretrain(cfg, rd, finish_run=False)
     if result["rank"] != 0:  # evaluations and tracking are rank 0's
         return result

@@ -34,7 +34,7 @@ _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
 
 
 def tracking_uri(cfg: RunConfig) -> str:
-    """cfg.tracking_uri, or the default SQLite store of the experiment (same rule as roma.launch)."""
+    """cfg.tracking_uri, or the default SQLite store of the experiment (the launcher and UI use this too)."""
     return cfg.tracking_uri or f"sqlite:///{Path(cfg.output_root) / cfg.experiment / 'mlflow.db'}"
 
 

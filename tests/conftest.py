@@ -16,6 +16,15 @@ def _deterministic_torch():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine run far faster without OpenMP thread contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

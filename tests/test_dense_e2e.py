@@ -4,19 +4,13 @@ import math
 from dataclasses import replace
 
 import pytest
-import torch
 
 import roma.eval.dense.train as dense_train
 from roma.config import DenseConfig, ModelConfig
 from roma.eval.dense import run_dense
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

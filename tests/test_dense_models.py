@@ -10,13 +10,7 @@ from roma.eval.dense.train import lr_factor, param_groups
 from roma.models.downstream import build_downstream_encoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops on a shared 2-core machine run far faster without OpenMP thread contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def micro_encoder(img_size=32):

@@ -178,7 +178,8 @@ def test_status_file_is_atomic_json(tmp_path):
 
 def test_mlflow_state_tag_follows_status(env, tmp_path):
     mlflow = pytest.importorskip("mlflow")
-    from roma.launch.job import sync_mlflow_state, tracking_uri
+    from roma.launch.job import sync_mlflow_state
+    from roma.tracking import tracking_uri
 
     cfg = env.runs[0]
     run_dir(cfg).mkdir(parents=True)

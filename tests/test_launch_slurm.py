@@ -151,7 +151,7 @@ def test_cancelled_job_shows_cancelled(launch_env, capsys):
 def _mlflow_run(cfg):
     from mlflow.tracking import MlflowClient
 
-    from roma.launch.job import tracking_uri
+    from roma.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri(cfg))
     exp = client.get_experiment_by_name(cfg.experiment)

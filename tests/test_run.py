@@ -15,7 +15,7 @@ from test_train_helpers import nano_config, write_pngs
 def test_execute_pretrains_evaluates_and_reruns_nothing(tmp_path, monkeypatch):
     import roma.eval.classification as cls
     import roma.eval.dense as dense
-    from roma.run import execute, run_dir_of
+    from roma.run import execute
 
     calls = []
 
@@ -36,7 +36,7 @@ def test_execute_pretrains_evaluates_and_reruns_nothing(tmp_path, monkeypatch):
     result = execute(cfg)
     assert result["step"] == 4 and result["aid_oa_tr50"] == 41.5 and result["oscd_f1"] == 12.25
     assert calls == [("probe", "probe_aid_fast_uni_mean", "test_nano"), ("dense", "dense_oscd_v3", "encoder.pt")]
-    rd = run_dir_of(cfg)
+    rd = cfg.run_dir
     assert json.loads((rd / "eval" / "probe_aid_fast_uni_mean" / "results.json").read_text())["metrics"] == \
         {"aid_oa_tr50": 41.5}
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from roma import atomic
 from roma.config import RunConfig
 from roma.launch.status import here, read_status, run_dir, write_status
+from roma.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
 DEFAULT_EXECUTE = "roma.run:execute"
@@ -47,10 +48,6 @@ def worker_ignore_job_signals(worker_id: int = 0) -> None:
     """
     for sig in (signal.SIGTERM, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
-
-
-def tracking_uri(cfg: RunConfig) -> str:
-    return cfg.tracking_uri or f"sqlite:///{Path(cfg.output_root) / cfg.experiment / 'mlflow.db'}"
 
 
 def sync_mlflow_state(cfg: RunConfig, state: str, reason: str | None = None) -> None:

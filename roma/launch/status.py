@@ -23,7 +23,7 @@ UNFINISHED = ("pending", "running", "cancelled")
 
 
 def run_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.output_root) / cfg.experiment / cfg.run_id
+    return cfg.run_dir
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
