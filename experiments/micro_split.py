@@ -25,6 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from roma import atomic  # noqa: E402
 from roma.eval.splits import load_split, make_split, save_split, scan_folder  # noqa: E402
 
 SPLIT_RATIO, SPLIT_SEED = 0.5, 0  # the paper's TR = 50%, a fixed seed
@@ -66,9 +67,7 @@ def build(aid: Path, out: Path) -> dict:
         load_split(split_file, ds, SPLIT_RATIO, SPLIT_SEED, 0.0)  # re-read: disjoint and complete
         doc = json.loads(split_file.read_text())
         doc["aid_root"] = str(ds.root)
-        tmp = split_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, split_file)
+        atomic.write_json(split_file, doc)
         _link_tree(ds.root, doc["train"], out / "aid_pool")
         _link_tree(ds.root, doc["test"], out / "aid_probe")
     doc = json.loads(split_file.read_text())

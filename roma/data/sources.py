@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+# the one list of image extensions: pretraining sources, launch-time checks, evaluation folders
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 MANIFEST_EXTS = (".txt", ".csv", ".parquet")
 
 
@@ -62,7 +63,7 @@ def list_images(source: str | os.PathLike) -> list[ImageRef]:
     if not s:
         raise ValueError("data.root is empty: give a folder, a manifest (.txt/.csv/.parquet) or shards (*.tar)")
     p = Path(s)
-    if _is_pattern(s) or s.endswith(".tar"):
+    if is_shard_pattern(s):
         from .shards import index_shards
 
         refs = index_shards(expand_shard_pattern(s))
@@ -156,8 +157,9 @@ def list_manifest(manifest: str | os.PathLike) -> list[ImageRef]:
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
 
-def _is_pattern(s: str) -> bool:
-    return any(c in s for c in "*?[") or bool(_BRACE.search(s))
+def is_shard_pattern(s: str) -> bool:
+    """A glob / brace pattern or a single .tar: a shard source (roma.validation and list_images ask this)."""
+    return any(c in s for c in "*?[") or bool(_BRACE.search(s)) or s.endswith(".tar")
 
 
 def expand_braces(pattern: str) -> list[str]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from roma import atomic
 from roma.eval.augment import EVAL_CROP_PCT, EvalTransform
 from roma.eval.splits import FolderDataset
 
@@ -93,9 +92,6 @@ def cached_features(cache_dir: Path, key: str, ds: FolderDataset, compute) -> tu
     feats, labels = compute()
     if feats.shape[0] != len(ds) or not torch.equal(labels, torch.tensor(ds.labels)):
         raise RuntimeError("feature extraction returned rows that do not match the dataset order")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    torch.save({"features": feats, "labels": labels, "fingerprint": ds.fingerprint, "paths": list(ds.paths)}, tmp)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"features": feats, "labels": labels, "fingerprint": ds.fingerprint, "paths": list(ds.paths)}, f)
     return feats, labels
