@@ -10,8 +10,8 @@ seeded by (seed, epoch); shard k of it goes to global reader k mod (world_size x
 n mod readers left over wait for another epoch, so every reader reads as many shards), and the
 images of a shard are shuffled in memory (one shard per worker is held at a time). Equal shard
 sizes (what `pack` makes, but the last) keep ranks in step. Sample `index`
-is the image's position in the listing of all shards (what `PretrainDataset` over the same shards
-calls it), and its randomness comes from (seed, epoch, index), so a packed image gets the same
+is the image's position in the key-sorted listing of all these shards (what `PretrainDataset` over
+the same shards calls it, whatever order the shards hold them in), and its randomness comes from (seed, epoch, index), so a packed image gets the same
 crop in both datasets. Unlike PretrainDataset with ResumableSampler, a stream restarts its epoch
 on resume; the map-style pair is what the training loop uses.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .dataset import DECODE_ERRORS, BadSample, decode_rgb, sample_rng
-from .shards import index_shard, iter_shard
+from .shards import index_shards, iter_shard
 from .transforms import PretrainTransform
 
 
@@ -36,15 +36,17 @@ class ShardStream(IterableDataset):
             raise ValueError(f"rank {rank} outside [0, world_size {world_size})")
         self.shards, self.transform, self.seed = list(shards), transform, seed
         self.rank, self.world_size, self.epoch = rank, world_size, 0
-        counts = [len(index_shard(s)) for s in self.shards]  # one header pass: global indices
-        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        refs = index_shards(self.shards)  # from the index when the shards have one, else one header pass
+        keys = sorted(r.key for r in refs)
+        self.index_of = {k: i for i, k in enumerate(keys)}  # key -> position in the key-sorted listing
+        self._num_images = len(keys)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     @property
     def num_images(self) -> int:
-        return int(self.starts[-1])
+        return self._num_images
 
     def my_shards(self, worker: int = 0, num_workers: int = 1) -> list[int]:
         """Shard numbers this (rank, worker) reads this epoch."""
@@ -66,7 +68,7 @@ class ShardStream(IterableDataset):
             order = np.random.default_rng([self.seed, self.epoch, s]).permutation(len(items))
             for j in order:
                 key, data = items[j]
-                index = int(self.starts[s] + j)
+                index = self.index_of[key]
                 try:
                     img = decode_rgb(data)
                 except DECODE_ERRORS as e:
