@@ -38,7 +38,7 @@ from typing import Any, Iterator
 
 from roma import atomic
 
-from .sources import ImageRef, is_image, list_images, read_bytes, shard_files
+from .sources import ImageRef, is_image, list_images, read_bytes, read_slice, shard_files
 from .subsets import check_subset_size, keys_checksum, rank
 
 KEY_SUFFIX = ".path.txt"
@@ -98,19 +98,20 @@ def index_shards(paths: list[str], whole_folder: bool = False) -> list[ImageRef]
     """The images of `paths`, in shard order: from each folder's index where it has one (no tar is
     opened; a stale index raises), else from the tar headers. `whole_folder`: `paths` are all the
     .tar files of their folder, so every shard the index lists must be among them."""
-    refs: list[ImageRef] = []
     by_folder: dict[str, list[str]] = {}
     for p in paths:
         by_folder.setdefault(os.path.dirname(p), []).append(p)
+    of_file: dict[str, list[ImageRef]] = {}
     for folder, files in by_folder.items():
         if os.path.isfile(os.path.join(folder or ".", INDEX_NAME)):
             index = read_index(folder or ".")
             if whole_folder:
                 index.check_complete(files)
-            refs.extend(index.refs(files))
+            for f, refs in zip(files, index.refs_by_file(files)):
+                of_file[f] = refs
         else:
-            refs.extend(ref for p in files for ref in index_shard(p))
-    return refs
+            of_file.update((f, index_shard(f)) for f in files)
+    return [ref for p in paths for ref in of_file[p]]
 
 
 def iter_shard(path: str) -> Iterator[tuple[str, bytes]]:
@@ -129,6 +130,19 @@ def iter_shard(path: str) -> Iterator[tuple[str, bytes]]:
             image, image_name = tf.extractfile(member).read(), name
     if image is not None:
         yield key or f"{shard}/{image_name}", image
+
+
+def read_in_order(refs: list[ImageRef]) -> Iterator[bytes]:
+    """The bytes of `refs`, images of one shard in shard order (an index's or a header scan's), read
+    with one open, front to back: the streaming read without parsing the tar again."""
+    if not refs:
+        return
+    path = refs[0].path
+    with open(path, "rb") as f:
+        for ref in refs:
+            if ref.path != path:
+                raise ValueError(f"read_in_order reads one shard: got {path} and {ref.path}")
+            yield read_slice(f, ref)
 
 
 # ----------------------------------------------------------------------------- the index
@@ -198,16 +212,22 @@ class ShardIndex:
         part = self.table.slice(self.start[p], n)
         return {c: part.column(c).to_pylist() for c in ("key", "offset", "size")}
 
+    def refs_by_file(self, files: list[str], limit: int | None = None) -> list[list[ImageRef]]:
+        """ImageRefs of the images of each of `files`, in shard order (the first `limit` in all)."""
+        out: list[list[ImageRef]] = []
+        count = 0
+        for p, f in zip(self.positions(files), files):
+            take = self.shards[p].images if limit is None else min(limit - count, self.shards[p].images)
+            if take <= 0:
+                break
+            r = self.rows(p, take)
+            out.append([ImageRef(k, f, o, s) for k, o, s in zip(r["key"], r["offset"], r["size"])])
+            count += take
+        return out
+
     def refs(self, files: list[str], limit: int | None = None) -> list[ImageRef]:
         """ImageRefs of the images of `files`, in the files' order (the first `limit` of them)."""
-        refs: list[ImageRef] = []
-        for p, f in zip(self.positions(files), files):
-            left = None if limit is None else min(limit - len(refs), self.shards[p].images)
-            if left is not None and left <= 0:
-                break
-            r = self.rows(p, left)
-            refs.extend(ImageRef(k, f, o, s) for k, o, s in zip(r["key"], r["offset"], r["size"]))
-        return refs
+        return [ref for refs in self.refs_by_file(files, limit) for ref in refs]
 
 
 def _sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -46,10 +46,13 @@ def is_image(name: str) -> bool:
 def read_bytes(ref: ImageRef) -> bytes:
     """The encoded image bytes of `ref` (a plain file, or a slice of a tar shard)."""
     with open(ref.path, "rb") as f:
-        if not ref.in_shard:
-            return f.read()
-        f.seek(ref.offset)
-        data = f.read(ref.size)
+        return read_slice(f, ref) if ref.in_shard else f.read()
+
+
+def read_slice(f, ref: ImageRef) -> bytes:
+    """The bytes of a shard member from the shard's open file `f`."""
+    f.seek(ref.offset)
+    data = f.read(ref.size)
     if len(data) != ref.size:
         raise OSError(f"shard {ref.path} is truncated: {ref.key} wants {ref.size} bytes at {ref.offset}, "
                       f"got {len(data)}")

@@ -22,8 +22,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .dataset import DECODE_ERRORS, BadSample, decode_rgb, sample_rng
-from .shards import index_shards, iter_shard
+from .dataset import DECODE_ERRORS, BadSample, RefTable, decode_rgb, sample_rng
+from .shards import index_shards, read_in_order
 from .transforms import PretrainTransform
 
 
@@ -37,16 +37,19 @@ class ShardStream(IterableDataset):
         self.shards, self.transform, self.seed = list(shards), transform, seed
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         refs = index_shards(self.shards)  # from the index when the shards have one, else one header pass
-        keys = sorted(r.key for r in refs)
-        self.index_of = {k: i for i, k in enumerate(keys)}  # key -> position in the key-sorted listing
-        self._num_images = len(keys)
+        self.refs = RefTable(refs)  # in shard order
+        # shard s holds refs bounds[s] .. bounds[s + 1]; sample index = position in the key-sorted listing
+        number = {path: s for s, path in enumerate(self.shards)}
+        self.bounds = np.searchsorted([number[r.path] for r in refs], np.arange(len(self.shards) + 1))
+        self.index = np.empty(len(refs), dtype=np.int64)
+        self.index[sorted(range(len(refs)), key=lambda i: refs[i].key)] = np.arange(len(refs))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     @property
     def num_images(self) -> int:
-        return self._num_images
+        return len(self.refs)
 
     def my_shards(self, worker: int = 0, num_workers: int = 1) -> list[int]:
         """Shard numbers this (rank, worker) reads this epoch."""
@@ -64,11 +67,12 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for s in self.my_shards(worker, num_workers):
-            items = list(iter_shard(self.shards[s]))  # [(key, bytes)] in shard order
+            lo, hi = int(self.bounds[s]), int(self.bounds[s + 1])
+            items = list(read_in_order([self.refs[i] for i in range(lo, hi)]))  # one open, front to back
             order = np.random.default_rng([self.seed, self.epoch, s]).permutation(len(items))
             for j in order:
-                key, data = items[j]
-                index = self.index_of[key]
+                data = items[j]
+                key, index = self.refs.key(lo + int(j)), int(self.index[lo + int(j)])
                 try:
                     img = decode_rgb(data)
                 except DECODE_ERRORS as e:
