@@ -24,7 +24,9 @@ an index every tar's headers are read (one pass per shard). `iter_shard` streams
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import io
 import json
@@ -216,18 +218,31 @@ class ShardIndex:
         """ImageRefs of the images of each of `files`, in shard order (the first `limit` in all)."""
         out: list[list[ImageRef]] = []
         count = 0
-        for p, f in zip(self.positions(files), files):
-            take = self.shards[p].images if limit is None else min(limit - count, self.shards[p].images)
-            if take <= 0:
-                break
-            r = self.rows(p, take)
-            out.append([ImageRef(k, f, o, s) for k, o, s in zip(r["key"], r["offset"], r["size"])])
-            count += take
+        with _gc_paused():
+            for p, f in zip(self.positions(files), files):
+                take = self.shards[p].images if limit is None else min(limit - count, self.shards[p].images)
+                if take <= 0:
+                    break
+                r = self.rows(p, take)
+                out.append([ImageRef(k, f, o, s) for k, o, s in zip(r["key"], r["offset"], r["size"])])
+                count += take
         return out
 
     def refs(self, files: list[str], limit: int | None = None) -> list[ImageRef]:
         """ImageRefs of the images of `files`, in the files' order (the first `limit` of them)."""
         return [ref for refs in self.refs_by_file(files, limit) for ref in refs]
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic GC while millions of acyclic tuples are built (each collection would walk them all)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -17,15 +17,14 @@ from __future__ import annotations
 import glob
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MANIFEST_EXTS = (".txt", ".csv", ".parquet")
 
 
-@dataclass(frozen=True)
-class ImageRef:
+class ImageRef(NamedTuple):  # a tuple, not a dataclass: millions are built at start, 20x cheaper
     key: str  # identity: relative path (folder/manifest) or the path stored in the shard
     path: str  # the file to open: the image itself, or the .tar shard holding it
     offset: int = -1  # byte offset of the image's data inside the shard; -1: `path` is the image
