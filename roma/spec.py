@@ -54,7 +54,7 @@ BASES: dict[str, dict[str, Any]] = {
     "micro": {
         "model": {"name": "roma_micro_tiny"},
         "data": {"root": "../shared/data/AID", "num_workers": 1},
-        "train": {"epochs": 1000, "max_steps": 300, "batch_size": 32, "blr": 1.5e-3, "warmup_epochs": 0.5,
+        "train": {"epochs": 1000, "max_steps": 300, "global_batch": 32, "blr": 1.5e-3, "warmup_epochs": 0.5,
                   "ckpt_every_steps": 100, "log_every_steps": 10},
         # root "" = the pretraining data root (AID held-out half for the micro study)
         "eval": {"probes": [{"dataset": "aid", "root": "", "train_ratios": [0.5], "protocol": "fast",

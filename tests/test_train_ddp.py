@@ -17,7 +17,7 @@ HELPER = Path(__file__).with_name("test_train_helpers.py")
 
 @pytest.mark.slow
 def test_two_rank_ddp_run(tmp_path):
-    cfg = nano_config(write_pngs(tmp_path / "imgs", n=24), tmp_path / "out", epochs=2)
+    cfg = nano_config(write_pngs(tmp_path / "imgs", n=24), tmp_path / "out", epochs=2, global_batch=8)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(HELPER.parent), os.environ.get("PYTHONPATH")]))}
@@ -27,12 +27,14 @@ def test_two_rank_ddp_run(tmp_path):
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     rd = tmp_path / "out" / cfg.experiment / cfg.run_id
     last = torch.load(rd / "last.pt", map_location="cpu", weights_only=True)
-    assert last["step"] == 6  # 24 images / 2 ranks / batch 4 = 3 steps per epoch, 2 epochs
+    assert last["step"] == 6  # 24 images / global batch 8 = 3 steps per epoch, 2 epochs
     from mlflow.tracking import MlflowClient
 
     from roma.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri(cfg))
     runs = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id])
-    assert len(runs) == 1 and runs[0].data.params["effective_batch"] == "8"
+    params = runs[0].data.params
+    assert len(runs) == 1 and (params["global_batch"], params["world_size"], params["device_batch"],
+                               params["accum_steps"]) == ("8", "2", "4", "1")
     assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")) == list(range(1, 7))

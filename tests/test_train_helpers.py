@@ -65,7 +65,7 @@ def data_fn(delay_s: float = 0.0):
 
 def nano_config(root: Path, out: Path, **train) -> RunConfig:
     register_nano()
-    t = dict(epochs=3, batch_size=4, accum_steps=1, warmup_epochs=1.0, ckpt_every_steps=2, log_every_steps=1,
+    t = dict(epochs=3, global_batch=4, warmup_epochs=1.0, ckpt_every_steps=2, log_every_steps=1,
              blr=1e-2)
     t.update(train)
     return RunConfig(experiment="trainsuite", output_root=str(out),
