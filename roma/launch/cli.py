@@ -124,8 +124,10 @@ def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: d
         return 0
     where = f"{executor}" + (f", profile {profile['name']}" if profile else "")
     print(f"spec {spec.name}: {len(spec.runs)} runs, {len(runs)} selected ({where}); dry run, nothing launched")
-    rows = [table_row(p) + [pl.state, pl.action] for p, pl in zip(plans, planned)]
-    print(render(HEADERS + ["state", "action"], rows))
+    rows = [table_row(p) + [describe_resources(p.cfg.resources if executor == "slurm" else None), pl.state,
+                            pl.action + (f" ({pl.why})" if pl.why and pl.action == "skip" else "")]
+            for p, pl in zip(plans, planned)]
+    print(render(HEADERS + ["resources", "state", "action"], rows))
     for line in notes(plans, devices):
         print(line)
     for w in spec.warnings:
