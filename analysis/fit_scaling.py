@@ -74,8 +74,11 @@ def run_csv(args) -> dict:
         raise SystemExit("--csv needs --form chinchilla|power|saturating")
     df = read_table(args.csv, x_cols + [args.y], numeric=x_cols + [args.y])
     X = df[x_cols].to_numpy(float)
-    res = fit_scaling(args.form, X, df[args.y].to_numpy(float), x_names=tuple(x_cols), y_name=args.y,
-                      labels=row_labels(df), bootstrap_b=args.bootstrap, seed=args.seed, exclude_top=args.exclude_top)
+    try:
+        res = fit_scaling(args.form, X, df[args.y].to_numpy(float), x_names=tuple(x_cols), y_name=args.y,
+                          labels=row_labels(df), bootstrap_b=args.bootstrap, seed=args.seed, exclude_top=args.exclude_top)
+    except FitInputError as err:
+        raise FitInputError(f"{args.csv}: {err}") from None
     for w in res.warnings:
         print(f"warning: {args.csv}: {w}", file=sys.stderr)
     out = res.to_json()
