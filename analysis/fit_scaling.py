@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", help="CSV column of sizes (power, saturating)")
     p.add_argument("--y", help="CSV column of the fitted quantity (loss, error)")
     p.add_argument("--exclude-top", type=int, default=0, metavar="K",
-                   help="fit without the K largest points (N*D for chinchilla) and report how well they are predicted")
+                   help="fit without the points at the K largest sizes (N*D for chinchilla; all their seeds) and "
+                        "report how well they are predicted")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples for the CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder")

@@ -267,21 +267,30 @@ def leave_one_out(res: FitResult, X: np.ndarray, y: np.ndarray) -> dict:
     return {"available": True, **_errors(y, pred), "pred": pred.tolist()}
 
 
+def split_largest(law: Law, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) point indices when the k largest sizes (law.size: N*D for chinchilla) are held
+    out with every seed measured at them: a seed of a held-out size left in the fit would make the
+    extrapolation check an interpolation."""
+    size = law.size(X)
+    held = np.isin(size, np.unique(size)[-k:])
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
 def hold_largest_out(form: str, X: np.ndarray, y: np.ndarray, k: int = 1, **kw) -> tuple[dict, FitResult | None]:
-    """Fit (full grid, no information from the held-out points) without the k largest points and
-    predict them: the extrapolation error, which is what a scaling law is used for."""
+    """Fit (full grid, no information from the held-out points) without the points at the k largest
+    sizes and predict them: the extrapolation error, which is what a scaling law is used for."""
     law = LAWS[form]
     X = np.asarray(X, float).reshape(len(y), -1)
-    if len(y) - k < law.n_params:
-        reason = f"{len(y) - k} points left after holding out {k} < {law.n_params} parameters"
-        return {"available": False, "reason": reason}, None
-    order = np.argsort(law.size(X), kind="stable")
-    keep, out = order[:-k], order[-k:]
+    keep, out = split_largest(law, X, k)
     left = len(np.unique(X[keep], axis=0))
     if left < law.n_params:
-        reason = f"{left} distinct sizes left after holding out {k} points < {law.n_params} parameters"
+        reason = (f"{len(keep)} points at {left} distinct sizes left after holding out the {k} largest "
+                  f"size(s) < {law.n_params} parameters")
         return {"available": False, "reason": reason}, None
-    sub = fit_law(form, X[keep], y[keep], **kw)
+    try:
+        sub = fit_law(form, X[keep], y[keep], **kw)
+    except FitInputError as err:  # e.g. one N left for chinchilla
+        return {"available": False, "reason": f"without the {k} largest size(s): {err}"}, None
     pred = sub.predict(X[out])
     return {"available": True, "k": k, "held_out": out.tolist(), **_errors(y[out], pred), "pred": pred.tolist(),
             "params": sub.params}, sub
@@ -291,9 +300,9 @@ def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, b
                 seed: int = 0, exclude_top: int = 0) -> FitResult:
     """The full analysis of one law: fit, bootstrap CIs, leave-one-out and hold-largest-out errors.
 
-    exclude_top K > 0: the law is fitted without the K largest points (compute N*D for chinchilla),
-    and `holdout` reports how well it predicts them; with K = 0 the fit uses every point and the
-    hold-out check refits once without the single largest."""
+    exclude_top K > 0: the law is fitted without the points at the K largest sizes (compute N*D for
+    chinchilla; every seed of a size), and `holdout` reports how well it predicts them; with K = 0 the
+    fit uses every point and the hold-out check refits once without the largest size."""
     X = np.asarray(X, float).reshape(len(y), -1)
     y = np.asarray(y, float)
     x_names = tuple(x_names or get_law(form).x_names)
@@ -303,7 +312,7 @@ def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, b
         holdout, res = hold_largest_out(form, X, y, exclude_top, **kw)
         if res is None:
             raise FitInputError(f"--exclude-top {exclude_top}: {holdout['reason']} of the {form} law")
-        keep = np.argsort(law.size(X), kind="stable")[:-exclude_top]
+        keep, _ = split_largest(law, X, exclude_top)
         Xf, yf = X[keep], y[keep]
         holdout.pop("params")
     else:

@@ -28,18 +28,23 @@ def choose_form(form: str, n_sizes: int) -> str:
     return "saturating" if n_sizes > LAWS["saturating"].n_params else "power"
 
 
-def _fit(form, x, metric, labels, bootstrap_b, seed, where):
-    """One law on (sizes, metric values), or None with a warning naming the curve when it cannot be fitted."""
-    y = error_like(metric, x[1])
+def _fit_or_warn(where: str, form: str, X, y, **kw):
+    """fit_scaling, or None with a warning naming the curve when the law cannot be fitted; the fit's
+    own warnings (a collapsed CI, ...) go to stderr with the same name."""
     try:
-        res = fit_scaling(choose_form(form, len(np.unique(x[0]))), x[0][:, None], y, x_names=("x",), y_name=metric,
-                          labels=labels, bootstrap_b=bootstrap_b, seed=seed)
+        res = fit_scaling(form, X, y, **kw)
     except FitInputError as err:
         print(f"warning: {where}: not fitted: {err}", file=sys.stderr)
         return None
     for w in res.warnings:
         print(f"warning: {where}: {w}", file=sys.stderr)
     return res
+
+
+def _fit(form, x, metric, labels, bootstrap_b, seed, where):
+    """One law on (sizes, metric values), the metric fitted as an error (analysis.runs.error_like)."""
+    return _fit_or_warn(where, choose_form(form, len(np.unique(x[0]))), x[0][:, None], error_like(metric, x[1]),
+                        x_names=("x",), y_name=metric, labels=labels, bootstrap_b=bootstrap_b, seed=seed)
 
 
 def fitted(fits: list[dict]) -> list[dict]:
@@ -105,13 +110,10 @@ def fit_joint(df: pd.DataFrame, bootstrap_b: int = 1000, seed: int = 0, exclude_
     s = df[df["final_loss"].notna()]
     if s[n].nunique() < 2 or s[d].nunique() < 2 or len(s) <= LAWS["chinchilla"].n_params:
         return None
-    try:
-        res = fit_scaling("chinchilla", s[[n, d]].to_numpy(float), s["final_loss"].to_numpy(float),
-                          x_names=x_names, y_name="final_loss", labels=[f"run {r!r}" for r in s["run_name"]],
-                          bootstrap_b=bootstrap_b, seed=seed, exclude_top=exclude_top)
-    except FitInputError as err:
-        print(f"warning: joint L(N, D) on final_loss: not fitted: {err}", file=sys.stderr)
+    res = _fit_or_warn("joint L(N, D) on final_loss", "chinchilla", s[[n, d]].to_numpy(float),
+                       s["final_loss"].to_numpy(float), x_names=x_names, y_name="final_loss",
+                       labels=[f"run {r!r}" for r in s["run_name"]], bootstrap_b=bootstrap_b, seed=seed,
+                       exclude_top=exclude_top)
+    if res is None:
         return None
-    for w in res.warnings:
-        print(f"warning: joint L(N, D) on final_loss: {w}", file=sys.stderr)
     return {"source": "ours", "axis": "joint", "curve": "all runs", "metric": "final_loss", "fitted": "loss", "fit": res}

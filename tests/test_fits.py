@@ -225,5 +225,15 @@ def test_degenerate_resamples_and_loo_count_distinct_sizes():
     sat = fit_scaling("saturating", once, np.array([0.5, 0.51, 0.4, 0.41, 0.3, 0.25]), bootstrap_b=0)
     assert sat.loo == {"available": False,
                        "reason": "leaving out a size measured once leaves 3 distinct sizes < 4 parameters"}
-    assert sat.holdout == {"available": False,
-                           "reason": "3 distinct sizes left after holding out 1 points < 4 parameters"}
+    assert sat.holdout == {"available": False, "reason": "5 points at 3 distinct sizes left after holding out "
+                                                         "the 1 largest size(s) < 4 parameters"}
+
+
+def test_hold_largest_out_holds_every_seed_of_the_largest_sizes():
+    x = np.repeat([[1e3], [1e4], [1e5], [1e6]], 2, axis=0)  # 4 sizes x 2 seeds
+    y = 5.0 * x[:, 0] ** -0.25 + 0.05  # saturating truth: a power law fitted below 1e6 misses it there
+    ho, sub = hold_largest_out("power", x, y, k=1)
+    assert ho["held_out"] == [6, 7] and sub.n_points == 6  # no seed of 1e6 left in the fit
+    assert ho["mean_abs_rel_err"] > 0.05
+    res = fit_scaling("power", x, y, bootstrap_b=0, exclude_top=2)
+    assert res.n_points == 4 and res.holdout["held_out"] == [4, 5, 6, 7]
