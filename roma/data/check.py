@@ -92,11 +92,17 @@ def _examples(items: list, n: int = SHOW) -> str:
 
 
 # ----------------------------------------------------------------------------- file headers
-def _tiff_problem(path: Path, size: int) -> str | None:
+def _tiff_problem(path: Path, head: bytes, size: int) -> str | None:
     from PIL import Image
 
+    ifd = struct.unpack("<I" if head[:2] == b"II" else ">I", head[4:8])[0]
+    if ifd + 2 > size:
+        return f"truncated TIFF: its first directory is at byte {ifd:,}, the file has {size:,}"
     with Image.open(path) as im:  # reads the header and the first IFD only
         tags = im.tag_v2
+        # PIL warns and reads on when a directory is cut short: its last tags are then missing
+        if not any(o in tags and c in tags for o, c in ((273, 279), (324, 325))):
+            return "truncated TIFF: its first directory lacks the strip or tile offsets and sizes"
         for off_tag, cnt_tag in ((273, 279), (324, 325)):  # strips, tiles
             offs, cnts = tags.get(off_tag), tags.get(cnt_tag)
             if offs is None or cnts is None:
@@ -117,11 +123,13 @@ def header_problem(head: bytes, tail: bytes, size: int, path: Path | None = None
         return None if b"\xff\xd9" in tail[-256:] else "truncated JPEG (no end-of-image marker)"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return None if b"IEND" in tail[-12:] else "truncated PNG (no IEND chunk at the end)"
+    if head[:4] in (b"II+\x00", b"MM\x00+"):  # BigTIFF: recognised, its directories not followed
+        return None
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         if path is None:
             return None
         try:
-            return _tiff_problem(path, size)
+            return _tiff_problem(path, head, size)
         except Exception as e:  # noqa: BLE001 - PIL raises many types for a broken header
             return f"unreadable TIFF header ({type(e).__name__}: {e})"
     if head.startswith(b"BM") and len(head) >= 6:
