@@ -22,6 +22,8 @@ import tarfile
 from pathlib import Path
 from typing import Iterator
 
+from roma.progress import progress
+
 from .sources import ImageRef, is_image, list_images, read_bytes
 
 KEY_SUFFIX = ".path.txt"
@@ -108,6 +110,7 @@ def pack(src: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1
                               f"pack into an empty folder")
     refs = list_images(src)
     shards = []
+    bar = progress(len(refs), "pack shards", unit="img")
     for s, start in enumerate(range(0, len(refs), shard_size)):
         final = out / f"{prefix}-{s:06d}.tar"
         tmp = out / f".{final.name}.tmp"
@@ -116,8 +119,10 @@ def pack(src: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1
                 ext = Path(ref.key).suffix.lower() or ".jpg"
                 _add(tf, f"{i:09d}{ext}", read_bytes(ref))
                 _add(tf, f"{i:09d}{KEY_SUFFIX}", ref.key.encode("utf-8"))
+                bar.update()
         os.replace(tmp, final)
         shards.append(final)
+    bar.close()
     return shards
 
 
