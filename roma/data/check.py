@@ -512,7 +512,7 @@ def check_many(items: Iterable[tuple[str, str, str | None]], sample: int | None 
 
 
 ENV_VARS = {"aid": "ROMA_AID", "ucm": "ROMA_UCM", "oscd": "ROMA_OSCD", "spacenet": "ROMA_SPACENET",
-            "pretrain": "ROMA_PRETRAIN_DATA"}
+            "levir": "ROMA_LEVIR", "pretrain": "ROMA_PRETRAIN_DATA"}
 
 
 def main(argv: list[str] | None = None) -> int:
