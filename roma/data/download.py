@@ -27,6 +27,7 @@ import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -161,7 +162,8 @@ def download(url: str, dest: Path, algo: str, digest: str, size: int | None = No
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             attempt += 1
             got_now = part.stat().st_size if part.exists() else 0
-            if isinstance(e, urllib.error.URLError) and got_now == 0 and attempt > retries:
+            no_route = isinstance(getattr(e, "reason", None), (socket.gaierror, ConnectionRefusedError))
+            if isinstance(e, urllib.error.URLError) and got_now == 0 and (attempt > retries or no_route):
                 host = urllib.parse.urlsplit(url).netloc
                 raise DownloadError(f"cannot reach {host} ({e.reason}): no network connection? "
                                     f"{_offline_hint(url, dest, archive)}") from None
