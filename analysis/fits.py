@@ -18,6 +18,7 @@ from scipy.optimize import minimize
 
 from analysis.laws import LAWS, Law
 from analysis.optim import lbfgs_batch
+from roma.progress import progress
 
 N_OPTIMA = 6  # distinct local optima kept from the grid: the warm starts of bootstrap / LOO refits
 
@@ -206,7 +207,12 @@ def bootstrap(res: FitResult, X: np.ndarray, y: np.ndarray, B: int = 1000, seed:
     data = law.prepare(np.asarray(X, float).reshape(len(y), -1), np.asarray(y, float))
     rng = np.random.default_rng(seed)
     W = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=B).astype(float)  # (B, n) resample counts
-    samples = np.vstack([_refit(res, law, data, W[i:i + chunk]) for i in range(0, B, chunk)])
+    parts = []
+    with progress(B, f"bootstrap {res.form}", unit="refit") as bar:
+        for i in range(0, B, chunk):
+            parts.append(_refit(res, law, data, W[i:i + chunk]))
+            bar.update(len(W[i:i + chunk]))
+    samples = np.vstack(parts)
     ok = np.isfinite(samples).all(1)
     lo, hi = np.percentile(samples[ok], [2.5, 97.5], axis=0) if ok.any() else (np.full(law.n_params, np.nan),) * 2
     res.ci95 = {k: [float(a), float(b)] for k, a, b in zip(law.param_names, lo, hi)}
