@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from roma import atomic
+from roma.progress import progress
 
 from .sources import ImageRef, is_image, list_images, read_bytes, read_slice, shard_files
 from .subsets import check_subset_size, keys_checksum, rank
@@ -439,6 +440,7 @@ def pack(src: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1
     refs = list_images(src)
     refs = [refs[i] for i in rank_order([r.key for r in refs], seed)]
     shards, entries, members = [], [], []
+    bar = progress(len(refs), "pack shards", unit="img")
     for s, start in enumerate(range(0, len(refs), shard_size)):
         final = out / f"{prefix}-{s:06d}.tar"
         tmp = out / f".{final.name}.tmp"
@@ -451,10 +453,12 @@ def pack(src: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1
                     data = read_bytes(ref)
                     written.append(Member(ref.key, f"{i:09d}{ext}", _add(tf, f"{i:09d}{ext}", data), len(data)))
                     _add(tf, f"{i:09d}{KEY_SUFFIX}", ref.key.encode("utf-8"))
+                    bar.update()
         os.replace(tmp, final)
         shards.append(final)
         entries.append(ShardEntry(final.name, sink.n, len(written), sink.h.hexdigest()))
         members.append(written)
+    bar.close()
     write_index(out, entries, members, seed)
     return shards
 

@@ -1,7 +1,7 @@
 """`python experiments/launch.py ...`: launch a spec, show its status, list specs, open the MLflow UI.
 
     launch.py SPEC [--executor local|slurm|debug] [--profile NAME] [--dry-run [--json]] [--only PATTERN]
-                   [--force] [--retry-failed] [--set key=value ...] [--data-root DIR]
+                   [--force] [--retry-failed] [--set key=value ...] [--data-root DIR] [--skip-data-check]
     launch.py status SPEC [--only PATTERN] [--watch SECONDS] [--set ...] [--data-root DIR]
     launch.py list
     launch.py ui [SPEC] [--set ...] [--data-root DIR] [--only PATTERN] [--port N] [--host H]
@@ -48,12 +48,20 @@ def _launch_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun finished/failed runs from scratch (deletes their folders)")
     p.add_argument("--retry-failed", action="store_true", help="retry failed runs (resuming from last.pt)")
     p.add_argument("--submitit-folder", help="submitit logs and pickles (default <output_root>/<experiment>/submitit)")
+    p.add_argument("--skip-data-check", action="store_true",
+                   help="launch without checking the datasets the runs name (roma.data.check)")
     p.add_argument("--execute", help=argparse.SUPPRESS)  # module:function replacing roma.run.execute (tests)
     return p
 
 
-def _load(args) -> Spec:
-    return load_spec(args.spec, parse_set(args.sets), data_root=args.data_root, dry_run=args.dry_run)
+def _load(args, fetch: bool = True, check_data: bool = True):
+    """-> Loaded(spec, note, pending): the spec, or the spec on its fallback dataset (fetched unless fetch=False).
+
+    A dry run fetches nothing and turns missing data into the spec's warnings."""
+    from roma.launch.fallback_data import load_with_fallback
+
+    return load_with_fallback(args.spec, parse_set(args.sets), args.data_root, fetch, check_data,
+                              dry_run=getattr(args, "dry_run", False))
 
 
 def _choose_executor(args, spec: Spec) -> tuple[str, dict | None]:
@@ -109,15 +117,16 @@ def _check_layouts(runs, executor: str, profile: dict | None) -> None:
         raise ConfigError(problems)
 
 
-def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: dict | None, as_json: bool) -> int:
+def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: dict | None, args,
+             data_note: str | None, data_pending: bool) -> int:
     from roma.launch.dryrun import HEADERS, estimate_json, notes, plan_run, table_row
 
     devices = _devices(runs[0], executor, profile)
     plans = [plan_run(cfg, _devices(cfg, executor, profile), spec.data_counts) for cfg in runs]
-    if as_json:
+    if args.json:
         out = {"spec": spec.name, "executor": executor, "profile": profile["name"] if profile else None,
                "runs": [dict(p.to_json(), state=pl.state, action=pl.action) for p, pl in zip(plans, planned)],
-               "warnings": spec.warnings}
+               "warnings": spec.warnings, "data_note": data_note}
         total = [p.estimate for p in plans if estimate_json(p.estimate)["gpu_hours"] is not None]
         out["total_gpu_hours"] = round(sum(e.gpu_hours for e in total), 2) if total else None
         print(json.dumps(out, indent=1))
@@ -132,6 +141,13 @@ def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: d
         print(line)
     for w in spec.warnings:
         print(f"warning: {w} (a real launch refuses this)")
+    if data_note:
+        print(data_note)
+    # the data check of a real launch, shown (not enforced) when the data is there to check
+    if not (args.skip_data_check or data_pending or spec.warnings):
+        from roma.launch.datacheck import check_runs
+
+        check_runs(runs)
     return 0
 
 
@@ -140,7 +156,7 @@ def cmd_launch(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.json and not args.dry_run:
         parser.error("--json needs --dry-run")
-    spec = _load(args)
+    spec, data_note, data_pending = _load(args, fetch=not args.dry_run)
     executor, profile = _choose_executor(args, spec)
     runs = select(spec.runs, args.only)
     if not runs:
@@ -150,12 +166,22 @@ def cmd_launch(argv: list[str]) -> int:
         runs = [dataclasses.replace(r, resources=slurm.resolve_resources(r, profile, spec.resources_set)) for r in runs]
     planned = plan(runs, force=args.force, retry_failed=args.retry_failed)
     if args.dry_run:
-        return _dry_run(spec, runs, planned, executor, profile, args.json)
+        return _dry_run(spec, runs, planned, executor, profile, args, data_note, data_pending)
     _check_layouts(runs, executor, profile)
     todo = [p for p in planned if p.launches]
     where = f"{executor}" + (f", profile {profile['name']}" if profile else "")
     print(f"spec {spec.name}: {len(spec.runs)} runs, {len(runs)} selected, {len(todo)} to launch ({where})")
     print(_plan_table(planned, executor == "slurm"))
+    if data_note:
+        print(data_note)
+    if todo and not args.skip_data_check and not data_pending:
+        from roma.launch.datacheck import check_runs, failed
+
+        bad = failed(check_runs([p.cfg for p in todo]))
+        if bad:
+            print(f"launch.py: the data check failed for {len(bad)} dataset(s) (above): nothing was launched. "
+                  "Fix the data, or pass --skip-data-check", file=sys.stderr)
+            return 2
     if not todo:
         return 0
     for p in todo:
@@ -206,7 +232,7 @@ def cmd_status(argv: list[str]) -> int:
     spec_args(p)
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until every run has ended")
     args = p.parse_args(argv)
-    spec = load_spec(args.spec, parse_set(args.sets), data_root=args.data_root, check_data=False)
+    spec = _load(args, fetch=False, check_data=False).spec
     runs = select(spec.runs, args.only)
     headers = ["id", "name", "state", "step", "loss", "job", "updated", "reason"]
     while True:
