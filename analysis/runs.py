@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from roma.naming import format_size as fmt_size  # one size format for run names, tables, figures
+
 PERCENT_METRICS = ("aid_oa_tr50", "aid_oa_tr20", "ucm_oa_tr50", "oscd_f1", "spacenet_mf1")
 METRICS = PERCENT_METRICS + ("final_loss",)
 LABELS = {"aid_oa_tr50": "AID OA (TR 50%)", "aid_oa_tr20": "AID OA (TR 20%)", "ucm_oa_tr50": "UCM OA (TR 50%)",
@@ -225,14 +227,6 @@ def scaling_curves(df: pd.DataFrame, data_col: str = "data_size",
         if sub[param_col].nunique() >= 2:
             curves["model"].append((f"{fmt_size(size)} images{' ' + abl if abl else ''}", sub))
     return curves
-
-
-def fmt_size(x: float) -> str:
-    """62500 -> '62.5K', 4e6 -> '4M', 8.6e7 -> '86M'."""
-    for unit, mult in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if x >= mult:
-            return f"{x / mult:.3g}{unit}"
-    return f"{x:.3g}"
 
 
 def load_paper(path: str | Path | None = None) -> pd.DataFrame:

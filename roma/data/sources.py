@@ -20,7 +20,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+# the one list of image extensions: pretraining sources, launch-time checks, evaluation folders
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 MANIFEST_EXTS = (".txt", ".csv", ".parquet")
 
 
@@ -87,7 +88,7 @@ def list_images(source: str | os.PathLike) -> list[ImageRef]:
 
 def shard_files(source: str) -> list[str] | None:
     """The .tar shards `source` names (a pattern, one .tar, a folder with .tar files at its top), or None."""
-    if _is_pattern(source) or source.endswith(".tar"):
+    if is_shard_pattern(source):
         return expand_shard_pattern(source)
     p = Path(source)
     if p.is_dir():
@@ -164,8 +165,9 @@ def list_manifest(manifest: str | os.PathLike) -> list[ImageRef]:
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
 
-def _is_pattern(s: str) -> bool:
-    return any(c in s for c in "*?[") or bool(_BRACE.search(s))
+def is_shard_pattern(s: str) -> bool:
+    """A glob / brace pattern or a single .tar: a shard source (roma.validation and list_images ask this)."""
+    return any(c in s for c in "*?[") or bool(_BRACE.search(s)) or s.endswith(".tar")
 
 
 def expand_braces(pattern: str) -> list[str]:

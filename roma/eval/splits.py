@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roma import atomic
+from roma.data.sources import IMAGE_EXTS
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 SPLIT_VERSION = 1
 
 

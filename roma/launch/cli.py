@@ -4,7 +4,7 @@
                    [--force] [--retry-failed] [--set key=value ...] [--data-root DIR] [--skip-data-check]
     launch.py status SPEC [--only PATTERN] [--watch SECONDS] [--set ...] [--data-root DIR]
     launch.py list
-    launch.py ui [SPEC]
+    launch.py ui [SPEC] [--set ...] [--data-root DIR] [--only PATTERN] [--port N] [--host H]
 """
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from roma.launch import slurm
 from roma.launch.plan import Planned, clear_for_rerun, plan, reconcile
 from roma.launch.status import read_status, run_dir
 from roma.launch.table import describe_resources, fmt_loss, render
-from roma.spec import Spec, SpecError, list_specs, load_spec, parse_set, run_name, select
+from roma.naming import run_name
+from roma.spec import Spec, list_specs, load_spec, parse_set, select
+from roma.validation import ConfigError
 
-SUBCOMMANDS = ("status", "list", "ui")
 
-
-def _spec_args(p: argparse.ArgumentParser) -> None:
+def spec_args(p: argparse.ArgumentParser) -> None:
+    """The arguments that choose a spec's runs: the same for launch, status and ui."""
     p.add_argument("spec", help="a spec name in experiments/specs (e.g. quickstart) or a path to a YAML file")
     p.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config keys, values in YAML (e.g. model=roma_small data.subset=250000)")
@@ -34,7 +35,7 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
 def _launch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="launch.py", description="Validate a spec and launch its runs.",
                                 epilog="other commands: launch.py status SPEC | launch.py list | launch.py ui [SPEC]")
-    _spec_args(p)
+    spec_args(p)
     p.add_argument("--executor", choices=("local", "slurm", "debug"),
                    help="default: slurm when sbatch is on PATH and a cluster profile is chosen, else local")
     p.add_argument("--profile", help="cluster profile (slurm/profiles/NAME.yaml); default: the spec's `cluster:`")
@@ -132,9 +133,12 @@ def cmd_launch(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted: the current run is marked cancelled; relaunch to resume it", file=sys.stderr)
         return 130
-    failed = [rid for rid, s in states.items() if s != "finished"]
+    failed = [rid for rid, s in states.items() if s not in ("finished", "active")]
+    active = [rid for rid, s in states.items() if s == "active"]
     out = Path(cfgs[0].output_root) / cfgs[0].experiment
-    print(f"done: {len(states) - len(failed)} finished, {len(failed)} failed. Results in {out}/<run id>/; "
+    print(f"done: {len(states) - len(failed) - len(active)} finished, {len(failed)} failed"
+          + (f", {len(active)} skipped (another launch computes them)" if active else "")
+          + f". Results in {out}/<run id>/; "
           f"MLflow UI: python experiments/launch.py ui {args.spec}")
     return 1 if failed else 0
 
@@ -150,7 +154,7 @@ def status_rows(runs) -> list[list[object]]:
 
 def cmd_status(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="launch.py status", description="State, step, loss and failure reason of each run.")
-    _spec_args(p)
+    spec_args(p)
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until every run has ended")
     args = p.parse_args(argv)
     spec = _load(args, fetch=False, check_data=False).spec
@@ -173,20 +177,15 @@ def cmd_list(argv: list[str]) -> int:
         try:
             spec = load_spec(name, check_data=False, require_env=False)
             rows.append([name, len(spec.runs), spec.description])
-        except SpecError as e:
+        except ConfigError as e:
             rows.append([name, "?", f"invalid: {e.problems[0]}"])
     print(render(["spec", "runs", "description"], rows))
     return 0
 
 
 def cmd_ui(argv: list[str]) -> int:
-    try:
-        from roma.launch.ui import main as ui_main  # issue 11: lean MLflow server + compare URLs
-    except ImportError:
-        print("launch.py ui: not available yet (roma/launch/ui.py, issue 11). Meanwhile run:\n"
-              "  mlflow ui --host 127.0.0.1 --workers 1 --backend-store-uri "
-              "sqlite:///outputs/<spec>/mlflow.db", file=sys.stderr)
-        return 2
+    from roma.launch.ui import main as ui_main
+
     return ui_main(argv)
 
 
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
         return cmd_launch(argv)
-    except SpecError as e:
+    except ConfigError as e:
         print(e, file=sys.stderr)
         print("nothing was launched.", file=sys.stderr)
         return 2

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from roma.config import to_plain
-from roma.spec import Spec, SpecError, _root_exists, load_spec
+from roma.spec import Spec, load_spec
+from roma.validation import ConfigError, _root_exists
 
 FALLBACKS = ("ucm",)
 
@@ -42,7 +43,7 @@ def load_with_fallback(name: str, overrides: dict[str, Any], data_root: str | No
     if not spec.fallback_data or data_root is not None or "data.root" in overrides or not missing:
         return Loaded(load_spec(name, overrides, data_root=data_root, check_data=check_data))
     if spec.fallback_data not in FALLBACKS:
-        raise SpecError([f"{spec.path}: fallback_data: {spec.fallback_data!r} is not one of {', '.join(FALLBACKS)}"])
+        raise ConfigError([f"{spec.path}: fallback_data: {spec.fallback_data!r} is not one of {', '.join(FALLBACKS)}"])
     from roma.data.download import UCM, DownloadError, dataset_root
 
     out = halves_dir()
