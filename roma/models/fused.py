@@ -37,8 +37,10 @@ from roma.models.scan import selective_scan_ref
 
 def mamba_inner_ref(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
                     out_proj_bias, A, B=None, C=None, D=None, delta_bias=None, B_proj_bias=None,
-                    C_proj_bias=None, delta_softplus=True, checkpoint_lvl=1):
-    """mamba_inner_fn's math, unfused (variable B and C from x_proj only; no recomputation)."""
+                    C_proj_bias=None, delta_softplus=True, checkpoint_lvl=1, scan_fn=selective_scan_ref):
+    """mamba_inner_fn's math, unfused (variable B and C from x_proj only; no recomputation).
+
+    scan_fn: the sequential reference by default (independent of the module's own scan)."""
     if B is not None or C is not None or B_proj_bias is not None or C_proj_bias is not None:
         raise NotImplementedError("mamba_inner_ref covers the input-dependent B and C of Mamba-1 only")
     batch, two_d, L = xz.shape
@@ -55,7 +57,7 @@ def mamba_inner_ref(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_we
     dt = rearrange(F.linear(x_dbl[:, :rank], delta_proj_weight), "(b l) d -> b d l", l=L)
     Bm = rearrange(x_dbl[:, rank:rank + n], "(b l) n -> b n l", l=L)
     Cm = rearrange(x_dbl[:, rank + n:], "(b l) n -> b n l", l=L)
-    y = selective_scan_ref(x, dt, A, Bm, Cm, D, z, delta_bias, delta_softplus)
+    y = scan_fn(x, dt, A, Bm, Cm, D, z, delta_bias, delta_softplus)
     return F.linear(rearrange(y, "b d l -> b l d"), out_proj_weight, out_proj_bias)
 
 
