@@ -222,6 +222,9 @@ def _encoder_run(enc, fn, x, backend, dtype, monkeypatch):
 @pytest.mark.parametrize("directions", [1, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_fused_kernel_matches_fast_scan_on_gpu(directions, dtype, monkeypatch):
+    # fp32 means fp32: no TF32 in cuDNN's depthwise conv (unfused path) or in matmuls
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(0)
     enc = RoMAEncoder(192, 2, img_size=192, patch_size=16, cluster_size=4, directions=directions).cuda()
     # uni: the pretraining path (cluster order, taps); v3: the downstream path (raster, 4 scans)
@@ -243,7 +246,8 @@ def test_fused_kernel_matches_fast_scan_on_gpu(directions, dtype, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda_kernels(), reason="needs a CUDA GPU with mamba-ssm and causal-conv1d")
-def test_real_mamba_inner_fn_matches_its_contract():
+def test_real_mamba_inner_fn_matches_its_contract(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     m = _mixer(1).cuda()
     hidden = torch.randn(2, 64, 16, device="cuda")

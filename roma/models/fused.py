@@ -80,7 +80,7 @@ def mamba_forward_fused(mixer, hidden: torch.Tensor, col_perm: torch.Tensor | No
     out = None
     for s in mixer.active:
         conv, x_proj, dt_proj, A_log, D = mixer._params(s)
-        xs = mixer.to_scan_order(xz, s, col_perm, dim=-1).contiguous()
+        xs = mixer.to_scan_order(xz, s, col_perm, dim=-1)  # L stays the unit-stride axis: no copy for raster
         bias = mixer.out_proj.bias if out is None else None  # the bias once, not once per direction
         y = inner(xs, conv.weight, conv.bias, x_proj.weight, dt_proj.weight, out_w, bias,
                   -torch.exp(A_log.float()), None, None, D.float(), dt_proj.bias.float(),
