@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # subprocesses
 
 TARGET_STEP_IPS = 1500.0  # roma_base training step, images/s (the target, 3.4x the PyTorch scan)
 # Dense bf16 tensor-core peak, TFLOP/s, by a substring of torch.cuda.get_device_name (vendor sheets)
