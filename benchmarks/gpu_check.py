@@ -18,14 +18,18 @@
 5. roma_large as in 3.
 Sections run in that order while the time budget (--budget-s) lasts; each reports its own failure
 and the script goes on. Everything printed is also written to <out>/<gpu>/gpu_check.log, with
-train_step.json, throughput.csv (one row per measured model/backend) and highres/.
+train_step.json, throughput.csv (one row per measured model/backend), highres/, and
+throughput_table_rows.csv: the images/s in the planning table's format (experiments/throughput.csv),
+merged into it by `python benchmarks/gpu_check.py --merge-rows <that file>` on any machine.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import importlib
 import importlib.util
+import io
 import json
 import os
 import re
@@ -220,9 +224,8 @@ def train_step(name: str, img: int, batch: int, steps: int, backends: list[str],
                profile: bool, results: list[dict], warmup: int = 3) -> None:
     import torch
 
-    from roma.config import AresConfig, MspConfig
+    from roma.config import AresConfig
     from roma.models import create_model
-    from roma.models.registry import encoder_flops
     from roma.models.scan import resolve_backend
 
     cuda = torch.cuda.is_available()
@@ -231,8 +234,9 @@ def train_step(name: str, img: int, batch: int, steps: int, backends: list[str],
             "training step (fwd+bwd+clip+AdamW)")
     print(f"device: {torch.cuda.get_device_name() if cuda else 'cpu'}  torch {torch.__version__}")
     torch.manual_seed(0)
-    flops = 3 * encoder_flops(create_model(name, img_size=img))  # train = fwd + 2x fwd for backward
-    print(f"model FLOPs per image (registry encoder forward x 3; decoder not counted): {flops / 1e9:.1f} G")
+    fwd_flops, what = forward_flops(create_model(name, img_size=img, ares=AresConfig(), msp=msp_for(img)))
+    flops = 3 * fwd_flops  # training = forward + backward (about 2x forward)
+    print(f"model FLOPs per image: {flops / 1e9:.1f} G ({what} x 3)")
     profiled = not profile
     for backend in backends:
         os.environ["ROMA_SCAN"] = backend
@@ -242,7 +246,7 @@ def train_step(name: str, img: int, batch: int, steps: int, backends: list[str],
             print(f"scan={backend:<8} skipped: {err}")
             continue
         torch.manual_seed(0)
-        model = create_model(name, img_size=img, ares=AresConfig(), msp=MspConfig(scales=(6,) if img >= 96 else (2,)))
+        model = create_model(name, img_size=img, ares=AresConfig(), msp=msp_for(img))
         model = model.to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=cuda)
         x = torch.randn(batch, 3, img, img, device=dev)
@@ -274,7 +278,8 @@ def train_step(name: str, img: int, batch: int, steps: int, backends: list[str],
         row = {"model": name, "img_size": img, "batch": batch, "dtype": "bfloat16" if cuda else "float32",
                "scan": backend, "gpu": torch.cuda.get_device_name() if cuda else "cpu",
                "images_per_s": round(ips, 1), "peak_mem_gib": round(peak_gib, 2),
-               "train_gflops_per_image": round(flops / 1e9, 2), "mfu": round(mfu, 4), "loss": round(loss.item(), 4)}
+               "train_gflops_per_image": round(flops / 1e9, 2), "flops_counted": what, "mfu": round(mfu, 4),
+               "loss": round(loss.item(), 4), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
         results.append(row)
         print(f"scan={backend:<8} {ips:8.1f} images/s   loss {row['loss']:.4f}   peak {peak_gib:.1f} GiB   "
               f"MFU {100 * mfu:.1f}%" + ("" if peak else " (peak FLOP/s of this device unknown: --peak-tflops)"))
@@ -288,6 +293,22 @@ def train_step(name: str, img: int, batch: int, steps: int, backends: list[str],
         if cuda:
             torch.cuda.empty_cache()
     os.environ.pop("ROMA_SCAN", None)
+
+
+def msp_for(img: int):
+    from roma.config import MspConfig
+
+    return MspConfig(scales=(6,) if img >= 96 else (2,))  # 6x6-patch blocks at 192 px; smoke sizes: 2x2
+
+
+def forward_flops(model) -> tuple[float, str]:
+    """Forward FLOPs per image from the registry: the whole pretraining model where the registry
+    counts it (pretrain_flops), else the encoder (encoder_flops; the decoder is then not counted)."""
+    from roma.models import registry
+
+    if hasattr(registry, "pretrain_flops"):
+        return registry.pretrain_flops(model), "registry.pretrain_flops: encoder + decoder forward"
+    return registry.encoder_flops(model), "registry.encoder_flops: encoder forward; decoder not counted"
 
 
 def _profile(step, cuda: bool) -> None:
@@ -329,10 +350,60 @@ def check_highres(out: Path, smoke: bool) -> None:
         print(line)
 
 
+# ----------------------------------------------------------------------------- the planning table
+TABLE = ROOT / "experiments" / "throughput.csv"  # images/s per (model, img_size, gpu_type), read by the budget
+TABLE_COLUMNS = ("model", "img_size", "gpu_type", "images_per_s", "gflops", "basis", "scaled_from", "factor", "source")
+
+
+def table_rows(results: list[dict], out: Path) -> list[dict]:
+    """One `measured` row per model in the planning table's format: the fused path where it ran."""
+    rows = []
+    for model in dict.fromkeys(r["model"] for r in results):
+        mine = {r["scan"]: r for r in results if r["model"] == model}
+        r = mine.get("cuda") or mine.get("fast")
+        path = "fused mamba-ssm (mamba_inner_fn)" if r["scan"] == "cuda" else "fast PyTorch scan (no mamba-ssm)"
+        gflops = r["train_gflops_per_image"] / 3 if r["flops_counted"].startswith("registry.pretrain_flops") else ""
+        rows.append({"model": model, "img_size": r["img_size"], "gpu_type": out.name, "images_per_s": r["images_per_s"],
+                     "gflops": round(gflops, 4) if gflops else "", "basis": "measured", "scaled_from": "", "factor": "",
+                     "source": f"{r['gpu']}, torch {r['torch']}, {r['date']}, {r['dtype']} autocast, scan={r['scan']}: "
+                               f"{path}, batch {r['batch']}, ARES + MSP, training step with data excluded (batch "
+                               f"already on the GPU; an upper bound when the loader keeps up): benchmarks/gpu_check.py, "
+                               f"benchmarks/results/{out.name}/train_step.json"})
+    return rows
+
+
+def merge_into_table(table: Path, new: list[dict]) -> None:
+    """Measured rows replace the rows of the same (model, img_size, gpu_type); scaled rows are
+    recomputed from their base (images_per_s = factor x scaled_from's). Comment lines are kept."""
+    text = table.read_text()
+    comments = [ln for ln in text.splitlines(True) if ln.lstrip().startswith("#")]
+    rows = list(csv.DictReader(io.StringIO("".join(ln for ln in text.splitlines(True) if not ln.lstrip().startswith("#")))))
+    key = lambda r: (r["model"], str(r["img_size"]), r["gpu_type"])
+    by_key = {key(r): i for i, r in enumerate(rows)}
+    for r in new:
+        r = {c: str(r[c]) for c in TABLE_COLUMNS}
+        if key(r) in by_key:
+            rows[by_key[key(r)]] = r
+        else:
+            by_key[key(r)] = len(rows)
+            rows.append(r)
+    name = lambda r: f"{r['model']}@{r['img_size']}/{r['gpu_type']}"
+    for _ in rows:  # scaled rows may chain (h100 <- h200 tiny <- h200 base): settle in as many passes
+        rate = {name(r): float(r["images_per_s"]) for r in rows}
+        for r in rows:
+            if r["basis"] == "scaled" and r["scaled_from"] in rate:
+                r["images_per_s"] = f"{float(r['factor']) * rate[r['scaled_from']]:.1f}"
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    tmp = table.with_suffix(".csv.tmp")
+    tmp.write_text("".join(comments) + buf.getvalue())
+    os.replace(tmp, table)
+
+
 # ----------------------------------------------------------------------------- main
 def write_throughput(rows: list[dict], out: Path) -> None:
-    import csv
-
     if not rows:
         return
     tmp = out / "throughput.csv.tmp"
@@ -342,6 +413,11 @@ def write_throughput(rows: list[dict], out: Path) -> None:
         w.writerows(rows)
     os.replace(tmp, out / "throughput.csv")
     (out / "train_step.json").write_text(json.dumps(rows, indent=1) + "\n")
+    table = table_rows(rows, out)
+    with open(out / "throughput_table_rows.csv", "w", newline="") as f:  # experiments/throughput.csv's format
+        w = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+        w.writeheader()
+        w.writerows(table)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -356,7 +432,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget-s", type=float, default=450.0, help="start no section after this many seconds")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
     p.add_argument("--skip", nargs="*", default=[], choices=["kernels", "tests", "scan", "base", "highres", "large"])
+    p.add_argument("--merge-rows", type=Path, default=None, metavar="ROWS_CSV",
+                   help="no measuring: merge a run's throughput_table_rows.csv into --table and exit")
+    p.add_argument("--table", type=Path, default=TABLE, help="the planning table (default: experiments/throughput.csv)")
     args = p.parse_args(argv)
+    if args.merge_rows:
+        if not args.table.exists():
+            sys.exit(f"{args.table}: no planning table here to merge into")
+        merge_into_table(args.table, list(csv.DictReader(open(args.merge_rows))))
+        print(f"merged {args.merge_rows} into {args.table}")
+        return
     import torch
 
     if not torch.cuda.is_available() and not args.smoke:
