@@ -7,6 +7,7 @@ RunConfig sections (dotted keys such as `data.subset: 250000` work too):
     description: "..."
     cluster: my_cluster         # a slurm/profiles/<name>.yaml profile (launcher: SLURM executor)
     parallelism: 8              # SLURM array concurrency cap
+    fallback_data: ucm          # data.root absent, no --data-root: fetch UC Merced, use its halves
     model: roma_base            # shorthand for model.name; geometry defaults come from the registry
     train: {max_steps: 300}
     grid: {data.subset: [312, 625], train.seed: [0, 1, 2]}          # cartesian product
@@ -39,7 +40,7 @@ from roma.config import RunConfig, to_plain
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO_ROOT / "experiments" / "specs"
-META_KEYS = ("kind", "base", "description", "cluster", "parallelism", "grid", "zip")
+META_KEYS = ("kind", "base", "description", "cluster", "parallelism", "grid", "zip", "fallback_data")
 SET_ORIGIN = "--set"
 # The lead's registry is imported lazily (it pulls in torch); these names stand in if it is absent.
 FALLBACK_MODELS = ("roma_tiny", "roma_small", "roma_base", "roma_large", "roma_micro_tiny", "roma_micro_small")
@@ -111,6 +112,7 @@ class Spec:
     cluster: str | None = None
     parallelism: int = 0  # 0: no cap
     resources_set: dict[str, Any] = field(default_factory=dict)  # resources keys the spec set explicitly
+    fallback_data: str | None = None  # a public dataset to fetch when data.root is absent (roma.launch.fallback_data)
 
     def names(self) -> list[str]:
         return [run_name(r) for r in self.runs]
@@ -683,7 +685,8 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
         raise SpecError(errors)
     resources_set = raw.get("resources", {}) if isinstance(raw.get("resources"), dict) else {}
     return Spec(name=path.stem, path=path, runs=runs, description=str(meta.get("description", "")),
-                cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set))
+                cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set),
+                fallback_data=meta.get("fallback_data"))
 
 
 def _with_resolved_paths(cfg: RunConfig) -> RunConfig:

@@ -10,8 +10,8 @@ seeded by (seed, epoch); shard k of it goes to global reader k mod (world_size x
 n mod readers left over wait for another epoch, so every reader reads as many shards), and the
 images of a shard are shuffled in memory (one shard per worker is held at a time). Equal shard
 sizes (what `pack` makes, but the last) keep ranks in step. Sample `index`
-is the image's position in the listing of all shards (what `PretrainDataset` over the same shards
-calls it), and its randomness comes from (seed, epoch, index), so a packed image gets the same
+is the image's position in the key-sorted listing of all these shards (what `PretrainDataset` over
+the same shards calls it, whatever order the shards hold them in), and its randomness comes from (seed, epoch, index), so a packed image gets the same
 crop in both datasets. Unlike PretrainDataset with ResumableSampler, a stream restarts its epoch
 on resume; the map-style pair is what the training loop uses.
 """
@@ -22,8 +22,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .dataset import DECODE_ERRORS, BadSample, decode_rgb, sample_rng
-from .shards import index_shard, iter_shard
+from .dataset import DECODE_ERRORS, BadSample, RefTable, decode_rgb, sample_rng
+from .shards import index_shards, read_in_order
 from .transforms import PretrainTransform
 
 
@@ -36,15 +36,20 @@ class ShardStream(IterableDataset):
             raise ValueError(f"rank {rank} outside [0, world_size {world_size})")
         self.shards, self.transform, self.seed = list(shards), transform, seed
         self.rank, self.world_size, self.epoch = rank, world_size, 0
-        counts = [len(index_shard(s)) for s in self.shards]  # one header pass: global indices
-        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        refs = index_shards(self.shards)  # from the index when the shards have one, else one header pass
+        self.refs = RefTable(refs)  # in shard order
+        # shard s holds refs bounds[s] .. bounds[s + 1]; sample index = position in the key-sorted listing
+        number = {path: s for s, path in enumerate(self.shards)}
+        self.bounds = np.searchsorted([number[r.path] for r in refs], np.arange(len(self.shards) + 1))
+        self.index = np.empty(len(refs), dtype=np.int64)
+        self.index[sorted(range(len(refs)), key=lambda i: refs[i].key)] = np.arange(len(refs))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     @property
     def num_images(self) -> int:
-        return int(self.starts[-1])
+        return len(self.refs)
 
     def my_shards(self, worker: int = 0, num_workers: int = 1) -> list[int]:
         """Shard numbers this (rank, worker) reads this epoch."""
@@ -62,11 +67,12 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for s in self.my_shards(worker, num_workers):
-            items = list(iter_shard(self.shards[s]))  # [(key, bytes)] in shard order
+            lo, hi = int(self.bounds[s]), int(self.bounds[s + 1])
+            items = list(read_in_order([self.refs[i] for i in range(lo, hi)]))  # one open, front to back
             order = np.random.default_rng([self.seed, self.epoch, s]).permutation(len(items))
             for j in order:
-                key, data = items[j]
-                index = int(self.starts[s] + j)
+                data = items[j]
+                key, index = self.refs.key(lo + int(j)), int(self.index[lo + int(j)])
                 try:
                     img = decode_rgb(data)
                 except DECODE_ERRORS as e:

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from roma.eval.augment import EVAL_CROP_PCT, EvalTransform
 from roma.eval.splits import FolderDataset
+from roma.progress import progress
 
 CACHE_VERSION = 1
 
@@ -61,17 +61,15 @@ def extract_features(encoder, ds: FolderDataset, img_size: int, device: torch.de
     loader = DataLoader(ImageListDataset(ds, indices, EvalTransform(img_size)), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    feats, labels, done, t0, last = [], [], 0, time.time(), time.time()
+    feats, labels = [], []
     encoder.eval()
-    for x, y in loader:
-        with amp:
-            f = encoder.forward_pooled(x.to(device, non_blocking=True))
-        feats.append(f.float().cpu())
-        labels.append(y)
-        done += len(y)
-        if time.time() - last > log_every_s:
-            last = time.time()
-            print(f"[probe] features {done}/{len(loader.dataset)} ({done / (last - t0):.1f} img/s)", flush=True)
+    with progress(len(loader.dataset), "probe features", unit="img", every_s=log_every_s) as bar:
+        for x, y in loader:
+            with amp:
+                f = encoder.forward_pooled(x.to(device, non_blocking=True))
+            feats.append(f.float().cpu())
+            labels.append(y)
+            bar.update(len(y))
     return torch.cat(feats), torch.cat(labels).long()
 
 
