@@ -34,7 +34,8 @@ import yaml
 
 from roma.config import RunConfig
 from roma.naming import run_name
-from roma.validation import SAFE_NAME_RULE, ConfigError, is_safe_name, build_config, check_config, suggest, valid_keys
+from roma.validation import (SAFE_NAME_RULE, ConfigError, build_config, check_config, is_safe_name,
+                             root_exists, suggest, valid_keys, with_data_checksum)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO_ROOT / "experiments" / "specs"
@@ -361,7 +362,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             kind = "grid" if isinstance(meta.get("grid"), dict) and axis in meta["grid"] else "zip"
             origins["model.name" if axis == "model" else axis] = f"{where(kind)} ({kind})"
     runs: list[RunConfig] = []
-    counts: dict[str, int | None] = {}
+    counts: dict[str, int | str | None] = {}
     for combo in combos:
         d = copy.deepcopy(raw)
         for axis, value in combo:
@@ -392,6 +393,10 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
         if cfg is not None:
             cfg = _with_resolved_paths(cfg)
             run_errors += check_config(cfg, where, check_data, counts)
+            # the run id holds the data's checksum, not its path: status and ui need it too (cached)
+            if not run_errors and (check_data or root_exists(cfg.data.root)):
+                cfg, problems = with_data_checksum(cfg, where)
+                run_errors += problems
             runs.append(cfg)
         errors += run_errors
     env_keys = {m.group(1) for e in errors if (m := re.search(r": ([\w.\[\]]+): environment variable", e))}

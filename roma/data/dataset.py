@@ -220,8 +220,9 @@ def build_pretrain_dataset(data_cfg: DataConfig, model_cfg: ModelConfig, ares_cf
     """The run's dataset (its subset when data.subset is set) and what to log about it.
 
     info = {"data_size", "total", "checksum" (sha256 of the sorted keys), "manifest" (subset
-    manifest path or None), "source"}. A resumed run whose source no longer yields the subset of its
-    first start fails here instead of training on different data.
+    manifest path or None), "source"}. Data that no longer gives data_cfg.checksum (the run id's
+    data part), or a resumed run whose source no longer yields the subset of its first start, fails
+    here instead of training on different data.
     """
     refs = list_images(data_cfg.root)
     manifest = None
@@ -240,6 +241,10 @@ def build_pretrain_dataset(data_cfg: DataConfig, model_cfg: ModelConfig, ares_cf
         total, refs = len(refs), [r for r in refs if r.key in chosen]
     else:
         total, checksum = len(refs), keys_checksum([r.key for r in refs])
+    if data_cfg.checksum and checksum != data_cfg.checksum:
+        raise ValueError(f"data at {data_cfg.root} changed since this run was launched: the run's id holds data "
+                         f"checksum {data_cfg.checksum[:12]}.., the data now gives {checksum[:12]}.. "
+                         "(relaunch: other data is another run)")
     transform = PretrainTransform(model_cfg.img_size, model_cfg.patch_size, ares_cfg,
                                   crop_scale=tuple(data_cfg.crop_scale), hflip=data_cfg.hflip)
     info = {"data_size": len(refs), "total": total, "checksum": checksum,

@@ -40,8 +40,12 @@ def subset_keys(items: Iterable[str | ImageRef], n: int, seed: int) -> list[str]
         raise ValueError(f"data.subset must be a positive number of images, got {n!r}")
     if n > len(keys):
         raise ValueError(f"data.subset asks for {n} images but the source holds only {len(keys)}")
-    chosen = sorted(keys, key=lambda k: (rank(k, seed), k))[:n]
-    return sorted(chosen)
+    return sorted(ranked_keys(keys, seed)[:n])
+
+
+def ranked_keys(keys: Iterable[str], seed: int) -> list[str]:
+    """Every key in seed's order: subset(n) is the first n (roma.data.fingerprint ranks once per seed)."""
+    return sorted(keys, key=lambda k: (rank(k, seed), k))
 
 
 def keys_checksum(keys: list[str]) -> str:

@@ -92,6 +92,9 @@ def cmd_launch(argv: list[str]) -> int:
     where = f"{executor}" + (f", profile {profile['name']}" if profile else "")
     print(f"spec {spec.name}: {len(spec.runs)} runs, {len(runs)} selected, {len(todo)} to launch ({where})")
     print(_plan_table(planned, executor == "slurm"))
+    for p in planned:
+        if p.note:
+            print(f"note: {run_name(p.cfg)}: {p.note}")
     if args.dry_run or not todo:
         return 0
     for p in todo:
