@@ -186,6 +186,8 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
     if last is not None:
         check_resumable(last, cfg, run_dir)
         restore(last, st, model, optimizer, scheduler, scaler, bad_tracker)
+    if dist.is_main:  # lines a killed attempt appended after its checkpoint are found again: drop them
+        bad_tracker.write_listing()
     ddp_model = wrap_ddp(model, dist)
 
     if dist.is_main:
