@@ -167,6 +167,27 @@ def _non_finite(obj: Any, prefix: str = "") -> list[str]:
 
 
 
+def _metric_key_problems(cfg: RunConfig, where: Where) -> list[str]:
+    """Two evaluations of one run that report the same metric key (one MLflow run: one would overwrite
+    the other). Keys are <dataset>_oa_tr<pct> for probes, <task>_<metric> for dense tasks."""
+    from roma.run import metric_key_collisions
+
+    try:
+        collisions = metric_key_collisions(cfg)
+    except ValueError as e:  # two identical evaluations
+        return [f"{where('eval')}: eval: {e}"]
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for section, key, names in collisions:
+        grouped.setdefault((section, tuple(names)), []).append(key)
+    out = []
+    for (section, names), keys in grouped.items():
+        fix = (f"give {section}.dataset (the metric prefix) another value, e.g. 'aid_full'"
+               if section.startswith("eval.probes") else "keep one (a dense task's keys are <task>_<metric>)")
+        out.append(f"{where(section)}: {section}: evaluations {' and '.join(names)} report the same metric(s) "
+                   f"{', '.join(keys)}: {fix}")
+    return out
+
+
 def count_images(root: str) -> int:
     """Images behind a data root, as the job will list them (cached: see roma.data.fingerprint)."""
     from roma.data.fingerprint import data_fingerprint, default_cache_dir
@@ -295,6 +316,8 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
         for ratio in p.train_ratios:
             if not 0 < ratio < 1:
                 err(f"eval.probes[{i}].train_ratios", f"a fraction in (0, 1), got {ratio}")
+    if all(v in CHOICES[k] for k, vals in values.items() if k.startswith("eval.") for v in vals):
+        errs += _metric_key_problems(cfg, where)  # (keys are named after the task: it must be a known one)
     # data
     dc = cfg.data
     if not 0.0 <= dc.max_bad_fraction <= 1.0:
