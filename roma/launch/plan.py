@@ -3,8 +3,8 @@
     no status                 -> run
     finished                  -> skip            (--force: rerun from scratch)
     failed                    -> skip            (--retry-failed: retry, resuming from last.pt)
-    claimed, or pending/running and alive -> skip (active)   (a process holds the run's claim, a live
-                                                       local process or a queued SLURM job)
+    claimed, or pending/running/requeued and alive -> skip (active)   (a process holds the run's claim,
+                                                       a live local process or a queued SLURM job)
     pending/running/requeued/cancelled -> resume (execute continues from last.pt)
 
 A new run whose config equals a run already in the study folder except for the data's checksum
@@ -22,7 +22,7 @@ import yaml
 from roma.config import RunConfig
 from roma.launch import slurm
 from roma.launch.claim import holder
-from roma.launch.status import local_process_alive, read_status, run_dir, write_status
+from roma.launch.status import WAITING, local_process_alive, read_status, run_dir, write_status
 from roma.tracking import mark_state
 from roma.validation import load_config
 
@@ -46,12 +46,13 @@ class Planned:
 def reconcile(cfg: RunConfig, status: dict[str, Any] | None) -> dict[str, Any] | None:
     """Correct a pending/running status whose SLURM job has ended without recording it
     (scancel, node failure, OOM kill); keeps MLflow's `state` tag in agreement."""
-    if not status or status.get("state") not in ("pending", "running") or status.get("executor") != "slurm":
+    if not status or status.get("state") not in WAITING or status.get("executor") != "slurm":
         return status
     job = slurm.job_state(str(status.get("job_id", "")))
     if job in (None, "active", "completed"):
         return status
-    reason = status.get("reason") if job == "cancelled" else f"SLURM job {status.get('job_id')} ended: {job}"
+    own = job == "cancelled" and status.get("state") != "requeued"  # a requeued one's reason is about the requeue
+    reason = status.get("reason") if own else f"SLURM job {status.get('job_id')} ended: {job}"
     reason = reason or f"SLURM job {status.get('job_id')} cancelled"
     new = write_status(run_dir(cfg), job, reason=reason)
     mark_state(cfg, job, reason)
@@ -62,7 +63,7 @@ def is_active(cfg: RunConfig, status: dict[str, Any] | None) -> bool:
     """A process computes the run now (it holds the claim), or a queued/live job will."""
     if holder(run_dir(cfg)) is not None:
         return True
-    if not status or status.get("state") not in ("pending", "running"):
+    if not status or status.get("state") not in WAITING:
         return False
     if status.get("executor") == "slurm":
         return slurm.job_state(str(status.get("job_id", ""))) == "active"
