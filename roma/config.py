@@ -132,6 +132,7 @@ class ProbeConfig:
     max_per_class: int = 0  # 0: every image; n: a seeded n-image subset per class (smoke runs)
     extract_batch_size: int = 128
     num_workers: int = 0  # DataLoader workers for image decoding
+    max_bad_fraction: float = 0.01  # unreadable images skipped, listed and counted, as in pretraining (data.*)
 
 
 @dataclass(frozen=True)

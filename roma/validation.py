@@ -327,6 +327,9 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
     lo, hi = dc.crop_scale
     if not 0 < lo <= hi <= 1:
         err("data.crop_scale", f"(min, max) area fractions with 0 < min <= max <= 1, got {[lo, hi]}")
+    for i, p in enumerate(cfg.eval.probes):
+        if not 0.0 <= p.max_bad_fraction <= 1.0:
+            err(f"eval.probes[{i}].max_bad_fraction", f"a fraction in [0, 1], got {p.max_bad_fraction}")
     for section, items in (("probes", cfg.eval.probes), ("dense", cfg.eval.dense)):
         for i, item in enumerate(items):
             if item.num_workers < 0:

@@ -30,7 +30,7 @@ from roma import atomic
 from roma.config import AresConfig, DataConfig, ModelConfig
 
 from .sources import ImageRef, list_images, read_bytes
-from .subsets import keys_checksum, read_manifest, subset_keys, write_manifest
+from .subsets import keys_checksum, manifest_name, read_manifest, subset_keys, write_manifest
 from .transforms import PretrainTransform
 
 # what a broken file raises while it is read and decoded (PIL uses all of these)
@@ -250,7 +250,7 @@ def build_pretrain_dataset(data_cfg: DataConfig, model_cfg: ModelConfig, ares_cf
         n, sseed = data_cfg.subset, data_cfg.subset_seed
         keys = subset_keys(refs, n, sseed)
         checksum = keys_checksum(keys)
-        manifest = Path(run_dir) / f"subset-{n}-seed{sseed}.txt"
+        manifest = Path(run_dir) / manifest_name(n, sseed)
         if manifest.is_file():  # a resumed run: the data must still give the same subset
             old = read_manifest(manifest)[1]
             if old != checksum:

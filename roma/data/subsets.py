@@ -82,11 +82,16 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[str], str]:
     return keys, checksum
 
 
+def manifest_name(n: int, seed: int) -> str:
+    """The file name of subset(n, seed)'s manifest."""
+    return f"subset-{n}-seed{seed}.txt"
+
+
 def subset_manifest(items: Iterable[str | ImageRef], n: int, seed: int,
                     out_dir: str | os.PathLike) -> tuple[Path, str]:
     """Choose subset(n, seed) of `items` (keys or ImageRefs), write its manifest; -> (path, checksum)."""
     items = list(items)
     keys = subset_keys(items, n, seed)
-    path = Path(out_dir) / f"subset-{n}-seed{seed}.txt"
+    path = Path(out_dir) / manifest_name(n, seed)
     checksum = write_manifest(keys, path, seed=seed, total=len({_key(x) for x in items}))
     return path, checksum

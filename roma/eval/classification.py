@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from roma import atomic
 from roma.config import CHOICES, ModelConfig, ProbeConfig
 from roma.eval.augment import TrainTransform
-from roma.eval.features import ImageListDataset, cache_key, cached_features, extract_features
+from roma.eval.features import ImageListDataset, bad_rows, cache_key, cached_features, extract_features
 from roma.eval.probe import fit_head_on_images, select_and_fit
 from roma.eval.splits import FolderDataset, load_or_create_split, scan_folder
 from roma.models.downstream import build_downstream_encoder, file_sha256
@@ -58,6 +58,26 @@ def subsample(ds: FolderDataset, per_class: int, seed: int) -> FolderDataset:
         keep += sorted(rng.sample(idx, min(per_class, len(idx))))
     keep.sort()
     return FolderDataset(ds.root, ds.classes, tuple(ds.paths[i] for i in keep), tuple(ds.labels[i] for i in keep))
+
+
+def drop_unreadable(ds: FolderDataset, feats: torch.Tensor, labels: torch.Tensor, max_fraction: float,
+                    listing: Path) -> tuple[FolderDataset, torch.Tensor, torch.Tensor]:
+    """The pretraining policy for evaluation images: unreadable ones are skipped, listed in `listing`
+    and counted; more than `max_fraction` of them is an error (roma.data.BadImageError)."""
+    from roma.data import BadImageTracker
+
+    bad = bad_rows(feats)
+    listing.unlink(missing_ok=True)
+    tracker = BadImageTracker(max_fraction, listing if bad else None, total=len(ds))
+    tracker.add(len(ds), [str(ds.root / ds.paths[i]) for i in bad])
+    tracker.finish()
+    if not bad:
+        return ds, feats, labels
+    print(f"[probe] skipped {len(bad)} unreadable image(s) of {len(ds)}; listed in {listing}", flush=True)
+    keep = sorted(set(range(len(ds))) - set(bad))
+    kept = FolderDataset(ds.root, ds.classes, tuple(ds.paths[i] for i in keep), tuple(ds.labels[i] for i in keep))
+    idx = torch.as_tensor(keep, dtype=torch.long)
+    return kept, feats[idx], labels[idx]
 
 
 def _validate(cfg: ProbeConfig) -> None:
@@ -88,6 +108,7 @@ def run_probe(encoder_ckpt: Path | None, probe_cfg: ProbeConfig, model_cfg: Mode
     feats, labels = cached_features(out_dir / "features", key, ds, lambda: extract_features(
         encoder, ds, img_size, device, cfg.extract_batch_size, cfg.num_workers))
     t_feat = time.time() - t0
+    ds, feats, labels = drop_unreadable(ds, feats, labels, cfg.max_bad_fraction, out_dir / "bad_images.txt")
 
     metrics: dict[str, float] = {}
     report = {"config": asdict(cfg), "model": model_cfg.name, "checkpoint": str(encoder_ckpt),

@@ -24,7 +24,7 @@ from roma.launch import slurm
 from roma.launch.claim import holder
 from roma.launch.status import WAITING, local_process_alive, read_status, run_dir, write_status
 from roma.tracking import mark_state
-from roma.validation import load_config
+from roma.validation import is_safe_name, load_config
 
 LAUNCHING = ("run", "resume", "retry", "rerun")
 
@@ -125,8 +125,8 @@ def plan(runs: list[RunConfig], force: bool = False, retry_failed: bool = False)
 def clear_for_rerun(cfg: RunConfig) -> None:
     """--force: delete the run folder so the run starts again from step 0 (a new MLflow run)."""
     d = run_dir(cfg)
-    root = (Path(cfg.output_root) / cfg.experiment).resolve()
-    if d.resolve().parent != root:  # validation refuses unsafe names; never delete outside the study
-        raise ValueError(f"refusing to delete {d}: not a run folder of {root}")
+    root = Path(cfg.output_root).resolve()
+    if not is_safe_name(cfg.experiment) or d.resolve().parent.parent != root:  # validation refuses these too
+        raise ValueError(f"refusing to delete {d}: not a run folder under {root}")
     if d.exists():
         shutil.rmtree(d)

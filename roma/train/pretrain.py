@@ -89,7 +89,17 @@ def forward_backward(model: torch.nn.Module, micro_batches: list[dict[str, Any]]
     return totals
 
 
-# ----------------------------------------------------------------------------- data
+# ----------------------------------------------------------------------------- model and data
+def build_model(cfg: RunConfig) -> torch.nn.Module:
+    """The pretraining model every model.* key describes (registry size + geometry + decoder), with ARES and MSP."""
+    from roma.models import create_model
+
+    m = cfg.model
+    return create_model(m.name, img_size=m.img_size, patch_size=m.patch_size, cluster_size=m.cluster_size,
+                        decoder_dim=m.decoder_dim, decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads,
+                        ares=cfg.ares, msp=cfg.msp)
+
+
 def build_data(cfg: RunConfig, run_dir: Path, seed: int):
     """(dataset, collate, info) from roma.data (imported here: the loop needs no data at import)."""
     from roma.data import build_pretrain_dataset, collate
@@ -147,7 +157,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
     hooks: told about the start, log steps and checkpoints, and asked to arrange preemption (rank 0).
     `data` replaces build_data (benchmarks, tests); it returns (dataset, collate, info).
     """
-    from roma.models import count_params, create_model
+    from roma.models import count_params
 
     tc = cfg.train
     hooks = hooks or TrainHooks()
@@ -160,10 +170,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
     # same initial weights on every rank and on every restart (then overwritten by last.pt)
     ckpt_io.seed_everything(tc.seed)
     dataset, collate, info = (data or build_data)(cfg, run_dir, tc.seed)
-    m = cfg.model
-    model = create_model(m.name, img_size=m.img_size, patch_size=m.patch_size, cluster_size=m.cluster_size,
-                         decoder_dim=m.decoder_dim, decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads,
-                         ares=cfg.ares, msp=cfg.msp).to(dev)
+    model = build_model(cfg).to(dev)
     optimizer = build_optimizer(model, tc, dist.world_size)
     sampler = ResumableSampler(len(dataset), seed=tc.seed, rank=dist.rank, world_size=dist.world_size)
     per_step = tc.batch_size * tc.accum_steps  # samples per rank per optimizer step
