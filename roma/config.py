@@ -35,7 +35,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # moving a study or changing the cluster does not make finished work look new.
 NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment")
 # Where data lives, not what it is: left out of the id too. The pretraining data is in the id by
-# content (data.checksum: its manifest's sha256, with data.subset and data.subset_seed); an
+# content (data.checksum: its manifest's sha256, with data.subset and data.subset_seed; a config
+# that nobody gave a checksum, built without the launcher, keeps data.root instead); an
 # evaluation's data by its name (probe `dataset`, dense `task`).
 PATHS_NOT_IN_ID = {"data": ("root",), "eval.probes": ("root",), "eval.dense": ("root", "labels_root")}
 
@@ -228,7 +229,7 @@ def identity(plain: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in plain.items() if k not in NOT_IN_ID}
     for section, fields in PATHS_NOT_IN_ID.items():
         head, _, tail = section.partition(".")
-        if head not in out:
+        if head not in out or (section == "data" and not out["data"].get("checksum")):
             continue
         out[head] = dict(out[head])
         if not tail:

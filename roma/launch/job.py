@@ -23,7 +23,7 @@ from roma.launch.status import here, read_status, update_progress, write_status
 from roma.tracking import mark_state
 from roma.train.distributed import export_submitit_env
 from roma.train.hooks import TrainHooks
-from roma.validation import ConfigError, build_config, dump_config, with_data_checksum
+from roma.validation import build_config, dump_config
 
 log = logging.getLogger(__name__)
 _preempt_hooks: list[Callable[[], None]] = []
@@ -76,10 +76,6 @@ def run_one(cfg: RunConfig | dict, execute_target: str | None = None, executor: 
 
     Raises roma.launch.claim.RunClaimed, recording nothing, when another process computes the run."""
     cfg = cfg if isinstance(cfg, RunConfig) else build_config(cfg)
-    if cfg.data.root and not cfg.data.checksum:  # not from the launcher: the run id needs the data's checksum
-        cfg, problems = with_data_checksum(cfg)
-        if problems:
-            raise ConfigError(problems)
     execute = resolve_execute(execute_target)
     if rank != 0:  # other DDP ranks only compute; rank 0 owns status and tracking
         return execute(cfg)
