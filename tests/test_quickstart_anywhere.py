@@ -41,7 +41,7 @@ def _spec(tmp_path: Path) -> Path:
 FAKE = '''
 import json, os
 from roma.launch.status import run_dir
-def record(cfg):
+def record(cfg, hooks=None):
     with open(os.environ["FAKE_LOG"], "a") as fh:
         fh.write(json.dumps({"root": cfg.data.root, "subset": cfg.data.subset,
                              "probes": [[p.dataset, p.root] for p in cfg.eval.probes]}) + "\\n")
