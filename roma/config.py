@@ -36,6 +36,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # Dotted keys name a field of a section (the memory bound changes how a step is cut into
 # micro-batches, not the step).
 NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment", "train.max_device_batch")
+# Where data lives, not what it is: left out of the id too. The pretraining data is in the id by
+# content (data.checksum: its manifest's sha256, with data.subset and data.subset_seed; a config
+# that nobody gave a checksum, built without the launcher, keeps data.root instead); an
+# evaluation's data by its name (probe `dataset`, dense `task`).
+PATHS_NOT_IN_ID = {"data": ("root",), "eval.probes": ("root",), "eval.dense": ("root", "labels_root")}
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,10 @@ class MspConfig:
 @dataclass(frozen=True)
 class DataConfig:
     root: str = ""  # a folder tree, a manifest (.txt/.csv/.parquet) or a shard pattern (*.tar)
+    # sha256 of the run's image manifest (roma.data.fingerprint): what the run id holds instead of
+    # `root`. The launcher fills it in from the data; a spec that sets it pins the data (a launch on
+    # other data is refused), and the job refuses data that no longer gives it.
+    checksum: str = ""
     subset: int | None = None  # number of images (nested subsets, see roma.data.subsets)
     subset_seed: int = 0
     max_bad_fraction: float = 0.01
@@ -210,7 +219,7 @@ class RunConfig:
         return Path(self.output_root) / self.experiment / self.run_id
 
     def identity(self) -> dict[str, Any]:
-        """What this run computes: the plain config without the NOT_IN_ID fields."""
+        """What this run computes: the plain config without NOT_IN_ID and PATHS_NOT_IN_ID."""
         return identity(self.to_dict())
 
     @property
@@ -221,12 +230,22 @@ class RunConfig:
 
 
 def identity(plain: dict[str, Any]) -> dict[str, Any]:
-    """A plain config dict (RunConfig.to_dict(), or one saved in a checkpoint) without NOT_IN_ID."""
+    """A plain config dict (RunConfig.to_dict(), or one saved in a checkpoint) without NOT_IN_ID
+    and PATHS_NOT_IN_ID: what the run id hashes and a resumed checkpoint must match."""
     out = {k: v for k, v in plain.items() if k not in NOT_IN_ID}
     for key in NOT_IN_ID:
         section, _, name = key.partition(".")
         if name and isinstance(out.get(section), dict):
             out[section] = {k: v for k, v in out[section].items() if k != name}
+    for section, fields in PATHS_NOT_IN_ID.items():
+        head, _, tail = section.partition(".")
+        if head not in out or (section == "data" and not out["data"].get("checksum")):
+            continue
+        out[head] = dict(out[head])
+        if not tail:
+            out[head] = {k: v for k, v in out[head].items() if k not in fields}
+        elif isinstance(out[head].get(tail), list):
+            out[head][tail] = [{k: v for k, v in item.items() if k not in fields} for item in out[head][tail]]
     return out
 
 

@@ -44,6 +44,31 @@ def evaluations(cfg: RunConfig) -> list[tuple[str, str, Any, bool]]:
     return out
 
 
+def metric_keys(kind: str, sub_cfg: Any, random_init: bool = False) -> list[str]:
+    """The metric keys one evaluation logs (the runner's own rule; random-init baselines: random_<key>)."""
+    if kind == "probe":
+        from roma.eval.classification import metric_keys as keys
+    else:
+        from roma.eval.dense import metric_keys as keys
+    return [f"random_{k}" if random_init else k for k in keys(sub_cfg)]
+
+
+def metric_key_collisions(cfg: RunConfig) -> list[tuple[str, str, list[str]]]:
+    """(section key, metric key, the evaluations reporting it) for every key two evaluations share:
+    in one MLflow run the second would overwrite the first."""
+    owners: dict[str, list[str]] = {}
+    where: dict[str, str] = {}
+    index = {id(p): f"eval.probes[{i}]" for i, p in enumerate(cfg.eval.probes)}
+    index.update({id(d): f"eval.dense[{i}]" for i, d in enumerate(cfg.eval.dense)})
+    for name, kind, sub, rand in evaluations(cfg):
+        for key in metric_keys(kind, sub, rand):
+            owners.setdefault(key, []).append(name)
+            where.setdefault(key, index[id(sub)])
+            if len(owners[key]) == 2:
+                where[key] = index[id(sub)]  # the later evaluation is the one to rename
+    return [(where[k], k, names) for k, names in owners.items() if len(names) > 1]
+
+
 def _short_hash(sub_cfg: Any) -> str:
     blob = json.dumps(to_plain(sub_cfg), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
@@ -129,6 +154,7 @@ def execute(cfg: RunConfig, hooks: TrainHooks | None = None, data=None) -> dict[
         stage = "eval"
         device = "cuda" if torch.cuda.is_available() else "cpu"
         failures: dict[str, str] = {}
+        logged: dict[str, str] = {}  # metric key -> the evaluation that logged it
         for name, kind, sub, rand in evaluations(cfg):
             tracker.set_tags({"eval": name})
             try:
@@ -136,6 +162,11 @@ def execute(cfg: RunConfig, hooks: TrainHooks | None = None, data=None) -> dict[
             except Exception as e:  # noqa: BLE001 - the other evaluations still run; reported below
                 failures[name] = f"{type(e).__name__}: {e}"
                 continue
+            clash = sorted(set(metrics) & set(logged))
+            if clash:  # validation refuses configs whose evaluations share keys; a runner must not either
+                failures[name] = f"metric keys {clash} were already logged by {sorted({logged[k] for k in clash})}"
+                continue
+            logged.update(dict.fromkeys(metrics, name))
             tracker.log_metrics(metrics)
             result.update(metrics)
         if failures:

@@ -35,7 +35,8 @@ import yaml
 
 from roma.config import RunConfig
 from roma.naming import run_name
-from roma.validation import SAFE_NAME_RULE, ConfigError, is_safe_name, build_config, check_config, suggest, valid_keys
+from roma.validation import (SAFE_NAME_RULE, ConfigError, build_config, check_config, is_safe_name,
+                             root_exists, suggest, valid_keys, with_data_checksum)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO_ROOT / "experiments" / "specs"
@@ -374,7 +375,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             kind = "grid" if isinstance(meta.get("grid"), dict) and axis in meta["grid"] else "zip"
             origins["model.name" if axis == "model" else axis] = f"{where(kind)} ({kind})"
     runs: list[RunConfig] = []
-    counts: dict[str, int | None] = {}
+    counts: dict[str, int | str | None] = {}
     for combo in combos:
         d = copy.deepcopy(raw)
         for axis, value in combo:
@@ -410,6 +411,11 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
                 warnings += [p for p in check_config(cfg, where, True, counts) if p not in values]
             else:
                 run_errors += check_config(cfg, where, check_data, counts)
+            # the run id holds the data's checksum, not its path: status and ui need it too (cached)
+            if not run_errors and root_exists(cfg.data.root):
+                cfg, checksum_errors = with_data_checksum(cfg, where)
+                # only a real launch refuses data it cannot fingerprint; a dry run, status and ui warn
+                (run_errors if check_data and not dry_run else warnings).extend(checksum_errors)
             runs.append(cfg)
         errors += run_errors
     env_keys = {m.group(1) for e in errors + warnings

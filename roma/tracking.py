@@ -36,8 +36,8 @@ RUN_ID_FILE = "mlflow_run_id"  # beside last.pt: the run is reused even if it di
 _MAX_PARAM_LEN = 6000
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
 # our run states (status.json) -> MLflow run status; the `state` tag holds ours
-MLFLOW_STATUS = {"pending": "RUNNING", "running": "RUNNING", "finished": "FINISHED", "failed": "FAILED",
-                 "cancelled": "KILLED"}
+MLFLOW_STATUS = {"pending": "RUNNING", "running": "RUNNING", "requeued": "SCHEDULED", "finished": "FINISHED",
+                 "failed": "FAILED", "cancelled": "KILLED"}
 FAILURE_TAGS = ("failure_reason", "failure_stage")  # cleared when a retry finishes
 LAYOUT_FACTS = ("world_size", "device_batch", "accum_steps")  # how a start cut the global batch
 
@@ -253,8 +253,8 @@ def set_terminal_state(client, run_id: str, state: str, reason: str | None = Non
             if k in have:
                 retry(lambda: client.delete_tag(run_id, k), "clear failure tag")
     status = MLFLOW_STATUS[state]
-    if status == "RUNNING":
-        retry(lambda: client.update_run(run_id, status="RUNNING"), "reopen run")
+    if status in ("RUNNING", "SCHEDULED"):  # not ended: no end time
+        retry(lambda: client.update_run(run_id, status=status), "reopen run")
     else:
         retry(lambda: client.set_terminated(run_id, status), "end run")
 
@@ -274,7 +274,8 @@ def mark_state(cfg: RunConfig, state: str, reason: str | None = None) -> None:
         if exp is None:
             return
         for run in client.search_runs([exp.experiment_id], f"tags.run_id = '{cfg.run_id}'"):
-            if run.info.status == "RUNNING" or state == "running":
+            # an interrupted job's own run ended KILLED (roma.run.execute) just before it was requeued
+            if run.info.status == "RUNNING" or state in ("running", "requeued"):
                 set_terminal_state(client, run.info.run_id, state, reason)
     except Exception as e:  # noqa: BLE001 - tagging must never turn a finished run into a failure
         log.warning("could not set the MLflow state of %s: %s", cfg.run_id, e)

@@ -177,30 +177,55 @@ def _non_finite(obj: Any, prefix: str = "") -> list[str]:
 
 
 
-def count_images(root: str) -> int | None:
-    """Images behind a data root, as the job will list them (manifests: their entries, cheaply)."""
-    from roma.data.sources import MANIFEST_EXTS, list_folder, shard_files
+def _metric_key_problems(cfg: RunConfig, where: Where) -> list[str]:
+    """Two evaluations of one run that report the same metric key (one MLflow run: one would overwrite
+    the other). Keys are <dataset>_oa_tr<pct> for probes, <task>_<metric> for dense tasks."""
+    from roma.run import metric_key_collisions
 
-    p = Path(root)
-    tars = shard_files(root)
-    if tars:
-        from roma.data.shards import index_shards  # from the shards' index when they have one
-
-        return len(index_shards(tars, whole_folder=p.is_dir()))
-    if p.is_dir():
-        return len(list_folder(p))
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(p).metadata.num_rows
-    if p.suffix in MANIFEST_EXTS:
-        with open(p, "rb") as fh:
-            lines = sum(1 for line in fh if line.strip() and not line.startswith(b"#"))
-        return lines - 1 if p.suffix == ".csv" else lines  # csv: header row
-    return None
+    try:
+        collisions = metric_key_collisions(cfg)
+    except ValueError as e:  # two identical evaluations
+        return [f"{where('eval')}: eval: {e}"]
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for section, key, names in collisions:
+        grouped.setdefault((section, tuple(names)), []).append(key)
+    out = []
+    for (section, names), keys in grouped.items():
+        fix = (f"give {section}.dataset (the metric prefix) another value, e.g. 'aid_full'"
+               if section.startswith("eval.probes") else "keep one (a dense task's keys are <task>_<metric>)")
+        out.append(f"{where(section)}: {section}: evaluations {' and '.join(names)} report the same metric(s) "
+                   f"{', '.join(keys)}: {fix}")
+    return out
 
 
-def _root_exists(root: str) -> bool:
+def count_images(root: str) -> int:
+    """Images behind a data root, as the job will list them (cached: see roma.data.fingerprint)."""
+    from roma.data.fingerprint import data_fingerprint, default_cache_dir
+
+    return data_fingerprint(root, None, 0, default_cache_dir()).total
+
+
+def with_data_checksum(cfg: RunConfig, where: Where = lambda key: "config") -> tuple[RunConfig, list[str]]:
+    """cfg with data.checksum computed from its data (the run id's data part), and the problems:
+    data that cannot be listed, or that does not give the checksum the spec pins."""
+    from roma.data.fingerprint import data_fingerprint, default_cache_dir
+
+    d = cfg.data
+    if not d.root:
+        return cfg, []
+    try:
+        fp = data_fingerprint(d.root, d.subset, d.subset_seed, default_cache_dir())
+    except (OSError, ValueError) as e:
+        return cfg, [f"{where('data.root')}: data.root: cannot compute the checksum of the data "
+                     f"(the run id follows it): {e}"]
+    if d.checksum and d.checksum != fp.checksum:
+        what = "all images" if d.subset is None else f"subset {d.subset}, seed {d.subset_seed}"
+        return cfg, [f"{where('data.checksum')}: data.checksum: pinned to {d.checksum[:12]}.., but the data at "
+                     f"{d.root} ({what}) gives {fp.checksum[:12]}..: these are other images"]
+    return dataclasses.replace(cfg, data=dataclasses.replace(d, checksum=fp.checksum)), []
+
+
+def root_exists(root: str) -> bool:
     from roma.data.sources import expand_shard_pattern, is_shard_pattern
 
     if is_shard_pattern(root):
@@ -212,11 +237,11 @@ def _root_exists(root: str) -> bool:
 
 
 def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data: bool = True,
-                 counts: dict[str, int | None] | None = None) -> list[str]:
+                 counts: dict[str, int | str | None] | None = None) -> list[str]:
     """Every problem of `cfg`, one line each naming origin and key; [] when it can run.
 
     check_data: also check the file system (data and evaluation roots, subset sizes); `counts`
-    caches image counts per data root across the runs of one spec."""
+    caches image counts (or the listing's error) per data root across the runs of one spec."""
     counts = {} if counts is None else counts
     models = known_models()
     errs: list[str] = []
@@ -301,6 +326,8 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
         for ratio in p.train_ratios:
             if not 0 < ratio < 1:
                 err(f"eval.probes[{i}].train_ratios", f"a fraction in (0, 1), got {ratio}")
+    if all(v in CHOICES[k] for k, vals in values.items() if k.startswith("eval.") for v in vals):
+        errs += _metric_key_problems(cfg, where)  # (keys are named after the task: it must be a known one)
     # data
     dc = cfg.data
     if not 0.0 <= dc.max_bad_fraction <= 1.0:
@@ -322,18 +349,17 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
     if check_data:
         if not cfg.data.root:
             err("data.root", "missing data root (set data.root in the spec, --data-root or --set data.root=...)")
-        elif not _root_exists(cfg.data.root):
+        elif not root_exists(cfg.data.root):
             err("data.root", f"data root {cfg.data.root} does not exist")
         else:
             if cfg.data.root not in counts:
                 try:
                     counts[cfg.data.root] = count_images(cfg.data.root)
-                except (OSError, ValueError) as e:  # unreadable shard, malformed manifest
-                    counts[cfg.data.root] = None
-                    err("data.root", f"cannot list the images of {cfg.data.root}: {e}")
+                except (OSError, ValueError) as e:  # unreadable shard, malformed manifest, no images
+                    counts[cfg.data.root] = f"cannot list the images of {cfg.data.root}: {e}"
             n = counts[cfg.data.root]
-            if n == 0:
-                err("data.root", f"no images found under {cfg.data.root}")
+            if isinstance(n, str):
+                err("data.root", n)
             elif n is not None and cfg.data.subset is not None and cfg.data.subset > n:
                 err("data.subset", f"subset of {cfg.data.subset} images is larger than the dataset at "
                     f"{cfg.data.root} ({n} images)")

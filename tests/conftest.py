@@ -1,6 +1,8 @@
 """Shared test fixtures: repository paths, the real data folder, deterministic CPU torch."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# the data-listing cache (roma.data.fingerprint) of this test session, not the user's
+os.environ["ROMA_CACHE_DIR"] = tempfile.mkdtemp(prefix="roma-test-cache-")
 
 
 @pytest.fixture(autouse=True)

@@ -52,13 +52,19 @@ def test_data_keys_reach_the_dataset(tmp_path):
     from roma.data.subsets import manifest_name
     from test_train_helpers import write_pngs
 
+    from roma.data.fingerprint import data_fingerprint
+
     root = write_pngs(tmp_path / "imgs", n=12)
     data = {"root": str(root), "subset": 5, "subset_seed": 3, "max_bad_fraction": 0.2, "num_workers": 0,
-            "crop_scale": [0.5, 0.9], "hflip": False}
+            "crop_scale": [0.5, 0.9], "hflip": False, "checksum": data_fingerprint(root, 5, 3).checksum}
     assert set(data) == {f.name for f in dataclasses.fields(DataConfig)}
     cfg = _run(tmp_path, {"model": "roma_micro_tiny", "data": data, "ares": {"descriptor": "wavelet", "p": 0.25}})
     ds, info = build_pretrain_dataset(cfg.data, cfg.model, cfg.ares, tmp_path / "run", cfg.train.seed)
     assert len(ds) == info["data_size"] == 5 and info["manifest"].endswith(manifest_name(5, 3))
+    assert info["checksum"] == data["checksum"]  # the pinned checksum is checked against the data
+    with pytest.raises(ValueError, match="changed since this run was launched"):
+        build_pretrain_dataset(dataclasses.replace(cfg.data, checksum="f" * 64), cfg.model, cfg.ares,
+                               tmp_path / "run2", cfg.train.seed)
     t = ds.transform
     assert (t.crop_scale, t.hflip, t.img_size, t.patch_size) == ((0.5, 0.9), False, 96, 8)
     assert t.ares_cfg == cfg.ares and (t.ares_cfg.descriptor, t.ares_cfg.p) == ("wavelet", 0.25)

@@ -234,8 +234,8 @@ def test_slurm_checkpoint_requeues_same_call(env):
     assert calls == ["saved"]
     assert delayed.function is task and delayed.args == (cfg.to_dict(),)
     st = read_status(run_dir(cfg))
-    assert st["state"] == "pending" and "requeued" in st["reason"]
-    # the requeued call resumes: pending -> relaunch plans it as unfinished work, not new
+    assert st["state"] == "requeued" and "requeued" in st["reason"]
+    # the requeued call resumes: requeued -> relaunch plans it as unfinished work, not new
     from roma.launch.plan import plan
 
     assert plan([cfg])[0].action == "resume"

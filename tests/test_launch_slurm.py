@@ -125,7 +125,12 @@ def test_interrupted_job_is_requeued_and_resumes(launch_env):
     env = launch_env()
     assert env.launch("--execute", "fake_exec:slow") == 0
     wait_for(lambda: (env.status().get("step") or 0) >= 3, 120, "the job to run a few steps")
+    job_id = str(env.status()["job_id"])
     env.job()._interrupt()  # preemption: SIGTERM (ignored) then USR2 -> checkpoint() -> requeue
+    # in the queue (a requeued attempt starts after cred_expire, 10 s): requeued, with its job id
+    waiting = wait_for(lambda: (st := env.status())["state"] in ("requeued", "finished") and st, 60,
+                       "the run to say requeued")
+    assert waiting["state"] == "requeued" and waiting["job_id"] == job_id and job_id in waiting["reason"]
     wait_for(lambda: env.status()["state"] == "finished", 180, "the requeued job to finish")
     assert env.calls() == ["start", "resume"] and env.requeued()
 

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from roma import atomic
 from roma.config import AresConfig, DataConfig, ModelConfig
 
 from .shards import subset_prefix
@@ -39,8 +40,9 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image
 
 class BadSample(NamedTuple):
     index: int
-    path: str
+    path: str  # where it was read (bad_images.txt shows it)
     error: str
+    key: str = ""  # its identity (ImageRef.key): the same image under a moved data root
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -121,7 +123,7 @@ class PretrainDataset(Dataset):
         try:
             img = load_rgb(ref)
         except DECODE_ERRORS as e:
-            return BadSample(int(index), str(ref), f"{type(e).__name__}: {e}")
+            return BadSample(int(index), str(ref), f"{type(e).__name__}: {e}", ref.key)
         out = self.transform(img, sample_rng(self.seed, self.epoch, int(index)))
         out["index"] = int(index)
         return out
@@ -139,6 +141,7 @@ def collate(samples: list[dict[str, Any] | BadSample]) -> dict[str, Any]:
     out["index"] = torch.tensor([s["index"] for s in good], dtype=torch.long)
     out["bad"] = [b.index for b in bad]
     out["bad_paths"] = [b.path for b in bad]
+    out["bad_keys"] = [b.key or b.path for b in bad]
     out["n_bad"] = len(bad)
     return out
 
@@ -150,11 +153,17 @@ class BadImageError(RuntimeError):
 class BadImageTracker:
     """Counts unreadable images (each once, however many epochs), lists them, fails past a fraction.
 
+    tracker.load_state_dict(state)  # a resumed run: what its checkpoint had found
+    tracker.write_listing()         # at the start: `listing` = what the tracker holds, nothing found later
     tracker.update(batch)   # after each collated batch: appends new bad files to `listing`
     tracker.finish()        # at the end: the same test without the warm-up
     The fraction is distinct bad images / distinct images read (capped at `total`). It is tested once
     `min_seen` images were read (a 1% limit means little after one batch), and at once when the bad
     count alone already exceeds max_fraction x total.
+
+    Exactly once across restarts: images are told apart by key (a moved data root changes paths, not
+    keys). A run killed after its last checkpoint had appended lines that its resumed run finds
+    again; write_listing() at the start drops them, so the list and `count` hold each image once.
     """
 
     def __init__(self, max_fraction: float, listing: str | os.PathLike | None = None,
@@ -164,7 +173,7 @@ class BadImageTracker:
         self.max_fraction, self.total, self.min_seen = max_fraction, total, min_seen
         self.listing = Path(listing) if listing is not None else None
         self.seen = 0
-        self.bad: dict[str, str] = {}  # path -> first error, in the order found
+        self.bad: dict[str, str] = {}  # key -> path where it was read, in the order found
 
     @property
     def count(self) -> int:
@@ -181,19 +190,29 @@ class BadImageTracker:
     def update(self, batch: dict[str, Any]) -> int:
         """Account one collated batch; -> number of newly found bad images. Raises BadImageError."""
         good = 0 if batch.get("image") is None else len(batch["image"])
-        return self.add(good + batch["n_bad"], batch["bad_paths"])
+        return self.add(good + batch["n_bad"], batch["bad_paths"], batch.get("bad_keys"))
 
-    def add(self, seen: int, bad_paths: Sequence[str], errors: Sequence[str] = ()) -> int:
+    def add(self, seen: int, bad_paths: Sequence[str], keys: Sequence[str] | None = None) -> int:
+        """Account `seen` images read, of which `bad_paths` (identified by `keys`, default the paths) failed."""
         self.seen += seen
-        new = [p for p in dict.fromkeys(bad_paths) if p not in self.bad]
-        for i, p in enumerate(new):
-            self.bad[p] = errors[i] if i < len(errors) else ""
+        keys = list(bad_paths) if keys is None else list(keys)
+        new = {k: p for k, p in zip(keys, bad_paths) if k not in self.bad}
+        self.bad.update(new)
         if new and self.listing is not None:
             self.listing.parent.mkdir(parents=True, exist_ok=True)
             with open(self.listing, "a", encoding="utf-8") as f:
-                f.writelines(f"{p}\n" for p in new)
+                f.writelines(f"{p}\n" for p in new.values())
         self.check()
         return len(new)
+
+    def write_listing(self) -> None:
+        """Make `listing` hold exactly the images found so far (atomically; an empty list removes it)."""
+        if self.listing is None:
+            return
+        if self.bad:
+            atomic.write_text(self.listing, "".join(f"{p}\n" for p in self.bad.values()))
+        else:
+            self.listing.unlink(missing_ok=True)
 
     def check(self, final: bool = False) -> None:
         hopeless = self.total is not None and self.count > self.max_fraction * self.total
@@ -209,11 +228,12 @@ class BadImageTracker:
         self.check(final=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen": self.seen, "bad": list(self.bad)}
+        return {"seen": self.seen, "bad": list(self.bad), "paths": list(self.bad.values())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen = int(state["seen"])
-        self.bad = dict.fromkeys(state["bad"], "")
+        paths = state.get("paths", state["bad"])  # checkpoints before keys were kept: paths only
+        self.bad = dict(zip(state["bad"], paths))
 
 
 def build_pretrain_dataset(data_cfg: DataConfig, model_cfg: ModelConfig, ares_cfg: AresConfig,
@@ -221,8 +241,9 @@ def build_pretrain_dataset(data_cfg: DataConfig, model_cfg: ModelConfig, ares_cf
     """The run's dataset (its subset when data.subset is set) and what to log about it.
 
     info = {"data_size", "total", "checksum" (sha256 of the sorted keys), "manifest" (subset
-    manifest path or None), "source"}. A resumed run whose source no longer yields the subset of its
-    first start fails here instead of training on different data.
+    manifest path or None), "source"}. Data that no longer gives data_cfg.checksum (the run id's
+    data part), or a resumed run whose source no longer yields the subset of its first start, fails
+    here instead of training on different data.
     """
     manifest = None
     if data_cfg.subset is not None:
@@ -247,6 +268,10 @@ def build_pretrain_dataset(data_cfg: DataConfig, model_cfg: ModelConfig, ares_cf
     else:
         refs = list_images(data_cfg.root)
         total, checksum = len(refs), keys_checksum([r.key for r in refs])
+    if data_cfg.checksum and checksum != data_cfg.checksum:
+        raise ValueError(f"data at {data_cfg.root} changed since this run was launched: the run's id holds data "
+                         f"checksum {data_cfg.checksum[:12]}.., the data now gives {checksum[:12]}.. "
+                         "(relaunch: other data is another run)")
     transform = PretrainTransform(model_cfg.img_size, model_cfg.patch_size, ares_cfg,
                                   crop_scale=tuple(data_cfg.crop_scale), hflip=data_cfg.hflip)
     info = {"data_size": len(refs), "total": total, "checksum": checksum,

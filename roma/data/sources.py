@@ -105,8 +105,10 @@ def _check_unique(refs: list[ImageRef], source: str) -> None:
 
 
 # ----------------------------------------------------------------------------- folders
-def list_folder(root: str | os.PathLike) -> list[ImageRef]:
-    """Images anywhere under `root` (extensions case-insensitive; hidden folders skipped)."""
+def list_folder(root: str | os.PathLike, folders: list[str] | None = None) -> list[ImageRef]:
+    """Images anywhere under `root` (extensions case-insensitive; hidden folders skipped).
+
+    folders: if given, every folder walked is appended to it (roma.data.fingerprint stamps them)."""
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"image folder {root} does not exist")
@@ -114,6 +116,8 @@ def list_folder(root: str | os.PathLike) -> list[ImageRef]:
     visited: set[str] = set()  # real paths: symlinked folders are followed, symlink loops are not
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         visited.add(os.path.realpath(dirpath))
+        if folders is not None:
+            folders.append(dirpath)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")
                        and os.path.realpath(os.path.join(dirpath, d)) not in visited]
         for name in filenames:
@@ -144,15 +148,20 @@ def manifest_paths(manifest: str | os.PathLike) -> list[str]:
     return [str(v).strip() for v in col]
 
 
+def manifest_key(manifest: Path, entry: str) -> str:
+    """The key of one manifest entry: the path as written (relative to the manifest's folder, or absolute)."""
+    if not is_image(entry):
+        raise ValueError(f"manifest {manifest} lists {entry!r}, which is not an image ({', '.join(IMAGE_EXTS)})")
+    return Path(entry).as_posix()
+
+
 def list_manifest(manifest: str | os.PathLike) -> list[ImageRef]:
     """Images a manifest names; relative paths resolve against the manifest's folder (and are the keys)."""
     m = Path(manifest)
     base = m.parent
     refs = []
     for entry in manifest_paths(m):
-        if not is_image(entry):
-            raise ValueError(f"manifest {m} lists {entry!r}, which is not an image ({', '.join(IMAGE_EXTS)})")
-        p = Path(entry)
+        p = Path(manifest_key(m, entry))
         full = p if p.is_absolute() else base / p
         refs.append(ImageRef(p.as_posix(), str(full)))
     missing = [r.path for r in refs if not os.path.isfile(r.path)]

@@ -44,8 +44,12 @@ def subset_keys(items: Iterable[str | ImageRef], n: int, seed: int) -> list[str]
     """The n keys of lowest rank under `seed`, sorted by key. Errors name both numbers when n > total."""
     keys = sorted({_key(x) for x in items})
     check_subset_size(n, len(keys))
-    chosen = sorted(keys, key=lambda k: (rank(k, seed), k))[:n]
-    return sorted(chosen)
+    return sorted(ranked_keys(keys, seed)[:n])
+
+
+def ranked_keys(keys: Iterable[str], seed: int) -> list[str]:
+    """Every key in seed's order: subset(n) is the first n (roma.data.fingerprint ranks once per seed)."""
+    return sorted(keys, key=lambda k: (rank(k, seed), k))
 
 
 def keys_checksum(keys: list[str]) -> str:

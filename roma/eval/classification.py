@@ -42,6 +42,11 @@ def metric_name(dataset: str, train_ratio: float) -> str:
     return f"{dataset}_oa_tr{round(train_ratio * 100)}"
 
 
+def metric_keys(cfg: ProbeConfig) -> list[str]:
+    """The keys run_probe returns for cfg: per training ratio the mean OA and its std over seeds."""
+    return [k for r in cfg.train_ratios for k in (metric_name(cfg.dataset, r), metric_name(cfg.dataset, r) + "_std")]
+
+
 def subsample(ds: FolderDataset, per_class: int, seed: int) -> FolderDataset:
     """A seeded subset of at most per_class images of every class (0: ds itself)."""
     if per_class <= 0:

@@ -117,6 +117,12 @@ def _check_layouts(runs, executor: str, profile: dict | None) -> None:
         raise ConfigError(problems)
 
 
+def _print_plan_notes(planned: list[Planned]) -> None:
+    for p in planned:
+        if p.note:
+            print(f"note: {run_name(p.cfg)}: {p.note}")
+
+
 def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: dict | None, args,
              data_note: str | None, data_pending: bool) -> int:
     from roma.launch.dryrun import HEADERS, estimate_json, notes, plan_run, table_row
@@ -126,7 +132,8 @@ def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: d
     if args.json:
         out = {"spec": spec.name, "executor": executor, "profile": profile["name"] if profile else None,
                "runs": [dict(p.to_json(), state=pl.state, action=pl.action) for p, pl in zip(plans, planned)],
-               "warnings": spec.warnings, "data_note": data_note}
+               "warnings": spec.warnings, "data_note": data_note,
+               "notes": [f"{run_name(pl.cfg)}: {pl.note}" for pl in planned if pl.note]}
         total = [p.estimate for p in plans if estimate_json(p.estimate)["gpu_hours"] is not None]
         out["total_gpu_hours"] = round(sum(e.gpu_hours for e in total), 2) if total else None
         print(json.dumps(out, indent=1))
@@ -137,6 +144,7 @@ def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: d
                             pl.action + (f" ({pl.why})" if pl.why and pl.action == "skip" else "")]
             for p, pl in zip(plans, planned)]
     print(render(HEADERS + ["resources", "state", "action"], rows))
+    _print_plan_notes(planned)
     for line in notes(plans, devices):
         print(line)
     for w in spec.warnings:
@@ -172,6 +180,7 @@ def cmd_launch(argv: list[str]) -> int:
     where = f"{executor}" + (f", profile {profile['name']}" if profile else "")
     print(f"spec {spec.name}: {len(spec.runs)} runs, {len(runs)} selected, {len(todo)} to launch ({where})")
     print(_plan_table(planned, executor == "slurm"))
+    _print_plan_notes(planned)
     if data_note:
         print(data_note)
     if todo and not args.skip_data_check and not data_pending:

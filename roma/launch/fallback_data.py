@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from roma.config import to_plain
 from roma.spec import Spec, load_spec
-from roma.validation import ConfigError, _root_exists
+from roma.validation import ConfigError, root_exists
 
 FALLBACKS = ("ucm",)
 
@@ -39,7 +39,7 @@ def load_with_fallback(name: str, overrides: dict[str, Any], data_root: str | No
     fetch=False (dry run, status) computes the fallback's paths without downloading anything.
     """
     spec = load_spec(name, overrides, data_root=data_root, check_data=False, require_env=False)
-    missing = sorted({r.data.root for r in spec.runs if not _root_exists(r.data.root)})
+    missing = sorted({r.data.root for r in spec.runs if not root_exists(r.data.root)})
     if not spec.fallback_data or data_root is not None or "data.root" in overrides or not missing:
         return Loaded(load_spec(name, overrides, data_root=data_root, check_data=check_data, dry_run=dry_run))
     if spec.fallback_data not in FALLBACKS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,7 @@ from roma import atomic
 from roma.config import RunConfig
 from roma.launch.claim import claim
 from roma.launch.status import here, read_status, update_progress, write_status
+from roma.tracking import mark_state
 from roma.train.distributed import export_submitit_env
 from roma.train.hooks import TrainHooks
 from roma.validation import build_config, dump_config
@@ -86,8 +88,11 @@ def run_one(cfg: RunConfig | dict, execute_target: str | None = None, executor: 
         except KeyboardInterrupt:
             write_status(d, "cancelled", reason="interrupted (Ctrl-C)")
             raise
-        except SystemExit as e:  # submitit's requeue exits this way after checkpoint() wrote pending
-            if (read_status(d) or {}).get("state") == "running":
+        except SystemExit as e:  # submitit's requeue exits this way after checkpoint() wrote requeued
+            st = read_status(d) or {}
+            if st.get("state") == "requeued":  # execute ended the MLflow run KILLED; it waits in the queue
+                mark_state(cfg, "requeued", st.get("reason"))
+            elif st.get("state") == "running":
                 write_status(d, "cancelled", reason=f"exited with {e.code!r}")
             raise
         except Exception as e:
@@ -126,5 +131,14 @@ class SlurmRun(_checkpointable_base()):
                 hook()
             except Exception as e:  # noqa: BLE001 - a failed hook must not block the requeue
                 log.warning("preempt hook %s failed: %s", hook, e)
-        write_status(build_config(cfg_dict).run_dir, "pending", reason="requeued (preempted or timed out)")
+        d = build_config(cfg_dict).run_dir
+        job_id = (read_status(d) or {}).get("job_id") or _slurm_job_id()
+        write_status(d, "requeued", job_id=job_id,
+                     reason=f"requeued as SLURM job {job_id} (preempted or timed out): waiting in the queue")
         return super().checkpoint(cfg_dict)
+
+
+def _slurm_job_id() -> str | None:
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")

@@ -1,11 +1,12 @@
 """`<output_root>/<experiment>/<run_id>/status.json`: the state of one run, written atomically.
 
-    {"state": "pending|running|finished|failed|cancelled", "step": int|None, "loss": float|None,
+    {"state": "pending|running|requeued|finished|failed|cancelled", "step": int|None, "loss": float|None,
      "reason": str|None, "updated": ISO-8601 UTC, ...executor facts: "executor", "job_id", "host", "pid"}
 
 The launcher writes pending (submitted), the job (roma.launch.job) running / finished / failed /
 cancelled, and the training loop's progress through the job's hooks (`update_progress`, state stays
-running). A run whose evaluation failed after pretraining finished is failed with "stage": "eval"
+running). A SLURM job interrupted by preemption or its time limit is `requeued` (reason names the
+job id) while it waits in the queue, and running again once it restarts. A run whose evaluation failed after pretraining finished is failed with "stage": "eval"
 and "encoder": its usable encoder.pt; --retry-failed reruns only the evaluations.
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 from roma import atomic
 from roma.config import RunConfig
 
-STATES = ("pending", "running", "finished", "failed", "cancelled")
+STATES = ("pending", "running", "requeued", "finished", "failed", "cancelled")
+WAITING = ("pending", "running", "requeued")  # states a live process or a queued job will move on
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -47,7 +49,7 @@ def write_status(path: Path, state: str, **fields: Any) -> dict[str, Any]:
         raise ValueError(f"unknown run state {state!r}; expected one of {STATES}")
     old = read_status(path) or {}
     new = {**old, **fields, "state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if state in ("pending", "running", "finished"):
+    if state in ("pending", "running", "requeued", "finished"):
         new.setdefault("reason", None)
         if "reason" not in fields:
             new["reason"] = None  # a resumed run drops the reason it stopped for

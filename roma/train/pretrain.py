@@ -198,6 +198,8 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
         check_resumable(last, cfg, run_dir)
         check_sampler(last, sampler, lay, run_dir, announce=dist.is_main)
         restore(last, st, model, optimizer, scheduler, scaler, bad_tracker)
+    if dist.is_main:  # lines a killed attempt appended after its checkpoint are found again: drop them
+        bad_tracker.write_listing()
     ddp_model = wrap_ddp(model, dist)
 
     if dist.is_main:

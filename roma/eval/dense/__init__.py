@@ -44,6 +44,11 @@ def validate(cfg: DenseConfig) -> None:
         raise ValueError("DenseConfig.epochs, eval_every and max_steps must be >= 1")
 
 
+def metric_keys(cfg: DenseConfig) -> list[str]:
+    """The keys run_dense returns for cfg: <task>_<metric> of the test split."""
+    return [f"{cfg.task}_{k}" for k in REPORTED[TASKS[cfg.task]]]
+
+
 def build_model(encoder: torch.nn.Module, cfg: DenseConfig) -> torch.nn.Module:
     from roma.eval.dense.change_detection import SiameseChangeDetector
     from roma.eval.dense.segmentation import Segmenter
@@ -72,7 +77,7 @@ def run_dense(encoder_ckpt: Path | None, dense_cfg: DenseConfig, model_cfg: Mode
     task_dir = Path(out_dir) / f"dense_{cfg.task}"
     identity = {"model": model_cfg.name, "encoder_sha256": file_sha256(Path(encoder_ckpt)) if encoder_ckpt else "random-init"}
     report = fit_and_test(model, splits, cfg, task_dir, device, TASKS[cfg.task], identity)
-    metrics = {f"{cfg.task}_{k}": report["test"][k] for k in REPORTED[TASKS[cfg.task]]}
+    metrics = dict(zip(metric_keys(cfg), (report["test"][k] for k in REPORTED[TASKS[cfg.task]])))
     atomic.write_json(task_dir / "report.json", {
         "config": asdict(cfg), "model": model_cfg.name, "checkpoint": str(encoder_ckpt), **identity,
         "splits": {s: [sc.name for sc in v] for s, v in splits.items()}, "metrics": metrics, **report})

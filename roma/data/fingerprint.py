@@ -1,0 +1,202 @@
+"""What a run's pretraining data is, by content, not by path; cheap to know at every launch.
+
+    fp = data_fingerprint("/scratch/pretrain", subset=62_500, seed=0, cache_dir=default_cache_dir())
+    fp.total, fp.size, fp.checksum   # images in the source, images the run uses, sha256 of their manifest
+
+`checksum` is roma.data.subsets.keys_checksum of the keys the run trains on: the nested subset's
+manifest (size and seed pick it), or every key without a subset. Keys are paths relative to the
+data root or manifest (or stored in the shards), so the same images under another absolute path, on
+another cluster, give the same checksum, and other images under the same path do not. The run id
+holds this checksum (RunConfig.identity), never the data root's path. Keys, not image bytes: a file
+rewritten in place under the same name is the same data to the id.
+
+Cost: listing 4M images and ranking them for a subset takes minutes on a network file system, so
+results are cached per source, <cache_dir>/<sha256 of the absolute root>.json (counts and checksums,
+a few kB, never the keys; cache_dir: $ROMA_CACHE_DIR, else $XDG_CACHE_HOME/roma/data, else
+~/.cache/roma/data), and reused while a stamp that is cheap to re-check is unchanged:
+  folder tree   the mtime of every folder in it (adding, removing or renaming an image changes its
+                folder's mtime); re-checking is one stat per folder, no listing
+  tar shards    name, size and mtime of every shard, and the bytes of the shard index (index.json, with
+                each shard's sha256, from `python -m roma.data.shards pack/index`) where there is one;
+                a full-data checksum is then read from the index (keys_sha256), not listed
+  manifest      size and mtime of the manifest file
+A different stamp means one new listing. Remove the cache folder to force it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roma import atomic
+
+from .sources import (MANIFEST_EXTS, expand_shard_pattern, is_shard_pattern, list_folder, list_images, manifest_key,
+                      manifest_paths)
+from .subsets import keys_checksum, ranked_keys
+
+SHARD_INDEX = "index.json"  # roma.data.shards' index (branch shards): {"format", "images", "keys_sha256", ...}
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    total: int  # images in the source
+    size: int  # images the run uses (the subset size, or total)
+    checksum: str  # sha256 of the sorted keys the run uses (its manifest)
+
+
+# ----------------------------------------------------------------------------- stamps
+def _mtime(path: str) -> int:
+    return os.stat(path).st_mtime_ns
+
+
+def _shard_files(src: str) -> list[str]:
+    if is_shard_pattern(src):
+        return expand_shard_pattern(src)
+    return sorted(str(x) for x in Path(src).iterdir() if x.is_file() and x.name.endswith(".tar"))
+
+
+def _shard_index(src: str) -> tuple[str | None, dict[str, Any] | None]:
+    """(sha256 of index.json, its content) of a shard folder that has a valid index, else (None, None)."""
+    f = Path(src) / SHARD_INDEX
+    if is_shard_pattern(src) or not f.is_file():
+        return None, None
+    data = f.read_bytes()
+    try:
+        info = json.loads(data)
+    except json.JSONDecodeError:
+        return None, None
+    ok = isinstance(info, dict) and isinstance(info.get("keys_sha256"), str) and isinstance(info.get("images"), int)
+    return hashlib.sha256(data).hexdigest(), (info if ok else None)
+
+
+def _kind(src: str) -> str:
+    if is_shard_pattern(src):
+        return "shards"
+    p = Path(src)
+    if p.is_dir():
+        return "shards" if any(x.is_file() and x.name.endswith(".tar") for x in p.iterdir()) else "folder"
+    if p.suffix.lower() in MANIFEST_EXTS:
+        return "manifest"
+    raise ValueError(f"data root {src} is neither a folder nor a manifest ({', '.join(MANIFEST_EXTS)}) nor a .tar shard")
+
+
+def _cheap_stamp(src: str, kind: str, old: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stamp of `src` now, computed without listing images; None for a folder seen for the first time
+    (its stamp comes from the listing, see _listing)."""
+    if kind == "shards":
+        return {"kind": kind, "index": _shard_index(src)[0],
+                "files": [[f, os.path.getsize(f), _mtime(f)] for f in _shard_files(src)]}
+    if kind == "manifest":
+        st = os.stat(src)
+        return {"kind": kind, "size": st.st_size, "mtime": st.st_mtime_ns}
+    if not old or old.get("kind") != "folder":
+        return None
+    try:
+        return {"kind": kind, "dirs": {d: _mtime(os.path.join(src, d)) for d in old["dirs"]}}
+    except OSError:  # a folder went away
+        return None
+
+
+def _listing(src: str, kind: str) -> tuple[list[str], dict[str, Any]]:
+    """(sorted keys, stamp) by listing every image (the expensive path)."""
+    if kind == "folder":
+        dirs: list[str] = []
+        keys = [r.key for r in list_folder(src, dirs)]
+        stamp = {"kind": kind, "dirs": {os.path.relpath(d, src): _mtime(d) for d in dirs}}
+        if not keys:
+            raise ValueError(f"no images found in {src}")
+        return keys, stamp
+    stamp = _cheap_stamp(src, kind, None)
+    if kind == "manifest":  # the keys as the job will list them; whether each file exists is the job's check
+        m = Path(src)
+        keys = sorted({manifest_key(m, e) for e in manifest_paths(m)})
+        if not keys:
+            raise ValueError(f"no images listed in {src}")
+        return keys, stamp
+    return [r.key for r in list_images(src)], stamp
+
+
+# ----------------------------------------------------------------------------- the cache
+def _absolute(root: str | os.PathLike) -> str:
+    return os.path.abspath(str(root))  # patterns too: only the folder part changes
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("ROMA_CACHE_DIR"):
+        return Path(os.environ["ROMA_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "roma" / "data"
+
+
+def _cache_file(cache_dir: str | os.PathLike | None, src: str) -> Path | None:
+    if cache_dir is None:
+        return None
+    return Path(cache_dir) / f"{hashlib.sha256(src.encode()).hexdigest()[:20]}.json"
+
+
+def _read_cache(path: Path | None, src: str) -> dict[str, Any] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # a cache is never a reason to fail
+    ok = isinstance(entry, dict) and entry.get("format") == _CACHE_FORMAT and entry.get("root") == src
+    return entry if ok else None
+
+
+# in-process: the keys of a source listed during this launch, and their rank orders per seed
+_KEYS: dict[str, tuple[dict[str, Any], list[str]]] = {}
+_RANKED: dict[tuple[str, int], list[str]] = {}
+
+
+def data_fingerprint(root: str | os.PathLike, subset: int | None = None, seed: int = 0,
+                     cache_dir: str | os.PathLike | None = None) -> Fingerprint:
+    """Size and checksum of the images a run with this data root, subset and seed trains on.
+
+    Raises FileNotFoundError / ValueError (as roma.data.sources does) for a missing or empty source,
+    and ValueError when the subset is larger than the source."""
+    src = _absolute(root)
+    if not is_shard_pattern(src) and not os.path.exists(src):
+        raise FileNotFoundError(f"data root {src} does not exist")
+    kind = _kind(src)
+    cache = _cache_file(cache_dir, src)
+    entry = _read_cache(cache, src)
+    stamp = _cheap_stamp(src, kind, entry.get("stamp") if entry else None)
+    if entry is None or stamp is None or entry.get("stamp") != stamp:
+        entry = {"format": _CACHE_FORMAT, "root": src, "stamp": stamp, "total": None, "checksums": {}}
+    if kind == "shards" and entry["total"] is None:
+        info = _shard_index(src)[1]
+        if info is not None:
+            entry["total"], entry["checksums"]["all"] = info["images"], info["keys_sha256"]
+    want = "all" if subset is None else f"{subset}/{seed}"
+    if entry["total"] is None or want not in entry["checksums"]:
+        memo = _KEYS.get(src)
+        if memo is None or stamp is None or memo[0] != stamp:
+            keys, stamp = _listing(src, kind)
+            memo = _KEYS[src] = (stamp, keys)
+            for k in [k for k in _RANKED if k[0] == src]:
+                del _RANKED[k]
+            entry["checksums"] = {}
+        stamp, keys = memo
+        entry.update(stamp=stamp, total=len(keys))
+        entry["checksums"].setdefault("all", keys_checksum(keys))
+        if subset is not None:
+            if subset > len(keys):
+                raise ValueError(f"data.subset asks for {subset} images but {src} holds only {len(keys)}")
+            ranked = _RANKED.get((src, seed))
+            if ranked is None:
+                ranked = _RANKED[(src, seed)] = ranked_keys(keys, seed)
+            entry["checksums"][want] = keys_checksum(ranked[:subset])
+        if cache is not None:
+            try:
+                atomic.write_json(cache, entry)
+            except OSError:  # a read-only home: no cache, same answer
+                pass
+    total = int(entry["total"])
+    if subset is not None and subset > total:
+        raise ValueError(f"data.subset asks for {subset} images but {src} holds only {total}")
+    return Fingerprint(total, total if subset is None else subset, entry["checksums"][want])
