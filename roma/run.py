@@ -14,11 +14,12 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from roma import atomic
-from roma.config import RunConfig, to_plain
+from roma.config import EVAL_DATA_ENV, RunConfig, to_plain
 from roma.train.hooks import Hooks, TrainHooks
 
 
@@ -32,16 +33,44 @@ def evaluations(cfg: RunConfig) -> list[tuple[str, str, Any, bool]]:
             out.append((f"random_{tag}", "probe", p, True))
     for d in cfg.eval.dense:
         out.append((f"dense_{d.task}_{d.scan}", "dense", d, False))
-    # two evaluations of one kind that differ elsewhere (ratios, img_size, ...): tell them apart by
-    # a hash of their config, so each keeps its own results folder across relaunches
-    names = [n for n, *_ in out]
-    out = [(f"{n}_{_short_hash(sub)}" if names.count(n) > 1 else n, kind, sub, rand)
-           for n, kind, sub, rand in out]
+    # two evaluations of one kind that differ elsewhere: tell them apart by their training ratios
+    # (probe_aid_full_v3_cls_tr20 / _tr50), else by a hash of their config, so each keeps its own
+    # results folder across relaunches
+    for tell in (_ratios_tag, _short_hash):
+        names = [n for n, *_ in out]
+        out = [(f"{n}_{tell(sub)}" if names.count(n) > 1 else n, kind, sub, rand) for n, kind, sub, rand in out]
     names = [n for n, *_ in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"cfg.eval names the same evaluation twice: {dupes}")
     return out
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """One evaluation's dataset: where it is read from and whether it is there."""
+
+    name: str  # the evaluation (its folder under <run_dir>/eval)
+    dataset: str  # aid, ucm, oscd, spacenet, levir, ...
+    root: str
+    env: str | None  # the environment variable the paper specs read the root from (config.EVAL_DATA_ENV)
+    present: bool
+
+
+def evaluation_data(cfg: RunConfig) -> list[EvalData]:
+    """Every evaluation of cfg with its data root and whether that root exists (dry runs warn, launches refuse).
+
+    A root still holding an unexpanded `${VAR}` (a spec loaded with require_env=False) is absent."""
+    out = []
+    for name, kind, sub, _ in evaluations(cfg):
+        dataset = sub.dataset if kind == "probe" else sub.task
+        present = bool(sub.root) and "${" not in sub.root and Path(sub.root).exists()
+        out.append(EvalData(name, dataset, sub.root, EVAL_DATA_ENV.get(dataset), present))
+    return out
+
+
+def _ratios_tag(sub_cfg: Any) -> str:
+    return "_".join(f"tr{round(r * 100)}" for r in getattr(sub_cfg, "train_ratios", ()))
 
 
 def _short_hash(sub_cfg: Any) -> str:
