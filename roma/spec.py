@@ -7,6 +7,7 @@ RunConfig sections (dotted keys such as `data.subset: 250000` work too):
     description: "..."
     cluster: my_cluster         # a slurm/profiles/<name>.yaml profile (launcher: SLURM executor)
     parallelism: 8              # SLURM array concurrency cap
+    fallback_data: ucm          # data.root absent, no --data-root: fetch UC Merced, use its halves
     model: roma_base            # shorthand for model.name; geometry defaults come from the registry
     train: {max_steps: 300}
     grid: {data.subset: [312, 625], train.seed: [0, 1, 2]}          # cartesian product
@@ -38,7 +39,7 @@ from roma.validation import SAFE_NAME_RULE, ConfigError, is_safe_name, build_con
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO_ROOT / "experiments" / "specs"
-META_KEYS = ("kind", "base", "description", "cluster", "parallelism", "grid", "zip")
+META_KEYS = ("kind", "base", "description", "cluster", "parallelism", "grid", "zip", "fallback_data")
 SET_ORIGIN = "--set"
 # ModelConfig fields whose defaults come from the registry entry of the chosen model name.
 REGISTRY_MODEL_FIELDS = ("img_size", "patch_size", "cluster_size", "decoder_dim", "decoder_depth", "decoder_heads")
@@ -117,6 +118,7 @@ class Spec:
     cluster: str | None = None
     parallelism: int = 0  # 0: no cap
     resources_set: dict[str, Any] = field(default_factory=dict)  # resources keys the spec set explicitly
+    fallback_data: str | None = None  # a public dataset to fetch when data.root is absent (roma.launch.fallback_data)
 
     def names(self) -> list[str]:
         return [run_name(r) for r in self.runs]
@@ -433,7 +435,8 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
         raise ConfigError(errors)
     resources_set = raw.get("resources", {}) if isinstance(raw.get("resources"), dict) else {}
     return Spec(name=path.stem, path=path, runs=runs, description=str(meta.get("description", "")),
-                cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set))
+                cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set),
+                fallback_data=meta.get("fallback_data"))
 
 
 def _with_resolved_paths(cfg: RunConfig) -> RunConfig:

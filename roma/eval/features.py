@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import random
-import time
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from roma import atomic
 from roma.eval.augment import EVAL_CROP_PCT, EvalTransform
 from roma.eval.splits import FolderDataset
+from roma.progress import progress
 
 CACHE_VERSION = 1
 
@@ -72,19 +72,18 @@ def extract_features(encoder, ds: FolderDataset, img_size: int, device: torch.de
     loader = DataLoader(ImageListDataset(ds, indices, EvalTransform(img_size), skip_bad=True), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device.type == "cuda", collate_fn=_collate_marking_bad)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    parts, labels, done, t0, last = [], [], 0, time.time(), time.time()
+    parts, labels, done = [], [], 0
     encoder.eval()
-    for x, y, ok in loader:
-        f = None
-        if x is not None:
-            with amp:
-                f = encoder.forward_pooled(x.to(device, non_blocking=True)).float().cpu()
-        parts.append((f, ok))
-        labels.append(y)
-        done += len(y)
-        if time.time() - last > log_every_s:
-            last = time.time()
-            print(f"[probe] features {done}/{len(loader.dataset)} ({done / (last - t0):.1f} img/s)", flush=True)
+    with progress(len(loader.dataset), "probe features", unit="img", every_s=log_every_s) as bar:
+        for x, y, ok in loader:
+            f = None
+            if x is not None:
+                with amp:
+                    f = encoder.forward_pooled(x.to(device, non_blocking=True)).float().cpu()
+            parts.append((f, ok))
+            labels.append(y)
+            done += len(y)
+            bar.update(len(y))
     dim = next((f.shape[1] for f, _ in parts if f is not None), None)
     if dim is None:
         raise RuntimeError(f"none of the {done} images under {ds.root} could be read")

@@ -1,7 +1,7 @@
 """`python experiments/launch.py ...`: launch a spec, show its status, list specs, open the MLflow UI.
 
     launch.py SPEC [--executor local|slurm|debug] [--profile NAME] [--dry-run] [--only PATTERN]
-                   [--force] [--retry-failed] [--set key=value ...] [--data-root DIR]
+                   [--force] [--retry-failed] [--set key=value ...] [--data-root DIR] [--skip-data-check]
     launch.py eval SPEC|RUN_DIR [--eval PATTERN ...] [--only PATTERN] [--force] [--executor local|slurm|debug]
     launch.py status SPEC [--only PATTERN] [--watch SECONDS] [--set ...] [--data-root DIR]
     launch.py list
@@ -44,12 +44,17 @@ def _launch_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun finished/failed runs from scratch (deletes their folders)")
     p.add_argument("--retry-failed", action="store_true", help="retry failed runs (resuming from last.pt)")
     p.add_argument("--submitit-folder", help="submitit logs and pickles (default <output_root>/<experiment>/submitit)")
+    p.add_argument("--skip-data-check", action="store_true",
+                   help="launch without checking the datasets the runs name (roma.data.check)")
     p.add_argument("--execute", help=argparse.SUPPRESS)  # module:function replacing roma.run.execute (tests)
     return p
 
 
-def _load(args) -> Spec:
-    return load_spec(args.spec, parse_set(args.sets), data_root=args.data_root)
+def _load(args, fetch: bool = True, check_data: bool = True):
+    """-> Loaded(spec, note, pending): the spec, or the spec on its fallback dataset (fetched unless fetch=False)."""
+    from roma.launch.fallback_data import load_with_fallback
+
+    return load_with_fallback(args.spec, parse_set(args.sets), args.data_root, fetch, check_data)
 
 
 def _choose_executor(args, spec: Spec) -> tuple[str, dict | None]:
@@ -97,7 +102,7 @@ def _submit_evaluations(jobs, spec_name: str, folder: Path, profile, only=None, 
 
 def cmd_launch(argv: list[str]) -> int:
     args = _launch_parser().parse_args(argv)
-    spec = _load(args)
+    spec, data_note, data_pending = _load(args, fetch=not args.dry_run)
     executor, profile = _choose_executor(args, spec)
     runs = select(spec.runs, args.only)
     if not runs:
@@ -110,12 +115,22 @@ def cmd_launch(argv: list[str]) -> int:
     where = f"{executor}" + (f", profile {profile['name']}" if profile else "")
     print(f"spec {spec.name}: {len(spec.runs)} runs, {len(runs)} selected, {len(todo)} to launch ({where})")
     print(_plan_table(planned, executor == "slurm"))
-    missing = missing_eval_data(p.cfg for p in todo)
+    if data_note:
+        print(data_note)
+    missing = [] if data_pending else missing_eval_data(p.cfg for p in todo)  # a fallback fetches its data later
     if missing and args.dry_run:
         print("warning: evaluation data missing (a real launch refuses):\n  " + "\n  ".join(missing))
     elif missing:
         print("launch.py: evaluation data missing, nothing was launched:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
+    if todo and not args.skip_data_check and not data_pending:
+        from roma.launch.datacheck import check_runs, failed
+
+        bad = failed(check_runs([p.cfg for p in todo]))
+        if bad and not args.dry_run:
+            print(f"launch.py: the data check failed for {len(bad)} dataset(s) (above): nothing was launched. "
+                  "Fix the data, or pass --skip-data-check", file=sys.stderr)
+            return 2
     if args.dry_run or not todo:
         return 0
     for p in todo:
@@ -185,7 +200,8 @@ def _eval_runs(args) -> tuple[list, str, str | None]:
         if cfg.run_dir.resolve() != target.resolve():  # a moved study: its folder, not the recorded output_root
             cfg = dataclasses.replace(cfg, output_root=str(target.resolve().parent.parent))
         return [cfg], cfg.experiment, None
-    spec = load_spec(args.target, parse_set(args.sets), data_root=args.data_root, check_data=False)
+    args.spec = args.target  # the same runs as the launch gave (a fallback dataset included)
+    spec = _load(args, fetch=False, check_data=False).spec
     return select(spec.runs, args.only), spec.name, spec.cluster
 
 
@@ -269,7 +285,7 @@ def cmd_status(argv: list[str]) -> int:
     spec_args(p)
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until every run has ended")
     args = p.parse_args(argv)
-    spec = load_spec(args.spec, parse_set(args.sets), data_root=args.data_root, check_data=False)
+    spec = _load(args, fetch=False, check_data=False).spec
     runs = select(spec.runs, args.only)
     headers = ["id", "name", "state", "step", "loss", "job", "updated", "reason"]
     while True:
