@@ -13,7 +13,7 @@ Start-up: `build_pretrain_dataset` with data.subset = --subset, what a run does 
 step (list, choose the subset, write its manifest). Reading: every image of the subset read and
 decoded to RGB (no augmentation, which costs the same either way), in a shuffled order (the
 sampler's) for the folder and the map-style shard dataset (one open + seek per image), and in
-shard order, one open per shard, as ShardStream reads (the refs' sorting is outside the timing). The page cache is warm (the data were just written or read): these
+shard order, one open per shard, as `shards.read_in_order` reads (the refs' sorting is outside the timing). The page cache is warm (the data were just written or read): these
 figures are the per-image software cost, not a disk's. Ratios measured in one run.
 """
 from __future__ import annotations

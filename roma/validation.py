@@ -169,19 +169,15 @@ def _non_finite(obj: Any, prefix: str = "") -> list[str]:
 
 def count_images(root: str) -> int | None:
     """Images behind a data root, as the job will list them (manifests: their entries, cheaply)."""
-    from roma.data.sources import MANIFEST_EXTS, expand_shard_pattern, is_shard_pattern, list_folder
+    from roma.data.sources import MANIFEST_EXTS, list_folder, shard_files
 
     p = Path(root)
-    if is_shard_pattern(root):
-        from roma.data.shards import index_shards
+    tars = shard_files(root)
+    if tars:
+        from roma.data.shards import index_shards  # from the shards' index when they have one
 
-        return len(index_shards(expand_shard_pattern(root)))
+        return len(index_shards(tars, whole_folder=p.is_dir()))
     if p.is_dir():
-        tars = sorted(str(x) for x in p.iterdir() if x.is_file() and x.name.endswith(".tar"))
-        if tars:
-            from roma.data.shards import index_shards
-
-            return len(index_shards(tars))
         return len(list_folder(p))
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq

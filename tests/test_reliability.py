@@ -59,7 +59,7 @@ def test_two_simultaneous_launches_compute_a_run_once(tiny_spec, tmp_path):
     env = {**os.environ, "FAKE_LOG": str(log), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), str(REPO), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, str(REPO / "experiments" / "launch.py"), str(spec), "--data-root", str(manifest),
-           "--executor", "local", "--execute", "fake_slow:slow"]
+           "--executor", "local", "--execute", "fake_slow:slow", "--skip-data-check"]  # unchecked paths
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
@@ -198,7 +198,7 @@ def test_killed_job_is_failed_in_mlflow(tiny_spec, tmp_path):
     sys.path.insert(0, str(tmp_path))
     try:
         assert cli.main([str(spec), "--data-root", str(manifest), "--executor", "local",
-                         "--execute", "fake_die:die"]) == 1
+                         "--execute", "fake_die:die", "--skip-data-check"]) == 1
     finally:
         sys.path.remove(str(tmp_path))
     run_cfg = load_spec(spec, data_root=str(manifest)).runs[0]

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import random
+import time
 from pathlib import Path
 
 import torch
@@ -72,7 +73,7 @@ def extract_features(encoder, ds: FolderDataset, img_size: int, device: torch.de
     loader = DataLoader(ImageListDataset(ds, indices, EvalTransform(img_size), skip_bad=True), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device.type == "cuda", collate_fn=_collate_marking_bad)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    parts, labels, done = [], [], 0
+    parts, labels = [], []
     encoder.eval()
     with progress(len(loader.dataset), "probe features", unit="img", every_s=log_every_s) as bar:
         for x, y, ok in loader:
@@ -82,11 +83,10 @@ def extract_features(encoder, ds: FolderDataset, img_size: int, device: torch.de
                     f = encoder.forward_pooled(x.to(device, non_blocking=True)).float().cpu()
             parts.append((f, ok))
             labels.append(y)
-            done += len(y)
             bar.update(len(y))
     dim = next((f.shape[1] for f, _ in parts if f is not None), None)
     if dim is None:
-        raise RuntimeError(f"none of the {done} images under {ds.root} could be read")
+        raise RuntimeError(f"none of the {len(loader.dataset)} images under {ds.root} could be read")
     feats = []
     for f, ok in parts:
         rows = torch.full((len(ok), dim), float("nan"))
