@@ -45,7 +45,7 @@ def build(args, device):
     ares, msp = AresConfig(region_sizes=tuple(args.regions)), MspConfig(scales=tuple(args.msp_scales))
     torch.manual_seed(0)
     model = create_model(args.model, img_size=img, ares=ares, msp=msp).to(device)
-    tc = TrainConfig(batch_size=args.batch)
+    tc = TrainConfig(global_batch=args.batch)
     opt = build_optimizer(model, tc)
     if device.type == "cuda":  # the fused kernel: what a GPU run would use (the CPU loop keeps foreach=False)
         opt = torch.optim.AdamW(opt.param_groups, lr=opt.defaults["lr"], betas=tc.betas, fused=True)

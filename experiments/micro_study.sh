@@ -37,7 +37,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # one torch thread per process (see 
 PROBE="eval.probes=[{dataset: aid, root: $DATA/aid_probe, train_ratios: [0.5], protocol: fast, batch_size: 128, max_per_class: $PER_CLASS}]"
 COMMON=(--executor local --data-root "$DATA/aid_pool"
         --set "$PROBE" "experiment=$EXP" "output_root=$OUT" "train.max_steps=$STEPS"
-        "train.batch_size=$BATCH" "train.blr=$BLR" "train.warmup_epochs=0")
+        "train.global_batch=$BATCH" "train.blr=$BLR" "train.warmup_epochs=0")
 
 launch() {  # launch SPEC SEED [--only PATTERN]; a failed run does not stop the lane
   local spec=$1 seed=$2; shift 2

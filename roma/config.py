@@ -37,7 +37,9 @@ EVAL_DATA_ENV: dict[str, str] = {"aid": "ROMA_AID", "ucm": "ROMA_UCM", "oscd": "
 
 # Fields that say where or how a run executes, not what it computes: left out of the id so that
 # moving a study or changing the cluster does not make finished work look new.
-NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment")
+# Dotted keys name a field of a section (the memory bound changes how a step is cut into
+# micro-batches, not the step).
+NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment", "train.max_device_batch")
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,13 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 400
     max_steps: int | None = None  # stop after this many optimizer steps (micro runs, tests)
-    batch_size: int = 64  # per device, per micro-step
-    accum_steps: int = 1
-    blr: float = 1.5e-4  # lr = blr * effective_batch / 256
+    # images per optimizer step over all devices: the recipe (paper 256), in the run id; the
+    # per-device batch and gradient accumulation follow from the world size (roma.train.batching)
+    global_batch: int = 256
+    # most images one device holds per micro-step (its memory bound); execution only, not in the id.
+    # 64: roma_base at 192 px peaks at 12.3 GiB on an H200 (README), roma_large about 3x that
+    max_device_batch: int = 64
+    blr: float = 1.5e-4  # lr = blr * global_batch / 256
     min_lr: float = 0.0
     warmup_epochs: float = 40.0
     weight_decay: float = 0.05
@@ -220,7 +226,12 @@ class RunConfig:
 
 def identity(plain: dict[str, Any]) -> dict[str, Any]:
     """A plain config dict (RunConfig.to_dict(), or one saved in a checkpoint) without NOT_IN_ID."""
-    return {k: v for k, v in plain.items() if k not in NOT_IN_ID}
+    out = {k: v for k, v in plain.items() if k not in NOT_IN_ID}
+    for key in NOT_IN_ID:
+        section, _, name = key.partition(".")
+        if name and isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k != name}
+    return out
 
 
 def to_plain(obj: Any) -> Any:

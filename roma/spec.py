@@ -73,9 +73,11 @@ PAPER_SPACENET: dict[str, Any] = {"task": "spacenet", "img_size": 384, "crop_siz
 # Built-in bases: plain override dicts on top of the RunConfig defaults.
 BASES: dict[str, dict[str, Any]] = {
     "defaults": {},
-    # The paper's recipe (RunConfig defaults) and its downstream suite; data roots come from the environment.
+    # The paper's recipe (roma-reference.md section 5; the RunConfig defaults, written out) and its
+    # downstream suite (section 6); data roots come from the environment. Large: 300 epochs (scaling_model).
     "paper": {
         "data": {"root": "${ROMA_PRETRAIN_DATA}"},
+        "train": {"global_batch": 256, "epochs": 400, "warmup_epochs": 40, "blr": 1.5e-4},
         "eval": {"probes": [PAPER_PROBE | {"dataset": "aid", "root": _env("aid"), "train_ratios": [0.2]},
                             PAPER_PROBE | {"dataset": "aid", "root": _env("aid"), "train_ratios": [0.5]},
                             PAPER_PROBE | {"dataset": "ucm", "root": _env("ucm"), "train_ratios": [0.5]}],
@@ -85,7 +87,7 @@ BASES: dict[str, dict[str, Any]] = {
     "micro": {
         "model": {"name": "roma_micro_tiny"},
         "data": {"root": "../shared/data/AID", "num_workers": 1},
-        "train": {"epochs": 1000, "max_steps": 300, "batch_size": 32, "blr": 1.5e-3, "warmup_epochs": 0.5,
+        "train": {"epochs": 1000, "max_steps": 300, "global_batch": 32, "blr": 1.5e-3, "warmup_epochs": 0.5,
                   "ckpt_every_steps": 100, "log_every_steps": 10},
         # root "" = the pretraining data root (AID held-out half for the micro study)
         "eval": {"probes": [{"dataset": "aid", "root": "", "train_ratios": [0.5], "protocol": "fast",
@@ -119,6 +121,9 @@ class Spec:
     parallelism: int = 0  # 0: no cap
     resources_set: dict[str, Any] = field(default_factory=dict)  # resources keys the spec set explicitly
     fallback_data: str | None = None  # a public dataset to fetch when data.root is absent (roma.launch.fallback_data)
+    # dry_run: what a real launch would refuse but a plan can do without (unset variables, missing data)
+    warnings: list[str] = field(default_factory=list)
+    data_counts: dict[str, int | None] = field(default_factory=dict)  # images per existing data root
 
     def names(self) -> list[str]:
         return [run_name(r) for r in self.runs]
@@ -276,22 +281,22 @@ def _load_file(path: Path, origins: dict[str, str], errors: list[str], chain: tu
     return _merge(merged, layer)
 
 
-def _expand_env(value: Any, key: str, where, errors: list[str] | None) -> Any:
-    """${VAR} -> its value; an unset VAR is an error (errors=None: left as written)."""
+def _expand_env(value: Any, key: str, where, errors: list[str] | None, keep: bool = False) -> Any:
+    """${VAR} -> its value; an unset VAR is an error (errors=None: not reported) and becomes ""
+    (keep: stays as written, so a dry run's config shows what the launch will need)."""
     if isinstance(value, str):
         def sub(m: re.Match) -> str:
             var = m.group(1)
             if var not in os.environ:
-                if errors is None:
-                    return m.group(0)
-                errors.append(f"{where(key)}: {key}: environment variable {var} is not set")
-                return ""
+                if errors is not None:
+                    errors.append(f"{where(key)}: {key}: environment variable {var} is not set")
+                return m.group(0) if keep or errors is None else ""
             return os.environ[var]
         return re.sub(r"\$\{(\w+)\}", sub, value)
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{key}.{k}" if key else k, where, errors) for k, v in value.items()}
+        return {k: _expand_env(v, f"{key}.{k}" if key else k, where, errors, keep) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{key}[{i}]", where, errors) for i, v in enumerate(value)]
+        return [_expand_env(v, f"{key}[{i}]", where, errors, keep) for i, v in enumerate(value)]
     return value
 
 
@@ -327,17 +332,22 @@ def _sweep_combos(grid: Any, zips: Any, origin_of, errors: list[str]) -> list[li
 # ---------------------------------------------------------------- paths
 
 def _resolve_path(p: str) -> str:
-    return p if not p or os.path.isabs(p) else str((REPO_ROOT / p).resolve())
+    # an unset ${VAR} (dry run) stays as written
+    return p if not p or os.path.isabs(p) or "${" in p else str((REPO_ROOT / p).resolve())
 
 
 # ---------------------------------------------------------------- the entry point
 
 def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None = None,
-              data_root: str | None = None, check_data: bool = True, require_env: bool = True) -> Spec:
+              data_root: str | None = None, check_data: bool = True, require_env: bool = True,
+              dry_run: bool = False) -> Spec:
     """Load, compose, expand and validate a spec. Raises ConfigError listing every problem.
 
     overrides: {"dotted.key": value} (see parse_set); data_root: replaces data.root (a path relative
     to the current directory); check_data=False skips the file-system checks (roots, dataset size).
+    dry_run: unset environment variables and the file-system problems (missing roots, a subset
+    larger than the data) become Spec.warnings instead of errors, so a study can be planned before
+    its data exists; an unset ${VAR} stays in the config as written.
     """
     path = spec_path(name_or_path)
     errors: list[str] = []
@@ -366,7 +376,8 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
     if meta.get("kind", "runs") != "runs":
         raise ConfigError([f"{path}: kind: {meta['kind']!r} spec, not a spec of runs (kind: runs)"])
     raw.setdefault("experiment", path.stem)
-    raw = _expand_env(raw, "", where, errors if require_env else None)
+    warnings: list[str] = []
+    raw = _expand_env(raw, "", where, (warnings if dry_run else errors) if require_env else None, keep=dry_run)
     if "sweep" in raw:
         errors.append(f"{where('sweep')}: sweep: set by the spec's grid/zip, not directly")
         raw.pop("sweep")
@@ -423,12 +434,18 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             run_errors += e.problems
         if cfg is not None:
             cfg = _with_resolved_paths(cfg)
-            run_errors += check_config(cfg, where, check_data, counts)
+            if dry_run:
+                values = check_config(cfg, where, False)
+                run_errors += values
+                warnings += [p for p in check_config(cfg, where, True, counts) if p not in values]
+            else:
+                run_errors += check_config(cfg, where, check_data, counts)
             runs.append(cfg)
         errors += run_errors
-    env_keys = {m.group(1) for e in errors if (m := re.search(r": ([\w.\[\]]+): environment variable", e))}
-    errors = [e for e in errors if "environment variable" in e
-              or not any(f": {k}: " in e for k in env_keys)]
+    env_keys = {m.group(1) for e in errors + warnings
+                if (m := re.search(r": ([\w.\[\]]+): environment variable", e))}
+    errors, warnings = ([e for e in problems if "environment variable" in e or not any(f": {k}: " in e for k in env_keys)]
+                        for problems in (errors, warnings))
     if not errors:
         errors += _check_unique(runs, str(path))
     if errors:
@@ -436,7 +453,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
     resources_set = raw.get("resources", {}) if isinstance(raw.get("resources"), dict) else {}
     return Spec(name=path.stem, path=path, runs=runs, description=str(meta.get("description", "")),
                 cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set),
-                fallback_data=meta.get("fallback_data"))
+                fallback_data=meta.get("fallback_data"), warnings=list(dict.fromkeys(warnings)), data_counts=counts)
 
 
 def _with_resolved_paths(cfg: RunConfig) -> RunConfig:

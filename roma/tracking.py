@@ -39,6 +39,7 @@ _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
 MLFLOW_STATUS = {"pending": "RUNNING", "running": "RUNNING", "finished": "FINISHED", "failed": "FAILED",
                  "cancelled": "KILLED"}
 FAILURE_TAGS = ("failure_reason", "failure_stage")  # cleared when a retry finishes
+LAYOUT_FACTS = ("world_size", "device_batch", "accum_steps")  # how a start cut the global batch
 
 
 def tracking_uri(cfg: RunConfig) -> str:
@@ -287,7 +288,12 @@ class TrackingHooks(TrainHooks):
 
     def on_start(self, step: int, facts: dict[str, Any]) -> None:
         self.tracker.log_after = max(self.tracker.log_after, step)
+        # params are written once (the first start); a resume on another number of devices keeps the
+        # global batch and adds a point to the layout metrics at the step it resumed from
         self.tracker.log_params(run_params(self.cfg, code_version=code_version(), **facts))
+        layout = {k: facts[k] for k in LAYOUT_FACTS if k in facts}
+        if layout:
+            self.tracker.log_metrics(layout, step=step)
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         self.tracker.log_step(step, metrics)

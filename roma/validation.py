@@ -32,6 +32,15 @@ def is_safe_name(name: str) -> bool:
     return bool(_SAFE_NAME.fullmatch(name)) and len(name) <= 200
 
 
+# keys that no longer exist -> what replaced them (a spec or config.yaml of an older version)
+RENAMED = {
+    "train.batch_size": "the per-device batch is derived now; set train.global_batch (images per optimizer step "
+                        "over all devices, paper 256) and, for memory, train.max_device_batch",
+    "train.accum_steps": "gradient accumulation is derived from train.global_batch, the world size and "
+                         "train.max_device_batch",
+}
+
+
 class ConfigError(ValueError):
     """One or more problems in a config or spec; str() lists them all, one per line."""
 
@@ -120,7 +129,8 @@ def _build(cls: type, data: dict, prefix: str, where, errors: list[str], extra_k
         if k not in names:
             valid = [n for n in valid_keys(RunConfig) if n.startswith(prefix)] or [prefix + n for n in names]
             valid += list(extra_keys) if not prefix else []
-            errors.append(f"{where(key)}: unknown key {key!r}{suggest(key, valid)}")
+            hint = f": {RENAMED[key]}" if key in RENAMED else suggest(key, valid)
+            errors.append(f"{where(key)}: unknown key {key!r}{hint}")
             continue
         kwargs[k] = _coerce(v, hints[k], key, where, errors)
     if any(v is None and typing.get_origin(hints[k]) not in (typing.Union, types.UnionType)
@@ -253,7 +263,7 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
     if not 0.0 <= cfg.ares.p <= 1.0:
         err("ares.p", f"a probability in [0, 1], got {cfg.ares.p}")
     t = cfg.train
-    for k in ("epochs", "batch_size", "accum_steps", "ckpt_every_steps", "log_every_steps"):
+    for k in ("epochs", "global_batch", "max_device_batch", "ckpt_every_steps", "log_every_steps"):
         if getattr(t, k) <= 0:
             err(f"train.{k}", f"must be positive, got {getattr(t, k)}")
     if t.max_steps is not None and t.max_steps <= 0:

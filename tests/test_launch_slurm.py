@@ -79,7 +79,7 @@ def launch_env(tmp_path, monkeypatch, slurm_cluster, submitit_folder, aid_root):
         def __init__(self, **settings):
             self.spec = tmp_path / "slurm_micro.yaml"
             body = {"base": "micro", "output_root": str(tmp_path / "out"), "data.subset": 200,
-                    "train": {"max_steps": 30, "batch_size": 8, "ckpt_every_steps": 10, "log_every_steps": 10},
+                    "train": {"max_steps": 30, "global_batch": 8, "ckpt_every_steps": 10, "log_every_steps": 10},
                     "eval.probes": []}
             for k, v in settings.items():
                 body[k] = v
@@ -181,7 +181,7 @@ def test_micro_spec_runs_on_cluster_into_mlflow(launch_env):
 
 def test_micro_requeue_resumes_same_mlflow_run(launch_env):
     pytest.importorskip("roma.run", reason="roma.run.execute (pretraining) is not in this checkout")
-    env = launch_env(train={"max_steps": 60, "batch_size": 8, "ckpt_every_steps": 10, "log_every_steps": 10})
+    env = launch_env(train={"max_steps": 60, "global_batch": 8, "ckpt_every_steps": 10, "log_every_steps": 10})
     assert env.launch() == 0
     ckpt = run_dir(env.cfg) / "last.pt"
     wait_for(ckpt.exists, 300, "the first checkpoint")

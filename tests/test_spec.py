@@ -119,14 +119,14 @@ def test_format_size():
 def test_grid_zip_and_file_base(tmp_path, image_folder):
     write_spec(tmp_path, "parent", {"base": "micro", "train": {"max_steps": 7}, "data.subset": 100})
     p = write_spec(tmp_path, "child", {
-        "base": "parent.yaml", "train.batch_size": 8,
+        "base": "parent.yaml", "train.global_batch": 8,
         "grid": {"data.subset": [100, 200], "train.seed": [0, 1, 2]},
         "zip": {"label": ["plain", "msp"], "msp.enabled": [False, True], "msp.weight": [0.1, 0.3]},
     })
     spec = load_spec(p, data_root=str(image_folder))
     assert len(spec.runs) == 2 * 3 * 2
     first = spec.runs[0]
-    assert (first.train.max_steps, first.train.batch_size) == (7, 8)  # parent + child layers
+    assert (first.train.max_steps, first.train.global_batch) == (7, 8)  # parent + child layers
     assert spec.names()[:2] == ["roma_micro_tiny-100-seed0-plain", "roma_micro_tiny-100-seed0-msp"]
     assert dict(spec.runs[1].sweep) == {"data.subset": 100, "train.seed": 0, "label": "msp",
                                         "msp.enabled": True, "msp.weight": 0.3}
@@ -155,9 +155,9 @@ def test_set_overrides_are_yaml_typed(image_folder):
 # ------------------------------------------------------------------ named errors
 
 def test_unknown_key_names_file_and_suggests(tmp_path, image_folder):
-    p = write_spec(tmp_path, "typo", {"base": "micro", "train": {"batchsize": 8}, "gird": {"train.seed": [0]}})
+    p = write_spec(tmp_path, "typo", {"base": "micro", "train": {"globalbatch": 8}, "gird": {"train.seed": [0]}})
     msg = errors_of(p, data_root=str(image_folder))
-    assert f"{p.resolve()}: unknown key 'train.batchsize' (did you mean 'train.batch_size'?)" in msg
+    assert f"{p.resolve()}: unknown key 'train.globalbatch' (did you mean 'train.global_batch'?)" in msg
     assert "unknown key 'gird' (did you mean 'grid'?)" in msg
     msg = errors_of("quickstart", {"train.lr": 1e-3}, data_root=str(image_folder))
     assert "--set: unknown key 'train.lr' (did you mean 'train.blr'?)" in msg
@@ -167,9 +167,9 @@ def test_unknown_key_names_file_and_suggests(tmp_path, image_folder):
 
 
 def test_wrong_type(image_folder):
-    msg = errors_of("quickstart", {"train.batch_size": "big", "msp.enabled": 1, "data.crop_scale": [0.2]},
+    msg = errors_of("quickstart", {"train.global_batch": "big", "msp.enabled": 1, "data.crop_scale": [0.2]},
                     data_root=str(image_folder))
-    assert "--set: train.batch_size: expected int, got str 'big'" in msg
+    assert "--set: train.global_batch: expected int, got str 'big'" in msg
     assert "msp.enabled: expected bool, got int 1" in msg
     assert "data.crop_scale: expected 2 values, got 1" in msg
 

@@ -1,7 +1,8 @@
 """Shared pieces of the training tests (no tests here): synthetic PNGs, a nano model, a worker.
 
 Run as a script, it pretrains the config in a JSON file (used by the SIGKILL/resume test):
-    python tests/test_train_helpers.py cfg.json [step_delay_s]
+    python tests/test_train_helpers.py cfg.json [step_delay_s [stop_after_step]]
+stop_after_step: interrupt the run when that step is logged (it resumes from its last checkpoint).
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def data_fn(delay_s: float = 0.0):
 
 def nano_config(root: Path, out: Path, **train) -> RunConfig:
     register_nano()
-    t = dict(epochs=3, batch_size=4, accum_steps=1, warmup_epochs=1.0, ckpt_every_steps=2, log_every_steps=1,
+    t = dict(epochs=3, global_batch=4, warmup_epochs=1.0, ckpt_every_steps=2, log_every_steps=1,
              blr=1e-2)
     t.update(train)
     return RunConfig(experiment="trainsuite", output_root=str(out),
@@ -80,9 +81,18 @@ def main(argv: list[str]) -> None:
     from roma.validation import build_config
 
     register_nano()
+    from roma.train.hooks import TrainHooks
+
     cfg = build_config(json.loads(Path(argv[0]).read_text()))
     delay = float(argv[1]) if len(argv) > 1 else 0.0
-    execute(cfg, data=data_fn(delay))
+    stop = int(argv[2]) if len(argv) > 2 else 0
+
+    class StopAt(TrainHooks):
+        def on_log(self, step, metrics):
+            if step == stop:
+                raise KeyboardInterrupt(f"stopped at step {step} (test)")
+
+    execute(cfg, StopAt() if stop else None, data=data_fn(delay))
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ def test_param_groups_membership(model):
 
 
 def test_lr_scaling_rule_and_betas(model):
-    cfg = TrainConfig(batch_size=64, accum_steps=2, blr=1.5e-4)
-    assert base_lr(cfg, world_size=4) == pytest.approx(1.5e-4 * (64 * 2 * 4) / 256)
-    opt = build_optimizer(model, cfg, world_size=4)
+    cfg = TrainConfig(global_batch=512, max_device_batch=64, blr=1.5e-4)
+    assert base_lr(cfg) == pytest.approx(1.5e-4 * 512 / 256)  # the recipe's batch: no world size in it
+    opt = build_optimizer(model, cfg)
     assert opt.defaults["betas"] == (0.9, 0.95)
     assert all(g["lr"] == pytest.approx(3e-4) for g in opt.param_groups)
 

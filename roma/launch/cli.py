@@ -1,6 +1,6 @@
 """`python experiments/launch.py ...`: launch a spec, show its status, list specs, open the MLflow UI.
 
-    launch.py SPEC [--executor local|slurm|debug] [--profile NAME] [--dry-run] [--only PATTERN]
+    launch.py SPEC [--executor local|slurm|debug] [--profile NAME] [--dry-run [--json]] [--only PATTERN]
                    [--force] [--retry-failed] [--set key=value ...] [--data-root DIR] [--skip-data-check]
     launch.py eval SPEC|RUN_DIR [--eval PATTERN ...] [--only PATTERN] [--force] [--executor local|slurm|debug]
     launch.py status SPEC [--only PATTERN] [--watch SECONDS] [--set ...] [--data-root DIR]
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +42,10 @@ def _launch_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=("local", "slurm", "debug"),
                    help="default: slurm when sbatch is on PATH and a cluster profile is chosen, else local")
     p.add_argument("--profile", help="cluster profile (slurm/profiles/NAME.yaml); default: the spec's `cluster:`")
-    p.add_argument("--dry-run", action="store_true", help="print the run table, launch nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print each run's recipe, steps, evaluations and GPU-hour estimate; launch nothing "
+                        "(works without data: missing data and unset variables are warnings)")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON on stdout")
     p.add_argument("--force", action="store_true", help="rerun finished/failed runs from scratch (deletes their folders)")
     p.add_argument("--retry-failed", action="store_true", help="retry failed runs (resuming from last.pt)")
     p.add_argument("--submitit-folder", help="submitit logs and pickles (default <output_root>/<experiment>/submitit)")
@@ -51,18 +56,22 @@ def _launch_parser() -> argparse.ArgumentParser:
 
 
 def _load(args, fetch: bool = True, check_data: bool = True):
-    """-> Loaded(spec, note, pending): the spec, or the spec on its fallback dataset (fetched unless fetch=False)."""
+    """-> Loaded(spec, note, pending): the spec, or the spec on its fallback dataset (fetched unless fetch=False).
+
+    A dry run fetches nothing and turns missing data into the spec's warnings."""
     from roma.launch.fallback_data import load_with_fallback
 
-    return load_with_fallback(args.spec, parse_set(args.sets), args.data_root, fetch, check_data)
+    return load_with_fallback(args.spec, parse_set(args.sets), args.data_root, fetch, check_data,
+                              dry_run=getattr(args, "dry_run", False))
 
 
 def _choose_executor(args, spec: Spec) -> tuple[str, dict | None]:
+    """A dry run plans for the cluster profile even where sbatch is missing (a laptop, a login node)."""
     profile_name = args.profile or spec.cluster
-    executor = args.executor or ("slurm" if profile_name and slurm.available() else "local")
+    executor = args.executor or ("slurm" if profile_name and (args.dry_run or slurm.available()) else "local")
     if profile_name and not args.executor and executor == "local":
         print(f"cluster profile {profile_name!r} chosen but sbatch is not on PATH: running locally")
-    if executor == "slurm" and not slurm.available():
+    if executor == "slurm" and not slurm.available() and not args.dry_run:
         raise SystemExit("launch.py: --executor slurm needs SLURM's sbatch on PATH (not found)")
     return executor, _profile(profile_name) if executor == "slurm" else None
 
@@ -100,8 +109,71 @@ def _submit_evaluations(jobs, spec_name: str, folder: Path, profile, only=None, 
     return 0
 
 
+def _devices(cfg, executor: str, profile: dict | None):
+    from roma.launch.dryrun import Devices, local_devices, profile_devices
+
+    if executor == "slurm":
+        if profile is None:
+            return Devices(None, cfg.resources.nodes * max(cfg.resources.gpus_per_node, 1), "default resources")
+        return profile_devices(cfg, profile)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun ... launch.py --executor debug
+    return dataclasses.replace(local_devices(), count=world) if world > 1 else local_devices()
+
+
+def _check_layouts(runs, executor: str, profile: dict | None) -> None:
+    """Every run's global batch splits evenly over the ranks it will get, or nothing is submitted."""
+    from roma.train.batching import BatchLayoutError, layout
+
+    problems = []
+    for cfg in runs:
+        world = _devices(cfg, executor, profile).count if executor == "slurm" else int(os.environ.get("WORLD_SIZE", "1"))
+        try:
+            layout(cfg.train.global_batch, world, cfg.train.max_device_batch)
+        except BatchLayoutError as e:
+            problems.append(f"run {cfg.run_id} ({run_name(cfg)}): {e}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: dict | None, args,
+             data_note: str | None, data_pending: bool) -> int:
+    from roma.launch.dryrun import HEADERS, estimate_json, notes, plan_run, table_row
+
+    devices = _devices(runs[0], executor, profile)
+    plans = [plan_run(cfg, _devices(cfg, executor, profile), spec.data_counts) for cfg in runs]
+    if args.json:
+        out = {"spec": spec.name, "executor": executor, "profile": profile["name"] if profile else None,
+               "runs": [dict(p.to_json(), state=pl.state, action=pl.action) for p, pl in zip(plans, planned)],
+               "warnings": spec.warnings, "data_note": data_note}
+        total = [p.estimate for p in plans if estimate_json(p.estimate)["gpu_hours"] is not None]
+        out["total_gpu_hours"] = round(sum(e.gpu_hours for e in total), 2) if total else None
+        print(json.dumps(out, indent=1))
+        return 0
+    where = f"{executor}" + (f", profile {profile['name']}" if profile else "")
+    print(f"spec {spec.name}: {len(spec.runs)} runs, {len(runs)} selected ({where}); dry run, nothing launched")
+    rows = [table_row(p) + [describe_resources(p.cfg.resources if executor == "slurm" else None), pl.state,
+                            pl.action + (f" ({pl.why})" if pl.why and pl.action == "skip" else "")]
+            for p, pl in zip(plans, planned)]
+    print(render(HEADERS + ["resources", "state", "action"], rows))
+    for line in notes(plans, devices):
+        print(line)
+    for w in spec.warnings:
+        print(f"warning: {w} (a real launch refuses this)")
+    if data_note:
+        print(data_note)
+    # the data check of a real launch, shown (not enforced) when the data is there to check
+    if not (args.skip_data_check or data_pending or spec.warnings):
+        from roma.launch.datacheck import check_runs
+
+        check_runs(runs)
+    return 0
+
+
 def cmd_launch(argv: list[str]) -> int:
-    args = _launch_parser().parse_args(argv)
+    parser = _launch_parser()
+    args = parser.parse_args(argv)
+    if args.json and not args.dry_run:
+        parser.error("--json needs --dry-run")
     spec, data_note, data_pending = _load(args, fetch=not args.dry_run)
     executor, profile = _choose_executor(args, spec)
     runs = select(spec.runs, args.only)
@@ -111,6 +183,9 @@ def cmd_launch(argv: list[str]) -> int:
     if executor == "slurm":
         runs = [dataclasses.replace(r, resources=slurm.resolve_resources(r, profile, spec.resources_set)) for r in runs]
     planned = plan(runs, force=args.force, retry_failed=args.retry_failed)
+    if args.dry_run:
+        return _dry_run(spec, runs, planned, executor, profile, args, data_note, data_pending)
+    _check_layouts(runs, executor, profile)
     todo = [p for p in planned if p.launches]
     where = f"{executor}" + (f", profile {profile['name']}" if profile else "")
     print(f"spec {spec.name}: {len(spec.runs)} runs, {len(runs)} selected, {len(todo)} to launch ({where})")
@@ -118,20 +193,18 @@ def cmd_launch(argv: list[str]) -> int:
     if data_note:
         print(data_note)
     missing = [] if data_pending else missing_eval_data(p.cfg for p in todo)  # a fallback fetches its data later
-    if missing and args.dry_run:
-        print("warning: evaluation data missing (a real launch refuses):\n  " + "\n  ".join(missing))
-    elif missing:
+    if missing:  # (the dry run shows these as warnings: roma.validation.check_config names the variable)
         print("launch.py: evaluation data missing, nothing was launched:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     if todo and not args.skip_data_check and not data_pending:
         from roma.launch.datacheck import check_runs, failed
 
         bad = failed(check_runs([p.cfg for p in todo]))
-        if bad and not args.dry_run:
+        if bad:
             print(f"launch.py: the data check failed for {len(bad)} dataset(s) (above): nothing was launched. "
                   "Fix the data, or pass --skip-data-check", file=sys.stderr)
             return 2
-    if args.dry_run or not todo:
+    if not todo:
         return 0
     for p in todo:
         if p.action == "rerun":

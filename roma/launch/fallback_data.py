@@ -33,7 +33,7 @@ def halves_dir() -> Path:
 
 
 def load_with_fallback(name: str, overrides: dict[str, Any], data_root: str | None, fetch: bool = True,
-                       check_data: bool = True) -> Loaded:
+                       check_data: bool = True, dry_run: bool = False) -> Loaded:
     """The spec as load_spec gives it, or on its fallback dataset (with a note saying so).
 
     fetch=False (dry run, status) computes the fallback's paths without downloading anything.
@@ -41,7 +41,7 @@ def load_with_fallback(name: str, overrides: dict[str, Any], data_root: str | No
     spec = load_spec(name, overrides, data_root=data_root, check_data=False, require_env=False)
     missing = sorted({r.data.root for r in spec.runs if not _root_exists(r.data.root)})
     if not spec.fallback_data or data_root is not None or "data.root" in overrides or not missing:
-        return Loaded(load_spec(name, overrides, data_root=data_root, check_data=check_data))
+        return Loaded(load_spec(name, overrides, data_root=data_root, check_data=check_data, dry_run=dry_run))
     if spec.fallback_data not in FALLBACKS:
         raise ConfigError([f"{spec.path}: fallback_data: {spec.fallback_data!r} is not one of {', '.join(FALLBACKS)}"])
     from roma.data.download import UCM, DownloadError, dataset_root
@@ -68,5 +68,6 @@ def load_with_fallback(name: str, overrides: dict[str, Any], data_root: str | No
     probes = [{**to_plain(p), "dataset": "ucm", "root": str(probe)} if p.root == runs_root else to_plain(p)
               for p in spec.runs[0].eval.probes]
     extra = {"data.subset": None, "eval.probes": probes}
-    spec = load_spec(name, {**overrides, **extra}, data_root=str(pool), check_data=check_data and not pending)
+    spec = load_spec(name, {**overrides, **extra}, data_root=str(pool), check_data=check_data and not pending,
+                     dry_run=dry_run and not pending)
     return Loaded(spec, note, pending)

@@ -1,6 +1,6 @@
 """AdamW with decay / no-decay parameter groups and the warm-up + half-cycle cosine lr schedule.
 
-    opt = build_optimizer(model, cfg.train, world_size)    # lr = blr * effective_batch / 256
+    opt = build_optimizer(model, cfg.train)                 # lr = blr * global_batch / 256
     sched = WarmupCosine(opt, warmup_steps, total_steps, min_lr)
     sched.step()                                            # once per optimizer step
 """
@@ -34,18 +34,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
 
 
-def effective_batch(cfg: TrainConfig, world_size: int = 1) -> int:
-    return cfg.batch_size * cfg.accum_steps * world_size
+def base_lr(cfg: TrainConfig) -> float:
+    """The linear scaling rule: lr = blr * global_batch / 256 (the recipe's batch: no world size in it)."""
+    return cfg.blr * cfg.global_batch / 256
 
 
-def base_lr(cfg: TrainConfig, world_size: int = 1) -> float:
-    """The linear scaling rule: lr = blr * effective_batch / 256."""
-    return cfg.blr * effective_batch(cfg, world_size) / 256
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig, world_size: int = 1) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     # foreach=False: the same kernels whatever the parameter list, so CPU runs are bitwise reproducible
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=base_lr(cfg, world_size),
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=base_lr(cfg),
                              betas=tuple(cfg.betas), foreach=False)
 
 

@@ -6,11 +6,14 @@ It reads `cfg`, writes only `run_dir` (last.pt, encoder.pt, bad-image lists) and
 `hooks` (roma.train.hooks: start, log steps, checkpoints, preemption). Tracking, status files and
 the SLURM job are the caller's (roma.run, roma.launch).
 
-One optimizer step = `accum_steps` micro-batches of `batch_size` images per rank. The sampler
-position (samples consumed by this rank in the current epoch), the RNG states, model, optimizer
-and scheduler go into last.pt every `ckpt_every_steps` steps and at the end; a restart reloads them
-and continues as if nothing happened (augmentation randomness is a function of seed, epoch and
-index in the data layer, so skipped-to samples get the same crops).
+One optimizer step = `train.global_batch` images over all ranks: each rank takes its share in
+`accum_steps` micro-batches of `device_batch` images (roma.train.batching derives both from the
+world size and `train.max_device_batch`). The sampler position (global: images of the current
+epoch consumed by all ranks), the RNG states, model, optimizer and scheduler go into last.pt every
+`ckpt_every_steps` steps and at the end; a restart reloads them and continues as if nothing
+happened (augmentation randomness is a function of seed, epoch and index in the data layer, so
+skipped-to samples get the same crops), also on another number of ranks: the same images make
+each step (bitwise equal on the same layout, equal up to float summation order on another).
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ from roma.train.distributed import (
     wrap_ddp,
 )
 from roma.train.hooks import TrainHooks
-from roma.train.optim import WarmupCosine, build_optimizer, effective_batch
+from roma.train.batching import BatchLayout, layout, schedule
+from roma.train.optim import WarmupCosine, build_optimizer
 from roma.train.sampler import ResumableSampler
 
 BATCH_KEYS = ("image", "target", "region", "angle")
@@ -114,7 +118,7 @@ class LoopState:
 
     step: int = 0
     epoch: int = 0
-    position: int = 0  # samples this rank consumed in `epoch`
+    position: int = 0  # images of `epoch` consumed by all ranks (a multiple of the global batch)
     last_loss: float | None = None
     rng: dict[str, Any] = field(default_factory=dict)
     updating: bool = False  # True while optimizer.step changes the weights (no consistent state)
@@ -165,23 +169,23 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
     run_dir.mkdir(parents=True, exist_ok=True)
     dist = init_distributed(device)
     dev = dist.device
+    try:
+        lay = layout(tc.global_batch, dist.world_size, tc.max_device_batch)
+    except ValueError:
+        cleanup(dist)
+        raise
     amp_dtype = autocast_dtype(tc.precision, dev)
 
     # same initial weights on every rank and on every restart (then overwritten by last.pt)
     ckpt_io.seed_everything(tc.seed)
     dataset, collate, info = (data or build_data)(cfg, run_dir, tc.seed)
     model = build_model(cfg).to(dev)
-    optimizer = build_optimizer(model, tc, dist.world_size)
-    sampler = ResumableSampler(len(dataset), seed=tc.seed, rank=dist.rank, world_size=dist.world_size)
-    per_step = tc.batch_size * tc.accum_steps  # samples per rank per optimizer step
-    steps_per_epoch = sampler.num_samples // per_step
-    if steps_per_epoch < 1:
-        raise ValueError(f"dataset of {len(dataset)} images over {dist.world_size} rank(s) holds no full step of "
-                         f"train.batch_size x train.accum_steps = {per_step} images")
-    total = tc.epochs * steps_per_epoch
-    total = min(total, tc.max_steps) if tc.max_steps else total
-    warmup = min(round(tc.warmup_epochs * steps_per_epoch), total)
-    scheduler = WarmupCosine(optimizer, warmup, total, tc.min_lr)
+    optimizer = build_optimizer(model, tc)
+    sch = schedule(tc, len(dataset))
+    sampler = ResumableSampler(len(dataset), tc.global_batch, seed=tc.seed, rank=dist.rank,
+                               world_size=dist.world_size)
+    steps_per_epoch, total = sch.steps_per_epoch, sch.total_steps
+    scheduler = WarmupCosine(optimizer, sch.warmup_steps, total, tc.min_lr)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
 
     st = LoopState()
@@ -192,6 +196,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
     last = ckpt_io.load_last(run_dir)
     if last is not None:
         check_resumable(last, cfg, run_dir)
+        check_sampler(last, sampler, lay, run_dir, announce=dist.is_main)
         restore(last, st, model, optimizer, scheduler, scaler, bad_tracker)
     ddp_model = wrap_ddp(model, dist)
 
@@ -199,8 +204,10 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
         hooks.on_start(st.step, {"param_count": count_params(model.encoder),
                                  "data_size": info.get("data_size", len(dataset)),
                                  "data_checksum": info.get("checksum", ""),
-                                 "effective_batch": effective_batch(tc, dist.world_size),
-                                 "steps_per_epoch": steps_per_epoch, "total_steps": total})
+                                 "global_batch": lay.global_batch, "world_size": lay.world_size,
+                                 "device_batch": lay.device_batch, "accum_steps": lay.accum_steps,
+                                 "steps_per_epoch": steps_per_epoch, "total_steps": total,
+                                 "images_seen": sch.images_seen})
 
     def save(keep_epoch: int | None = None) -> None:
         if not dist.is_main:
@@ -232,7 +239,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
             sampler.set_epoch(st.epoch, st.position)
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(st.epoch)
-            loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate,
+            loader = DataLoader(dataset, batch_size=lay.device_batch, sampler=sampler, collate_fn=collate,
                                 num_workers=cfg.data.num_workers, pin_memory=dev.type == "cuda",
                                 drop_last=True, persistent_workers=False,
                                 # SLURM signals every process of the job: workers must leave
@@ -242,8 +249,8 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
                                 generator=torch.Generator().manual_seed(tc.seed * 100003 + st.epoch))
             _shutdown_workers(batches)
             batches = iter(loader)
-            while st.step < total and sampler.num_samples - st.position >= per_step:
-                micro = _next_micro_batches(batches, tc.accum_steps, bad_tracker)
+            while st.step < total and sampler.epoch_len - st.position >= lay.global_batch:
+                micro = _next_micro_batches(batches, lay.accum_steps, bad_tracker)
                 model.train()
                 losses = forward_backward(ddp_model, micro, dev, amp_dtype, scaler, st.step + 1)
                 scaler.unscale_(optimizer)
@@ -257,10 +264,10 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 st.step += 1
-                st.position += per_step
+                st.position += lay.global_batch
                 st.rng = ckpt_io.rng_state()
                 st.updating = False
-                images_since += per_step * dist.world_size
+                images_since += lay.global_batch
 
                 log_now = st.step % tc.log_every_steps == 0 or st.step == total
                 metrics = {}
@@ -276,7 +283,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
                 progress.update(st.step, total, {**metrics, "epoch": st.epoch}, log_now)
                 if st.step % tc.ckpt_every_steps == 0 and st.step < total:
                     checkpoint()
-            if sampler.num_samples - st.position < per_step:  # epoch done
+            if sampler.epoch_len - st.position < lay.global_batch:  # epoch done
                 st.epoch, st.position = st.epoch + 1, 0
                 st.rng = ckpt_io.rng_state()
                 if st.epoch in tc.keep_epochs:
@@ -337,6 +344,25 @@ def check_resumable(last: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None
         diff = sorted(k for k in now if saved.get(k) != now[k])
         raise ValueError(f"{run_dir / ckpt_io.LAST} was written by a different config (sections {diff} differ); "
                          "remove it or use another output folder")
+
+
+def check_sampler(last: dict[str, Any], sampler: ResumableSampler, lay: BatchLayout, run_dir: Path,
+                  announce: bool = False) -> None:
+    """last.pt's sampler position must be a global one of this dataset and global batch; the world
+    size may differ (the position is global, so the same images make each remaining step)."""
+    saved = last["sampler"]
+    where = run_dir / ckpt_io.LAST
+    if saved.get("global_batch") != lay.global_batch:
+        raise ValueError(f"{where}: its sampler position is not in global images of train.global_batch "
+                         f"{lay.global_batch} (written with {saved.get('global_batch', 'a per-rank position')}); "
+                         "it cannot be resumed exactly: remove it or use another output folder")
+    if saved.get("n") != sampler.n or saved["position"] % lay.global_batch or saved["position"] > sampler.epoch_len:
+        raise ValueError(f"{where}: sampler position {saved['position']} of {saved.get('n')} images does not fit "
+                         f"this dataset of {sampler.n} images at global batch {lay.global_batch}")
+    if announce and saved.get("world_size") != lay.world_size:
+        print(f"resuming at step {last['step']} on {lay.world_size} rank(s) (last.pt: {saved.get('world_size')}): "
+              f"global batch {lay.global_batch} = {lay.world_size} x {lay.device_batch} x {lay.accum_steps} "
+              f"micro-steps, sampler at global position {saved['position']}", flush=True)
 
 
 def _shutdown_workers(batches) -> None:
