@@ -31,6 +31,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.dense.precision": ("auto", "bf16", "fp32"),  # no loss scaler in the dense loop: no fp16
 }
 
+# Downstream datasets of the paper specs -> the environment variable that gives each one's root
+# (spec base "paper", the launcher's missing-data messages and roma.run.evaluation_data read it).
+EVAL_DATA_ENV: dict[str, str] = {"aid": "ROMA_AID", "ucm": "ROMA_UCM", "oscd": "ROMA_OSCD", "spacenet": "ROMA_SPACENET"}
+
 # Fields that say where or how a run executes, not what it computes: left out of the id so that
 # moving a study or changing the cluster does not make finished work look new.
 # Dotted keys name a field of a section (the memory bound changes how a step is cut into

@@ -7,6 +7,11 @@ evaluation leaves the finished pretraining (encoder.pt, last.pt) as it is: a rel
 the evaluations that have no results.json.
 
     <run_dir>/eval/<name>/results.json   one per evaluation: {"metrics": {...}, "seconds": s}
+    <run_dir>/eval/<name>/failed.json    its last failure (removed when it succeeds)
+
+evaluate(cfg, only=[...]) runs evaluations alone on a finished pretraining (`launch.py eval`, the
+SLURM evaluation jobs that start after the pretraining job): their metrics are added to the same
+MLflow run (the id recorded in <run_dir>/mlflow_run_id).
 """
 from __future__ import annotations
 
@@ -14,11 +19,12 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from roma import atomic
-from roma.config import RunConfig, to_plain
+from roma.config import EVAL_DATA_ENV, RunConfig, to_plain
 from roma.train.hooks import Hooks, TrainHooks
 
 
@@ -32,11 +38,12 @@ def evaluations(cfg: RunConfig) -> list[tuple[str, str, Any, bool]]:
             out.append((f"random_{tag}", "probe", p, True))
     for d in cfg.eval.dense:
         out.append((f"dense_{d.task}_{d.scan}", "dense", d, False))
-    # two evaluations of one kind that differ elsewhere (ratios, img_size, ...): tell them apart by
-    # a hash of their config, so each keeps its own results folder across relaunches
-    names = [n for n, *_ in out]
-    out = [(f"{n}_{_short_hash(sub)}" if names.count(n) > 1 else n, kind, sub, rand)
-           for n, kind, sub, rand in out]
+    # two evaluations of one kind that differ elsewhere: tell them apart by their training ratios
+    # (probe_aid_full_v3_cls_tr20 / _tr50), else by a hash of their config, so each keeps its own
+    # results folder across relaunches
+    for tell in (_ratios_tag, _short_hash):
+        names = [n for n, *_ in out]
+        out = [(f"{n}_{tell(sub)}" if names.count(n) > 1 else n, kind, sub, rand) for n, kind, sub, rand in out]
     names = [n for n, *_ in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -69,6 +76,33 @@ def metric_key_collisions(cfg: RunConfig) -> list[tuple[str, str, list[str]]]:
     return [(where[k], k, names) for k, names in owners.items() if len(names) > 1]
 
 
+@dataclass(frozen=True)
+class EvalData:
+    """One evaluation's dataset: where it is read from and whether it is there."""
+
+    name: str  # the evaluation (its folder under <run_dir>/eval)
+    dataset: str  # aid, ucm, oscd, spacenet, levir, ...
+    root: str
+    env: str | None  # the environment variable the paper specs read the root from (config.EVAL_DATA_ENV)
+    present: bool
+
+
+def evaluation_data(cfg: RunConfig) -> list[EvalData]:
+    """Every evaluation of cfg with its data root and whether that root exists (dry runs warn, launches refuse).
+
+    A root still holding an unexpanded `${VAR}` (a spec loaded with require_env=False) is absent."""
+    out = []
+    for name, kind, sub, _ in evaluations(cfg):
+        dataset = sub.dataset if kind == "probe" else sub.task
+        present = bool(sub.root) and "${" not in sub.root and Path(sub.root).exists()
+        out.append(EvalData(name, dataset, sub.root, EVAL_DATA_ENV.get(dataset), present))
+    return out
+
+
+def _ratios_tag(sub_cfg: Any) -> str:
+    return "_".join(f"tr{round(r * 100)}" for r in getattr(sub_cfg, "train_ratios", ()))
+
+
 def _short_hash(sub_cfg: Any) -> str:
     blob = json.dumps(to_plain(sub_cfg), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
@@ -84,12 +118,15 @@ def _runner(kind: str) -> Callable[..., dict[str, float]]:
     return run_dense
 
 
+RESULTS, FAILED = "results.json", "failed.json"
+
+
 def run_evaluation(name: str, kind: str, sub_cfg: Any, random_init: bool, cfg: RunConfig, encoder: Path,
                    out_root: Path, device: str) -> dict[str, float]:
     """Run one evaluation (or read its results.json when it already finished)."""
 
     out_dir = out_root / name
-    results = out_dir / "results.json"
+    results = out_dir / RESULTS
     if results.exists():
         return {k: float(v) for k, v in json.loads(results.read_text())["metrics"].items()}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +137,104 @@ def run_evaluation(name: str, kind: str, sub_cfg: Any, random_init: bool, cfg: R
     metrics = {k: float(v) for k, v in metrics.items()}
     atomic.write_json(results, {"metrics": metrics, "seconds": round(time.time() - t0, 1)})
     return metrics
+
+
+def select_evaluations(cfg: RunConfig, only: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """Names of cfg's evaluations matching any fnmatch pattern in `only` (all when None or empty)."""
+    import fnmatch
+
+    names = [n for n, *_ in evaluations(cfg)]
+    if not only:
+        return names
+    picked = [n for n in names if any(fnmatch.fnmatch(n, pat) for pat in only)]
+    if not picked:
+        raise ValueError(f"no evaluation of run {cfg.run_id} matches {list(only)}; its evaluations: "
+                         + (", ".join(names) or "none"))
+    return picked
+
+
+def run_evaluations(cfg: RunConfig, tracker, encoder: Path, names: list[str] | None = None,
+                    force: bool = False) -> tuple[dict[str, float], dict[str, str]]:
+    """The named evaluations (all: None) one after another, each logged into `tracker` as it ends.
+
+    -> (metrics, failures {name: error}). A failed evaluation is recorded in eval/<name>/failed.json
+    and the others still run; force=True deletes an evaluation's folder (results, caches) first."""
+    import shutil
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out_root = cfg.run_dir / "eval"
+    metrics: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    logged: dict[str, str] = {}  # metric key -> the evaluation that logged it
+    for name, kind, sub, rand in evaluations(cfg):
+        if names is not None and name not in names:
+            continue
+        if force:
+            shutil.rmtree(out_root / name, ignore_errors=True)
+        tracker.set_tags({"eval": name})
+        try:
+            got = run_evaluation(name, kind, sub, rand, cfg, encoder, out_root, device)
+        except Exception as e:  # noqa: BLE001 - the other evaluations still run; reported by the caller
+            failures[name] = f"{type(e).__name__}: {e}"
+            atomic.write_json(out_root / name / FAILED, {"error": failures[name], "time": time.time()})
+            continue
+        clash = sorted(set(got) & set(logged))
+        if clash:  # validation refuses configs whose evaluations share keys; a runner must not either
+            failures[name] = f"metric keys {clash} were already logged by {sorted({logged[k] for k in clash})}"
+            atomic.write_json(out_root / name / FAILED, {"error": failures[name], "time": time.time()})
+            continue
+        (out_root / name / FAILED).unlink(missing_ok=True)
+        logged.update(dict.fromkeys(got, name))
+        tracker.log_metrics(got)
+        metrics.update(got)
+    return metrics, failures
+
+
+def failed_evaluations(cfg: RunConfig) -> dict[str, str]:
+    """{name: error} of cfg's evaluations whose last attempt failed (eval/<name>/failed.json)."""
+    out = {}
+    for name, *_ in evaluations(cfg):
+        f = cfg.run_dir / "eval" / name / FAILED
+        if f.exists():
+            out[name] = str(json.loads(f.read_text()).get("error"))
+    return out
+
+
+def evaluation_done(cfg: RunConfig, name: str) -> bool:
+    return (cfg.run_dir / "eval" / name / RESULTS).exists()
+
+
+def evaluate(cfg: RunConfig, only: list[str] | tuple[str, ...] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run evaluations of a finished pretraining alone; their metrics land in the run's MLflow run.
+
+    only: fnmatch patterns of evaluation names (see evaluations()); done evaluations are read back
+    from their results.json unless force. Raises FileNotFoundError when the run has no encoder.pt
+    (pretraining not finished), EvaluationError when one of them failed (the others still ran)."""
+    from roma.tracking import Tracker
+    from roma.train.checkpoint import ENCODER
+
+    rd = cfg.run_dir
+    encoder = rd / ENCODER
+    if not encoder.exists():
+        raise FileNotFoundError(f"{rd}: no {ENCODER}: the pretraining of run {cfg.run_id} has not finished; "
+                                "launch the spec first")
+    names = select_evaluations(cfg, only)
+    tracker = Tracker.open(cfg, rd)
+    try:
+        metrics, failures = run_evaluations(cfg, tracker, encoder, names, force)
+    except BaseException:
+        tracker.end("cancelled")
+        raise
+    others = {k: v for k, v in failed_evaluations(cfg).items() if k not in failures}
+    if failures or others:  # the run stays failed (stage eval) while any evaluation's last attempt failed
+        tracker.end("failed", str(EvaluationError({**failures, **others})), "eval")
+    else:
+        tracker.end("finished")
+    if failures:
+        raise EvaluationError(failures)
+    return {"mlflow_run_id": tracker.run_id, "evaluations": names, **metrics}
 
 
 class EvaluationError(RuntimeError):
@@ -129,15 +264,14 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def execute(cfg: RunConfig, hooks: TrainHooks | None = None, data=None) -> dict[str, Any]:
+def execute(cfg: RunConfig, hooks: TrainHooks | None = None, data=None, evaluate: bool = True) -> dict[str, Any]:
     """Pretrain (resuming if possible), evaluate, and log everything into the run's one MLflow run.
 
     hooks: the caller's training hooks (roma.launch.job: status progress, preemption).
     data: replaces the pretraining data builder (tests, benchmarks; see roma.train.pretrain).
+    evaluate=False: pretraining only (SLURM runs each evaluation as its own job, see evaluate()).
     Raises EvaluationError when pretraining finished but an evaluation failed (the others still run).
     """
-    import torch
-
     from roma.tracking import Tracker, TrackingHooks
     from roma.train.pretrain import pretrain
 
@@ -152,25 +286,11 @@ def execute(cfg: RunConfig, hooks: TrainHooks | None = None, data=None) -> dict[
         if result["trained"]:
             finalize_tracking(tracker, cfg, result)
         stage = "eval"
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        failures: dict[str, str] = {}
-        logged: dict[str, str] = {}  # metric key -> the evaluation that logged it
-        for name, kind, sub, rand in evaluations(cfg):
-            tracker.set_tags({"eval": name})
-            try:
-                metrics = run_evaluation(name, kind, sub, rand, cfg, Path(result["encoder"]), rd / "eval", device)
-            except Exception as e:  # noqa: BLE001 - the other evaluations still run; reported below
-                failures[name] = f"{type(e).__name__}: {e}"
-                continue
-            clash = sorted(set(metrics) & set(logged))
-            if clash:  # validation refuses configs whose evaluations share keys; a runner must not either
-                failures[name] = f"metric keys {clash} were already logged by {sorted({logged[k] for k in clash})}"
-                continue
-            logged.update(dict.fromkeys(metrics, name))
-            tracker.log_metrics(metrics)
+        if evaluate:
+            metrics, failures = run_evaluations(cfg, tracker, Path(result["encoder"]))
             result.update(metrics)
-        if failures:
-            raise EvaluationError(failures)
+            if failures:
+                raise EvaluationError(failures)
     except BaseException as e:
         if isinstance(e, Exception):
             tracker.end("failed", f"{type(e).__name__}: {e}", stage)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
-from roma.config import CHOICES, RunConfig, to_plain
+from roma.config import CHOICES, EVAL_DATA_ENV, RunConfig, to_plain
 
 Where = Callable[[str], str]
 # experiment and spec names become one folder under output_root (and an MLflow experiment)
@@ -365,10 +365,14 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
                     f"{cfg.data.root} ({n} images)")
         for section, items in (("probes", cfg.eval.probes), ("dense", cfg.eval.dense)):
             for i, item in enumerate(items):
+                key = f"eval.{section}[{i}].root"
+                dataset = getattr(item, "dataset", None) or getattr(item, "task", "")
+                hint = (f" (set {EVAL_DATA_ENV[dataset]} to the {dataset} dataset, or --set {key}=...)"
+                        if dataset in EVAL_DATA_ENV else "")
                 if not item.root:
-                    err(f"eval.{section}[{i}].root", "missing root")
+                    err(key, "missing root" + hint)
                 elif not Path(item.root).exists():
-                    err(f"eval.{section}[{i}].root", f"{item.root} does not exist")
+                    err(key, f"{item.root} does not exist{hint}")
     return errs
 
 

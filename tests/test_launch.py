@@ -262,17 +262,31 @@ def test_slurm_submission_and_reconcile(env, monkeypatch, tmp_path, capsys):
             submitted["params"] = params
 
         def map_array(self, fn, args):
-            submitted["fn"], submitted["args"] = fn, list(args)
+            submitted["fn"], submitted["args"], submitted["array"] = fn, list(args), submitted["params"]
             return [FakeJob(i) for i in range(len(submitted["args"]))]
+
+        def submit(self, fn, *args):  # one evaluation job
+            submitted.setdefault("evals", []).append((fn, args, submitted["params"]))
+            return FakeJob(f"e{len(submitted['evals'])}")
 
     monkeypatch.setattr(submitit, "SlurmExecutor", FakeExecutor)
     monkeypatch.setattr(slurm, "available", lambda: True)
     prof = tmp_path / "c.yaml"
     prof.write_text("partition: batch\nparallelism: 5\n")
     assert env.launch("--profile", str(prof), "--execute", "fake_exec:ok") == 0  # slurm by default
-    assert submitted["params"]["partition"] == "batch" and submitted["params"]["array_parallelism"] == 5
+    assert submitted["array"]["partition"] == "batch" and submitted["array"]["array_parallelism"] == 5
     assert submitted["folder"].endswith("submitit") and len(submitted["args"]) == 2
     assert submitted["fn"].execute_target == "fake_exec:ok"
+    # the pretraining jobs only pretrain; each evaluation is its own job, after its run's job succeeded
+    assert submitted["fn"].evaluate is False
+    evals = submitted["evals"]
+    assert [(a[0]["sweep"], a[1]) for _, a, _ in evals] == \
+        [(submitted["args"][i]["sweep"], ["probe_aid_fast_uni_mean"]) for i in range(2)]
+    for i, (fn, _, params) in enumerate(evals):
+        assert type(fn).__name__ == "SlurmEval"
+        assert params["additional_parameters"]["dependency"] == f"afterok:77_{i}"
+        assert params["additional_parameters"]["kill_on_invalid_dep"] == "yes"
+        assert params["nodes"] == 1 and params["partition"] == "batch" and "array_parallelism" not in params
     assert [env.state(i)["job_id"] for i in range(2)] == ["77_0", "77_1"]
     assert all(env.state(i)["state"] == "pending" for i in range(2))
 

@@ -50,6 +50,9 @@ def paper_env(tmp_path: Path, monkeypatch) -> None:
     aid.mkdir()
     monkeypatch.setenv("ROMA_PRETRAIN_DATA", str(shards / "part-{000000..000099}.tar"))
     monkeypatch.setenv("ROMA_AID", str(aid))
+    for var in ("ROMA_UCM", "ROMA_OSCD", "ROMA_SPACENET"):  # the paper's downstream suite
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
 
 
 def write_spec(dirpath: Path, name: str, body: dict | str) -> Path:
@@ -241,3 +244,43 @@ def test_set_fixes_a_grid_axis_but_not_a_zipped_one(image_folder):
     assert all("train.seed" not in dict(r.sweep) for r in spec.runs)
     msg = errors_of("ablation_ares_msp_micro", {"msp.enabled": True}, data_root=str(image_folder))
     assert "--set: msp.enabled: is a zipped sweep axis" in msg
+
+
+PAPER_SPECS = ("scaling_data", "scaling_model", "ablation_ares_msp", "ablation_descriptor", "ablation_lambda",
+               "ablation_msp_scales")
+
+
+@pytest.mark.parametrize("name", PAPER_SPECS)
+def test_paper_specs_run_the_released_downstream_suite(name, paper_env):
+    from roma.run import evaluation_data, evaluations
+
+    for cfg in load_spec(name, check_data=False).runs:
+        evs = {n: sub for n, _, sub, _ in evaluations(cfg)}
+        assert list(evs) == ["probe_aid_full_v3_cls_tr20", "probe_aid_full_v3_cls_tr50", "probe_ucm_full_v3_cls",
+                             "dense_oscd_v3", "dense_spacenet_v3"]
+        for n in list(evs)[:3]:
+            p = evs[n]
+            assert (p.protocol, p.img_size, p.scan, p.epochs, p.batch_size, p.blr) == ("full", 224, "v3", 200, 512, 1.5e-3)
+        assert [evs[n].train_ratios for n in list(evs)[:3]] == [(0.2,), (0.5,), (0.5,)]
+        oscd, spacenet = evs["dense_oscd_v3"], evs["dense_spacenet_v3"]
+        assert (oscd.img_size, oscd.crop_size, oscd.lr, oscd.layer_decay, oscd.epochs) == (768, 96, 6e-5, 0.75, 100)
+        assert (spacenet.crop_size, spacenet.layer_decay, spacenet.max_steps, spacenet.slide_stride) == \
+            (384, 0.9, 160_000, 256)
+        data = evaluation_data(cfg)
+        assert [d.env for d in data] == ["ROMA_AID", "ROMA_AID", "ROMA_UCM", "ROMA_OSCD", "ROMA_SPACENET"]
+        assert all(d.present for d in data)
+
+
+def test_paper_spec_missing_eval_root_names_the_variable(paper_env, monkeypatch, tmp_path):
+    from roma.run import evaluation_data
+
+    monkeypatch.delenv("ROMA_OSCD")
+    with pytest.raises(ConfigError, match="ROMA_OSCD is not set"):
+        load_spec("scaling_data", check_data=False)
+    monkeypatch.setenv("ROMA_OSCD", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"nowhere does not exist \(set ROMA_OSCD"):
+        load_spec("scaling_data")
+    monkeypatch.delenv("ROMA_OSCD")
+    cfg = load_spec("scaling_data", check_data=False, require_env=False).runs[0]  # a dry run's view
+    missing = [(d.name, d.env) for d in evaluation_data(cfg) if not d.present]
+    assert missing == [("dense_oscd_v3", "ROMA_OSCD")]

@@ -2,6 +2,7 @@
 
     launch.py SPEC [--executor local|slurm|debug] [--profile NAME] [--dry-run [--json]] [--only PATTERN]
                    [--force] [--retry-failed] [--set key=value ...] [--data-root DIR] [--skip-data-check]
+    launch.py eval SPEC|RUN_DIR [--eval PATTERN ...] [--only PATTERN] [--force] [--executor local|slurm|debug]
     launch.py status SPEC [--only PATTERN] [--watch SECONDS] [--set ...] [--data-root DIR]
     launch.py list
     launch.py ui [SPEC] [--set ...] [--data-root DIR] [--only PATTERN] [--port N] [--host H]
@@ -72,15 +73,7 @@ def _choose_executor(args, spec: Spec) -> tuple[str, dict | None]:
         print(f"cluster profile {profile_name!r} chosen but sbatch is not on PATH: running locally")
     if executor == "slurm" and not slurm.available() and not args.dry_run:
         raise SystemExit("launch.py: --executor slurm needs SLURM's sbatch on PATH (not found)")
-    profile = None
-    if executor == "slurm" and profile_name:
-        from roma.launch.profiles import load_profile
-
-        try:
-            profile = load_profile(profile_name)
-        except (FileNotFoundError, ValueError) as e:
-            raise SystemExit(f"launch.py: {e}") from None
-    return executor, profile
+    return executor, _profile(profile_name) if executor == "slurm" else None
 
 
 def _plan_table(planned: list[Planned], slurm_mode: bool) -> str:
@@ -89,6 +82,31 @@ def _plan_table(planned: list[Planned], slurm_mode: bool) -> str:
              describe_resources(p.cfg.resources if slurm_mode else None), p.state,
              p.action + (f" ({p.why})" if p.why and p.action == "skip" else "")] for p in planned]
     return render(["id", "name", "model", "data", "resources", "state", "action"], rows)
+
+
+def missing_eval_data(runs) -> list[str]:
+    """One line per evaluation dataset the runs need and that is absent, naming its variable."""
+    from roma.run import evaluation_data
+
+    lines: dict[str, str] = {}
+    for cfg in runs:
+        for d in evaluation_data(cfg):
+            if not d.present:
+                how = f"set {d.env}" if d.env else "set its root"
+                lines.setdefault(d.root, f"{d.name}: {d.dataset} data not found at {d.root or '(no root)'} ({how})")
+    return list(lines.values())
+
+
+def _submit_evaluations(jobs, spec_name: str, folder: Path, profile, only=None, force: bool = False) -> int:
+    try:
+        ev = slurm.submit_evaluations(jobs, spec_name, folder, (profile or {}).get("additional"), only, force)
+    except Exception as e:  # submitit.core.utils.FailedJobError: sbatch's own message
+        print(f"launch.py: submitting the evaluations failed ({type(e).__name__}): {str(e).strip()[-2000:]}",
+              file=sys.stderr)
+        return 1
+    for cfg, name, job_id in ev:
+        print(f"submitted {name} of {run_name(cfg)} ({cfg.run_id}) as SLURM job {job_id}")
+    return 0
 
 
 def _devices(cfg, executor: str, profile: dict | None):
@@ -183,6 +201,10 @@ def cmd_launch(argv: list[str]) -> int:
     _print_plan_notes(planned)
     if data_note:
         print(data_note)
+    missing = [] if data_pending else missing_eval_data(p.cfg for p in todo)  # a fallback fetches its data later
+    if missing:  # (the dry run shows these as warnings: roma.validation.check_config names the variable)
+        print("launch.py: evaluation data missing, nothing was launched:\n  " + "\n  ".join(missing), file=sys.stderr)
+        return 2
     if todo and not args.skip_data_check and not data_pending:
         from roma.launch.datacheck import check_runs, failed
 
@@ -201,15 +223,19 @@ def cmd_launch(argv: list[str]) -> int:
         out_dir = Path(cfgs[0].output_root) / cfgs[0].experiment  # --set experiment=... renames it
         folder = Path(args.submitit_folder) if args.submitit_folder else out_dir / "submitit"
         parallelism = spec.parallelism or (profile or {}).get("parallelism", 0)
+        # each evaluation is its own job, started once the run's pretraining job has succeeded
+        separate = any(c.eval.probes or c.eval.dense for c in cfgs)
         try:
-            jobs = slurm.submit(cfgs, spec.name, folder, parallelism, (profile or {}).get("additional"), args.execute)
+            jobs = slurm.submit(cfgs, spec.name, folder, parallelism, (profile or {}).get("additional"), args.execute,
+                                evaluate=not separate)
         except Exception as e:  # submitit.core.utils.FailedJobError: sbatch's own message
             print(f"launch.py: submission failed ({type(e).__name__}): {str(e).strip()[-2000:]}", file=sys.stderr)
             return 1
         for cfg, job_id in jobs:
             print(f"submitted {run_name(cfg)} ({cfg.run_id}) as SLURM job {job_id}")
+        rc = _submit_evaluations(jobs, spec.name, folder, profile) if separate else 0
         print(f"follow with: python experiments/launch.py status {args.spec} --watch 10")
-        return 0
+        return rc
     from roma.launch.executors import EXECUTORS
 
     try:
@@ -225,6 +251,106 @@ def cmd_launch(argv: list[str]) -> int:
           + f". Results in {out}/<run id>/; "
           f"MLflow UI: python experiments/launch.py ui {args.spec}")
     return 1 if failed else 0
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="launch.py eval", description="Run (or rerun) evaluations alone on finished pretraining runs; "
+        "their metrics land in each run's MLflow run. Done evaluations are skipped unless --force.")
+    p.add_argument("target", help="a spec (name or YAML path) or a run folder (<output_root>/<experiment>/<run id>)")
+    p.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys of the spec (as when it was launched)")
+    p.add_argument("--data-root", help="pretraining data root, as when the spec was launched")
+    p.add_argument("--only", metavar="PATTERN", help="only runs whose name or id matches (fnmatch)")
+    p.add_argument("--eval", dest="evals", nargs="+", action="extend", default=[], metavar="PATTERN",
+                   help="only evaluations whose name matches (fnmatch, e.g. 'probe_aid_*' dense_oscd_v3)")
+    p.add_argument("--force", action="store_true", help="rerun the chosen evaluations from scratch")
+    p.add_argument("--executor", choices=("local", "slurm", "debug"), default="local",
+                   help="local/debug: here, one evaluation after another; slurm: one job per evaluation")
+    p.add_argument("--profile", help="cluster profile for --executor slurm (default: the spec's `cluster:`)")
+    p.add_argument("--submitit-folder", help="submitit logs and pickles (default <output_root>/<experiment>/submitit)")
+    return p
+
+
+def _eval_runs(args) -> tuple[list, str, str | None]:
+    """(runs, name, cluster) of `launch.py eval`'s target: a run folder's config.yaml, or a spec's runs."""
+    target = Path(args.target)
+    if target.is_dir() and (target / "config.yaml").is_file():
+        from roma.validation import load_config
+
+        cfg = load_config((target / "config.yaml").read_text())
+        if cfg.run_dir.resolve() != target.resolve():  # a moved study: its folder, not the recorded output_root
+            cfg = dataclasses.replace(cfg, output_root=str(target.resolve().parent.parent))
+        return [cfg], cfg.experiment, None
+    args.spec = args.target  # the same runs as the launch gave (a fallback dataset included)
+    spec = _load(args, fetch=False, check_data=False).spec
+    return select(spec.runs, args.only), spec.name, spec.cluster
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from roma.launch.job import eval_one
+    from roma.run import EvaluationError, select_evaluations
+
+    args = _eval_parser().parse_args(argv)
+    runs, name, cluster = _eval_runs(args)
+    ready = [c for c in runs if (c.run_dir / "encoder.pt").exists()]
+    for c in runs:
+        if c not in ready:
+            print(f"{run_name(c)} ({c.run_id}): pretraining not finished (no encoder.pt): skipped")
+    try:
+        picked = {c.run_id: select_evaluations(c, args.evals) for c in ready}
+    except ValueError as e:
+        print(f"launch.py eval: {e}", file=sys.stderr)
+        return 2
+    missing = missing_eval_data(dataclasses.replace(c, eval=_only(c, picked[c.run_id])) for c in ready)
+    if missing:
+        print("launch.py eval: evaluation data missing, nothing was run:\n  " + "\n  ".join(missing), file=sys.stderr)
+        return 2
+    if not ready:
+        return 1 if runs else 2
+    if args.executor == "slurm":
+        if not slurm.available():
+            raise SystemExit("launch.py: --executor slurm needs SLURM's sbatch on PATH (not found)")
+        profile = _profile(args.profile or cluster)
+        if profile:
+            ready = [dataclasses.replace(c, resources=slurm.resolve_resources(c, profile, {})) for c in ready]
+        folder = Path(args.submitit_folder) if args.submitit_folder else ready[0].run_dir.parent / "submitit"
+        return _submit_evaluations([(c, None) for c in ready], name, folder, profile, args.evals or None, args.force)
+    failed = 0
+    for c in ready:
+        print(f"{run_name(c)} ({c.run_id}): {', '.join(picked[c.run_id]) or 'no evaluations'}", flush=True)
+        try:
+            res = eval_one(c, args.evals or None, args.force)
+        except EvaluationError as e:
+            failed += 1
+            print(f"    -> failed: {e}", file=sys.stderr)
+            if args.executor == "debug":
+                raise
+            continue
+        metrics = {k: v for k, v in res.items() if isinstance(v, float)}
+        print("    -> " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items()))
+              + (f" (skipped, computed elsewhere: {res['skipped']})" if res["skipped"] else ""))
+    return 1 if failed else 0
+
+
+def _only(cfg, names: list[str]):
+    """cfg.eval restricted to the named evaluations (for the data check of `eval --eval ...`)."""
+    from roma.run import evaluations
+
+    keep = {id(sub) for n, _, sub, _ in evaluations(cfg) if n in names}
+    return dataclasses.replace(cfg.eval, probes=tuple(p for p in cfg.eval.probes if id(p) in keep),
+                               dense=tuple(d for d in cfg.eval.dense if id(d) in keep))
+
+
+def _profile(name: str | None):
+    if not name:
+        return None
+    from roma.launch.profiles import load_profile
+
+    try:
+        return load_profile(name)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"launch.py: {e}") from None
 
 
 def status_rows(runs) -> list[list[object]]:
@@ -275,7 +401,7 @@ def cmd_ui(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"status": cmd_status, "list": cmd_list, "ui": cmd_ui}
+    commands = {"status": cmd_status, "list": cmd_list, "ui": cmd_ui, "eval": cmd_eval}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

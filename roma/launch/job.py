@@ -71,20 +71,22 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
 
 
 def run_one(cfg: RunConfig | dict, execute_target: str | None = None, executor: str = "local",
-            job_id: str | None = None, rank: int = 0) -> dict[str, Any]:
+            job_id: str | None = None, rank: int = 0, evaluate: bool = True) -> dict[str, Any]:
     """Run one config to the end, recording its state. Re-raises the execute error after recording it.
 
+    evaluate=False: pretraining only (its evaluations are separate jobs, see eval_one).
     Raises roma.launch.claim.RunClaimed, recording nothing, when another process computes the run."""
     cfg = cfg if isinstance(cfg, RunConfig) else build_config(cfg)
     execute = resolve_execute(execute_target)
+    kw = {} if evaluate else {"evaluate": False}
     if rank != 0:  # other DDP ranks only compute; rank 0 owns status and tracking
-        return execute(cfg)
+        return execute(cfg, **kw)
     d = prepare_run_dir(cfg)
     with claim(d):
         extra = {"job_id": job_id} if job_id else {}
         write_status(d, "running", executor=executor, **here(), **extra)
         try:
-            result = execute(cfg, JobHooks(d)) or {}
+            result = execute(cfg, JobHooks(d), **kw) or {}
         except KeyboardInterrupt:
             write_status(d, "cancelled", reason="interrupted (Ctrl-C)")
             raise
@@ -108,6 +110,47 @@ def run_one(cfg: RunConfig | dict, execute_target: str | None = None, executor: 
         return result
 
 
+def eval_one(cfg: RunConfig | dict, only: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run evaluations of a finished run alone (roma.run.evaluate), each under its own claim
+    (eval/<name>/claim.lock: two launches never compute one evaluation), then bring status.json in
+    line: failed (stage eval) while any evaluation's last attempt failed, else finished again.
+
+    Raises roma.run.EvaluationError when one failed (the others still ran); FileNotFoundError when
+    the pretraining has not finished. An evaluation another process holds is skipped."""
+    from roma.launch.claim import RunClaimed
+    from roma.run import EvaluationError, evaluate, failed_evaluations, select_evaluations
+
+    cfg = cfg if isinstance(cfg, RunConfig) else build_config(cfg)
+    d = cfg.run_dir
+    names = select_evaluations(cfg, only)
+    result: dict[str, Any] = {"evaluations": [], "skipped": []}
+    failures: dict[str, str] = {}
+    for name in names:
+        edir = d / "eval" / name
+        edir.mkdir(parents=True, exist_ok=True)
+        try:
+            with claim(edir):
+                got = evaluate(cfg, [name], force)
+        except RunClaimed as e:
+            log.warning("%s: %s", name, e)
+            result["skipped"].append(name)
+            continue
+        except EvaluationError as e:
+            failures.update(e.failures)
+            continue
+        result["evaluations"].append(name)
+        result.update({k: v for k, v in got.items() if k != "evaluations"})
+    st = read_status(d) or {}
+    still = failed_evaluations(cfg)
+    if still:
+        write_status(d, "failed", reason=str(EvaluationError(still)), stage="eval", encoder=str(d / "encoder.pt"))
+    elif st.get("state") == "failed" and st.get("stage") == "eval":
+        write_status(d, "finished", reason=None, stage=None, encoder=None)
+    if failures:
+        raise EvaluationError(failures)
+    return result
+
+
 def _checkpointable_base():
     import submitit
 
@@ -118,12 +161,13 @@ class SlurmRun(_checkpointable_base()):
     """The callable submitted to SLURM. On preemption/timeout submitit calls `checkpoint`, which
     requeues the same call: `execute` then resumes from last.pt into the same MLflow run."""
 
-    def __init__(self, execute_target: str | None = None):
-        self.execute_target = execute_target
+    def __init__(self, execute_target: str | None = None, evaluate: bool = True):
+        self.execute_target, self.evaluate = execute_target, evaluate
 
     def __call__(self, cfg_dict: dict) -> dict:
         job_id, rank = export_submitit_env()
-        return run_one(cfg_dict, self.execute_target, executor="slurm", job_id=job_id, rank=rank)
+        return run_one(cfg_dict, self.execute_target, executor="slurm", job_id=job_id, rank=rank,
+                       evaluate=self.evaluate)
 
     def checkpoint(self, cfg_dict: dict):
         for hook in list(_preempt_hooks):
@@ -142,3 +186,11 @@ def _slurm_job_id() -> str | None:
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+class SlurmEval(_checkpointable_base()):
+    """One evaluation of a run as its own SLURM job (submitted with afterok on the pretraining job).
+    Requeued on preemption/timeout: a dense evaluation resumes from its own last.pt."""
+
+    def __call__(self, cfg_dict: dict, only: list[str], force: bool = False) -> dict:
+        return eval_one(cfg_dict, only, force)

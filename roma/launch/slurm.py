@@ -6,6 +6,7 @@ on preemption/timeout (see roma.launch.job).
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,9 +55,48 @@ def slurm_parameters(res: ResourcesConfig, job_name: str, parallelism: int = 0,
     return params
 
 
+def evaluation_parameters(res: ResourcesConfig, job_name: str, after_job: str | None = None,
+                          additional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """submitit parameters of one evaluation job: one node, at most one GPU, the run's other
+    resources; with after_job, it starts only once that (pretraining) job has succeeded
+    (afterok), and SLURM cancels it if that job fails (kill-on-invalid-dep)."""
+    one = dataclasses.replace(res, nodes=1, gpus_per_node=min(res.gpus_per_node, 1))
+    params = slurm_parameters(one, job_name, 0, additional)
+    if after_job:
+        params["additional_parameters"] = {**params.get("additional_parameters", {}),
+                                           "dependency": f"afterok:{after_job}", "kill_on_invalid_dep": "yes"}
+    return params
+
+
+def submit_evaluations(jobs: list[tuple[RunConfig, str | None]], spec_name: str, folder: Path,
+                       additional: dict[str, Any] | None = None, only: list[str] | None = None,
+                       force: bool = False) -> list[tuple[RunConfig, str, str]]:
+    """One SLURM job per (run, evaluation not yet done): [(cfg, evaluation, job_id)]. jobs pairs
+    each run with its pretraining job id (None: pretraining already finished, no dependency)."""
+    import submitit
+
+    from roma.launch.job import SlurmEval
+    from roma.run import evaluation_done, select_evaluations
+
+    out = []
+    for cfg, after in jobs:
+        for name in select_evaluations(cfg, only):
+            if evaluation_done(cfg, name) and not force:
+                continue
+            executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=MAX_TIMEOUT_REQUEUES)
+            executor.update_parameters(**evaluation_parameters(cfg.resources, f"roma-{spec_name}-eval", after,
+                                                               additional))
+            job = executor.submit(SlurmEval(), cfg.to_dict(), [name], force)
+            out.append((cfg, name, str(job.job_id)))
+    return out
+
+
 def submit(runs: list[RunConfig], spec_name: str, folder: Path, parallelism: int = 0,
-           additional: dict[str, Any] | None = None, execute_target: str | None = None) -> list[tuple[RunConfig, str]]:
-    """Submit the runs (resources already resolved into each cfg) -> [(cfg, job_id)]."""
+           additional: dict[str, Any] | None = None, execute_target: str | None = None,
+           evaluate: bool = True) -> list[tuple[RunConfig, str]]:
+    """Submit the runs (resources already resolved into each cfg) -> [(cfg, job_id)].
+
+    evaluate=False: the jobs only pretrain (submit_evaluations then adds one job per evaluation)."""
     import submitit
 
     from roma.launch.job import SlurmRun, prepare_run_dir
@@ -70,7 +110,7 @@ def submit(runs: list[RunConfig], spec_name: str, folder: Path, parallelism: int
         executor.update_parameters(**slurm_parameters(res, f"roma-{spec_name}", parallelism, additional))
         for cfg in group:
             prepare_run_dir(cfg)
-        jobs = executor.map_array(SlurmRun(execute_target), [cfg.to_dict() for cfg in group])
+        jobs = executor.map_array(SlurmRun(execute_target, evaluate), [cfg.to_dict() for cfg in group])
         for cfg, job in zip(group, jobs):
             write_status(run_dir(cfg), "pending", executor="slurm", job_id=str(job.job_id),
                          submitit_folder=str(folder))
