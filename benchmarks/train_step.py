@@ -52,9 +52,11 @@ def build(args, device):
 
     size = get_model_size(args.model)
     img = args.img_size or size.img_size
-    ares, msp = AresConfig(region_sizes=tuple(args.regions)), MspConfig(scales=tuple(args.msp_scales))
+    ares = AresConfig(region_sizes=tuple(args.regions))
+    msp = MspConfig(scales=tuple(args.msp_scales), **({"hidden_dim": args.msp_hidden} if args.msp_hidden else {}))
     torch.manual_seed(0)
-    model = create_model(args.model, img_size=img, ares=ares, msp=msp).to(device)
+    model = create_model(args.model, img_size=img, ares=ares, msp=msp, cluster_size=args.cluster_size or None,
+                         decoder_dim=args.decoder_dim or None).to(device)
     tc = TrainConfig(batch_size=args.batch)
     opt = build_optimizer(model, tc)
     if device.type == "cuda":  # the fused kernel: what a GPU run would use (the CPU loop keeps foreach=False)
@@ -121,7 +123,7 @@ def loader_batches(args, img, ares, device, tmp: Path):
     n_synth = args.batch * (args.steps + args.warmup + 1)  # one epoch covers the timed steps
     root = Path(args.data) if args.data else synthetic_pngs(tmp, n_synth, max(img + img // 4, 64))
     size = get_model_size(args.model)
-    mcfg = ModelConfig(name=args.model, img_size=img, patch_size=size.patch_size, cluster_size=size.cluster_size)
+    mcfg = ModelConfig(name=args.model, img_size=img, patch_size=size.patch_size, cluster_size=args.cluster_size or size.cluster_size)
     ds, info = build_pretrain_dataset(DataConfig(root=str(root), num_workers=args.workers), mcfg, ares, tmp, 0)
     print(f"data: {info['data_size']} images from {root}, {args.workers} workers", flush=True)
     epoch = 0
@@ -200,6 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--regions", type=int, nargs="+", default=[6, 4, 2], help="ARES region sizes (patches)")
     p.add_argument("--msp-scales", type=int, nargs="+", default=[6])
+    p.add_argument("--msp-hidden", type=int, default=0, help="MSP head width (0: roma.config's default)")
+    p.add_argument("--decoder-dim", type=int, default=0, help="0: the registry's")
+    p.add_argument("--cluster-size", type=int, default=0, help="0: the registry's")
     p.add_argument("--modes", nargs="+", default=["excluded", "included"], choices=["excluded", "included"])
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
