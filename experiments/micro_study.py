@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from roma.spec import load_spec, parse_set, run_name  # noqa: E402
 
+SPLIT_DIR = REPO / "outputs" / "micro_data"  # the micro specs' data.root and probe root live here
 SPECS = ("scaling_data_micro", "scaling_model_micro", "ablation_ares_msp_micro")
 # Training images per second of one run with one torch thread on a quiet 2-core AMD EPYC (the
 # README's estimate: benchmarks/train_step.py per CPU-second, calibrated against the earlier study's
@@ -86,7 +87,7 @@ def images_of(cfg) -> int:
     return total
 
 
-def plan(args) -> tuple[list[Job], dict]:
+def plan(args, check_data: bool = True) -> tuple[list[Job], dict]:
     """The study's jobs (unique runs, then floors) and the facts the report needs."""
     sets = [f"experiment={args.exp}", f"output_root={args.out}", *args.set]
     overrides = parse_set(sets)
@@ -94,7 +95,7 @@ def plan(args) -> tuple[list[Job], dict]:
     probe = None
     models: dict[str, int] = {}  # model -> pretraining img_size (the floor's encoder geometry)
     for spec_name in SPECS:
-        spec = load_spec(spec_name, overrides, data_root=None)
+        spec = load_spec(spec_name, overrides, data_root=None, check_data=check_data)
         for cfg in spec.runs:
             if cfg.train.seed not in args.seeds:
                 continue
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.aid.is_dir():
         raise SystemExit(f"micro_study: AID root {args.aid} is not a folder (give --aid)")
-    info = micro_split.build(args.aid, Path(args.out) / "micro_data")
+    info = micro_split.build(args.aid, SPLIT_DIR)  # where the micro specs read pool and probe set
     print(f"[micro_study] AID split: pool {info['pool']} / probe set {info['probe']} images ({info['out']})", flush=True)
     jobs, facts = plan(args)
     if args.only:
@@ -271,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[micro_study] fit_scaling.py failed (exit {rc})", flush=True)
         return rc
     report = [sys.executable, str(REPO / "experiments" / "micro_report.py"), "--analysis", str(analysis),
-              "--floor", str(facts["floor_root"]), "--out", str(REPO / "docs" / "results"), "--name", args.exp,
+              "--floor", str(facts["floor_root"]), "--name", args.exp,
+              # figures beside the README only when the README section is rewritten (not for pilots)
+              "--out", str(analysis if args.no_readme else REPO / "docs" / "results"),
               "--tracking-uri", f"sqlite:///{Path(args.out).resolve() / args.exp / 'mlflow.db'}",
               "--experiment", args.exp, "--timings", str(timings)]
     if not args.no_readme:
