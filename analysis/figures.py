@@ -1,6 +1,7 @@
 """Figures (PNG + PDF, Agg backend): data/model scaling panels, ablation bars, high-res memory/speed.
 
-    plot_scaling(fits, "data", out)      data_scaling.{png,pdf}: one panel per metric
+    scaling_figure(fits, "data", xlabel)  the data-scaling Figure: one panel per metric (PANELS)
+    plot_scaling(fits, "data", out)      the same saved as data_scaling.{png,pdf}
     plot_ablation(table, out)            ablation.{png,pdf}
     plot_highres(df, out)                highres.{png,pdf}; df columns model, resolution, peak_mem_mb,
                                          samples_per_s (status optional): benchmarks/highres.py calls it
@@ -66,13 +67,28 @@ def _draw_fit(ax, f: dict, color, linestyle: str, label: str) -> None:
         ax.fill_between(grid, from_error_like(metric, lo), from_error_like(metric, hi), color=color, alpha=0.15, lw=0)
 
 
-def plot_scaling(fits: list[dict], axis: str, out: str | Path) -> list[Path]:
-    """One panel per metric of `axis` ('data' | 'model'): our curves (mean +- std over seeds, fit and
-    band) and the paper's points (hollow where the paper did not measure) with their own fit, dashed."""
+# One panel per metric, in this order: the paper's figures have AID (TR 50%), OSCD and SpaceNet;
+# our suite adds AID at TR 20%, UCM and the pretraining loss.
+PANELS = ("aid_oa_tr50", "aid_oa_tr20", "oscd_f1", "spacenet_mf1", "ucm_oa_tr50", "final_loss")
+PAPER_ONLY = " (paper only: no runs)"
+
+
+def scaling_panels(fits: list[dict], axis: str) -> tuple[list[str], list[str]]:
+    """The metrics that get a panel on `axis` (ours or the paper's points), and those left out (neither)."""
+    have = {f["metric"] for f in fits if f["axis"] == axis}
+    metrics = [m for m in PANELS if m in have] + sorted(have - set(PANELS))
+    return metrics, [m for m in PANELS if m not in have]
+
+
+def scaling_figure(fits: list[dict], axis: str, xlabel: str, note: str = ""):
+    """The figure of `axis` ('data' | 'model'), or None when it has no curve of ours: one panel per
+    metric with our curves (mean +- std over seeds, fit and band) and the paper's points (hollow where
+    the paper did not measure) with their own fit, dashed. A metric with no runs of ours shows the
+    paper's points alone, titled so; a metric with neither is left out, named in the figure's note."""
     fits = [f for f in fits if f["axis"] == axis]
-    metrics = list(dict.fromkeys(f["metric"] for f in fits))
-    if not metrics:
-        return []
+    if not any(f["source"] == "ours" for f in fits):
+        return None
+    metrics, left_out = scaling_panels(fits, axis)
     with plt.rc_context(STYLE):
         ncol = min(3, len(metrics))
         nrow = math.ceil(len(metrics) / ncol)
@@ -83,8 +99,10 @@ def plot_scaling(fits: list[dict], axis: str, out: str | Path) -> list[Path]:
             for i, f in enumerate(ours):
                 c = colors[i % len(colors)]
                 p = f["points"]
-                ax.errorbar(p["x"], p[f"{metric}_mean"], yerr=p[f"{metric}_std"], fmt="o", color=c, ms=4, capsize=2)
-                _draw_fit(ax, f, c, "-", f"ours {f['curve']}")
+                ax.errorbar(p["x"], p[f"{metric}_mean"], yerr=p[f"{metric}_std"], fmt="o", color=c, ms=4, capsize=2,
+                            label=None if f["fit"] else f"ours {f['curve']} (not fitted)")
+                if f["fit"]:
+                    _draw_fit(ax, f, c, "-", f"ours {f['curve']}")
             for f in (f for f in fits if f["metric"] == metric and f["source"] == "paper"):
                 p = f["points"]
                 m = p["measured"].to_numpy(bool)
@@ -92,17 +110,28 @@ def plot_scaling(fits: list[dict], axis: str, out: str | Path) -> list[Path]:
                 if (~m).any():
                     ax.plot(p["x"][~m], p[f"{metric}_mean"][~m], "s", mfc="none", color="k", ms=4,
                             label="paper, not measured")
-                _draw_fit(ax, {**f, "points": p[m]}, "k", "--", "paper")
+                if f["fit"]:
+                    _draw_fit(ax, {**f, "points": p[m]}, "k", "--", "paper")
+            ax.set_title(LABELS.get(metric, metric) + ("" if ours else PAPER_ONLY), fontsize=9)
             ax.set_xscale("log")
-            ax.set_xlabel(XLABEL[axis])
+            ax.set_xlabel(xlabel)
             ax.set_ylabel(LABELS.get(metric, metric) + (" (%)" if metric != "final_loss" else ""))
             _tidy_log_x(ax)
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below the panel: never over the points
         for ax in list(axes.flat)[len(metrics):]:
             ax.set_visible(False)
-        fig.suptitle(f"{axis} scaling", fontsize=10)
+        notes = ([note] if note else []) + (
+            [f"not shown (no curve of ours, not in the paper's figure): {', '.join(LABELS.get(m, m) for m in left_out)}"]
+            if left_out else [])
+        fig.suptitle(f"{axis} scaling" + "".join(f"\n{n}" for n in notes), fontsize=10 if not notes else 8)
         fig.tight_layout()
-        return save(fig, out, f"{axis}_scaling")
+    return fig
+
+
+def plot_scaling(fits: list[dict], axis: str, out: str | Path, xlabel: str | None = None, note: str = "") -> list[Path]:
+    """scaling_figure saved as {axis}_scaling.{png,pdf}; nothing when the axis has no curve of ours."""
+    fig = scaling_figure(fits, axis, xlabel or XLABEL[axis], note)
+    return save(fig, out, f"{axis}_scaling") if fig is not None else []
 
 
 def plot_ablation(table: pd.DataFrame, out: str | Path) -> list[Path]:

@@ -9,8 +9,10 @@ From a table (any source), writing OUT/fit.json:
 From finished MLflow runs (params model.name, param_count, data_size; metrics aid_oa_tr50, ...):
     python analysis/fit_scaling.py --experiment scaling_data --tracking-uri sqlite:///outputs/scaling_data/mlflow.db \\
         --out outputs/analysis/scaling_data [--form auto|power|saturating] [--format markdown|latex|csv]
-  -> OUT/runs.csv, fits.json, {data,model}_scaling.{png,pdf}, ablation.{png,pdf},
-     tables/*.{md,tex,csv}; the report (fits, ours vs paper, ablation) on stdout.
+        [--data-axis data_size|images_seen] [--param-convention ours|paper]
+  -> OUT/runs.csv, fits.json, {data,model}_scaling.{png,pdf} (one panel per metric), ablation.{png,pdf},
+     tables/*.{md,tex,csv}; the report (fits, the paper's main table with ours, ours vs paper,
+     ablation) on stdout, notes (panels left out, ...) on stderr.
 
 fit.json: {"form", "params", "ci95": {name: [lo, hi]}, "n_points", "objective", "loo", "holdout", ...};
 chinchilla params E, A, B, alpha, beta; power a, b (y = a x^b); saturating a, b, c, d (y = a (x+d)^-b + c).
@@ -29,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import numpy as np  # noqa: E402
 
+from analysis.axes import DATA_AXES, PARAM_CONVENTIONS, AxisError  # noqa: E402
 from analysis.fits import FitInputError, fit_scaling  # noqa: E402
 from analysis.runs import RunTableError, read_table, row_labels  # noqa: E402
 from analysis.tables import FORMATS, params_table, render  # noqa: E402
@@ -69,10 +72,15 @@ def run_csv(args) -> dict:
         x_cols = [args.x]
     else:
         raise SystemExit("--csv needs --form chinchilla|power|saturating")
-    df = read_table(args.csv, x_cols + [args.y])
-    X = df[x_cols].apply(lambda c: c.astype(float)).to_numpy()
-    res = fit_scaling(args.form, X, df[args.y].to_numpy(float), x_names=tuple(x_cols), y_name=args.y,
-                      labels=row_labels(df), bootstrap_b=args.bootstrap, seed=args.seed, exclude_top=args.exclude_top)
+    df = read_table(args.csv, x_cols + [args.y], numeric=x_cols + [args.y])
+    X = df[x_cols].to_numpy(float)
+    try:
+        res = fit_scaling(args.form, X, df[args.y].to_numpy(float), x_names=tuple(x_cols), y_name=args.y,
+                          labels=row_labels(df), bootstrap_b=args.bootstrap, seed=args.seed, exclude_top=args.exclude_top)
+    except FitInputError as err:
+        raise FitInputError(f"{args.csv}: {err}") from None
+    for w in res.warnings:
+        print(f"warning: {args.csv}: {w}", file=sys.stderr)
     out = res.to_json()
     out.update({"csv": str(args.csv), "y": args.y, "exclude_top": args.exclude_top})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +96,7 @@ def run_csv(args) -> dict:
 
 
 def run_mlflow(args) -> dict:
-    from analysis import figures, study, tables
+    from analysis import axes, figures, study, tables
     from analysis.runs import load_mlflow, load_paper
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -100,6 +108,9 @@ def run_mlflow(args) -> dict:
                          "whenever the runs vary both param_count and data_size")
     df = load_mlflow(args.experiment, uri, args.allow_missing)
     paper = load_paper(args.paper)
+    # Where each run sits on the data and model axes (analysis.axes): the columns study.AXES fits on.
+    df[study.AXES["data"]] = axes.data_x(df, args.data_axis)
+    df[study.AXES["model"]] = axes.param_x(df, args.param_convention, paper)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / "runs.csv.tmp"
     df.to_csv(tmp, index=False)
@@ -107,13 +118,28 @@ def run_mlflow(args) -> dict:
 
     fits = study.fit_ours(df, form, args.bootstrap, args.seed)
     if not args.no_paper:
-        fits += study.fit_paper(paper, form, args.bootstrap, args.seed)
-    joint = study.fit_joint(df, args.bootstrap, args.seed, args.exclude_top)
-    all_fits = fits + ([joint] if joint else [])
+        fits += study.fit_paper(paper, form, args.bootstrap, args.seed, args.data_axis, args.param_convention)
+    n_name = "param_count" if args.param_convention == "ours" else "param_count (paper's labels)"
+    joint = study.fit_joint(df, args.bootstrap, args.seed, args.exclude_top, (n_name, args.data_axis))
+    all_fits = study.fitted(fits) + ([joint] if joint else [])
+    notes = {"data": "", "model": ""}
+    if not args.no_paper and args.data_axis != "data_size":
+        notes["data"] = "the paper's points are left out: its figure counts unique images, not images seen"
+    xlabels = {"data": axes.XLABELS[args.data_axis], "model": axes.XLABELS[args.param_convention]}
+    drawn = {}
     for axis in ("data", "model"):
-        figures.plot_scaling(fits, axis, args.out)
+        drawn[axis] = figures.plot_scaling(fits, axis, args.out, xlabels[axis], notes[axis])
+        if not drawn[axis]:
+            notes[axis] = "no figure: no curve of ours on this axis"
+        else:
+            left_out = figures.scaling_panels([f for f in fits if f["axis"] == axis], axis)[1]
+            if left_out:
+                notes[axis] = "; ".join(filter(None, [notes[axis], "panels left out (no curve of ours, not in the "
+                                                      "paper's figure): " + ", ".join(left_out)]))
 
-    report = {"fits": tables.fits_table(all_fits), "ours vs paper (RoMA-B)": tables.ours_vs_paper(df, paper)}
+    report = {"fits": tables.fits_table(all_fits),
+              "main table (the paper's, ours last)": tables.main_table(df, paper),
+              "ours vs paper (RoMA-B)": tables.ours_vs_paper(df, paper)}
     abl = tables.ablation_table(df, paper)
     if len(abl) >= 2:  # an ablation needs at least two settings
         report["ablation"] = abl
@@ -123,10 +149,14 @@ def run_mlflow(args) -> dict:
         stem = name.split(" ")[0]
         for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
             write_text(args.out / "tables" / f"{stem}.{ext}", render(t, fmt, caption=name))
-    write_json(args.out / "fits.json", [{k: v for k, v in f.items() if k not in ("fit", "points")} | f["fit"].to_json()
-                                        for f in all_fits])
+    axes_info = {"data_axis": args.data_axis, "param_convention": args.param_convention}
+    write_json(args.out / "fits.json", [{k: v for k, v in f.items() if k not in ("fit", "points")} | axes_info
+                                        | f["fit"].to_json() for f in all_fits])
     print("\n".join(render(t, args.format, caption=name) for name, t in report.items()))
-    return {"fits": all_fits, "tables": report}
+    for axis, note in notes.items():
+        if note:
+            print(f"note: {axis} scaling: {note}", file=sys.stderr)
+    return {"fits": all_fits, "tables": report, "figures": drawn, "notes": notes}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", help="CSV column of sizes (power, saturating)")
     p.add_argument("--y", help="CSV column of the fitted quantity (loss, error)")
     p.add_argument("--exclude-top", type=int, default=0, metavar="K",
-                   help="fit without the K largest points (N*D for chinchilla) and report how well they are predicted")
+                   help="fit without the points at the K largest sizes (N*D for chinchilla; all their seeds) and "
+                        "report how well they are predicted")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples for the CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -150,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", type=Path, default=None, help="the paper's numbers (default analysis/paper_results.csv)")
     p.add_argument("--no-paper", action="store_true", help="do not fit or draw the paper's points")
     p.add_argument("--allow-missing", action="store_true", help="keep runs that lack a metric other runs have")
+    p.add_argument("--data-axis", choices=DATA_AXES, default="data_size",
+                   help="D of the data-scaling figure and the joint fit: unique pretraining images (data_size, "
+                        "the paper's figure) or images_seen (epochs x images)")
+    p.add_argument("--param-convention", choices=PARAM_CONVENTIONS, default="ours",
+                   help="N of the model-scaling figure: our (= the released configs') encoder parameters, "
+                        "T/S/B/L 5.22/20.28/79.93/282.31M, or the paper's axis labels 36/54/86/300M")
     return p
 
 
@@ -159,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("--exclude-top and --bootstrap must be >= 0")
     try:
         return run_csv(args) if args.csv else run_mlflow(args)
-    except (FitInputError, RunTableError) as err:
+    except (FitInputError, RunTableError, AxisError) as err:
         raise SystemExit(f"error: {err}") from None
 
 

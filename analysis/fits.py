@@ -18,6 +18,7 @@ from scipy.optimize import minimize
 
 from analysis.laws import LAWS, Law
 from analysis.optim import lbfgs_batch
+from roma.progress import progress
 
 N_OPTIMA = 6  # distinct local optima kept from the grid: the warm starts of bootstrap / LOO refits
 
@@ -41,6 +42,7 @@ class FitResult:
     loo: dict = field(default_factory=dict)
     holdout: dict = field(default_factory=dict)
     samples: np.ndarray | None = field(default=None, repr=False)  # (B, P) bootstrap natural params
+    warnings: list[str] = field(default_factory=list)  # why a number of this fit may mislead (CI collapse, ...)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return LAWS[self.form].predict(self.params, np.asarray(X, float).reshape(len(X), -1))
@@ -58,7 +60,8 @@ class FitResult:
     def to_json(self) -> dict:
         return {"form": self.form, "params": self.params, "ci95": self.ci95, "n_points": self.n_points,
                 "objective": self.objective, "loo": self.loo, "holdout": self.holdout,
-                "bootstrap": self.bootstrap, "x": list(self.x_names), "n_starts": self.n_starts}
+                "bootstrap": self.bootstrap, "x": list(self.x_names), "n_starts": self.n_starts,
+                "warnings": self.warnings}
 
 
 def get_law(form: str) -> Law:
@@ -83,10 +86,34 @@ def check_inputs(form: str, X: np.ndarray, y: np.ndarray, x_names, y_name: str, 
     for i in np.flatnonzero(y <= 0):
         raise FitInputError(f"column {y_name!r}: the {form} law is fitted on log y, so values must be "
                             f"positive; got {y[i]:g} at {labels[i]}")
-    if len(y) < law.n_params:
-        raise FitInputError(f"the {form} law has {law.n_params} parameters {law.param_names} but only "
-                            f"{len(y)} points were given")
+    sizes = np.unique(X, axis=0)
+    if len(sizes) < law.n_params:
+        shown = ", ".join(_fmt_size(row) for row in sizes[:10]) + (", ..." if len(sizes) > 10 else "")
+        raise FitInputError(f"the {form} law has {law.n_params} parameters {law.param_names} and needs at least "
+                            f"{law.n_params} distinct sizes of {_cols(x_names)}, but only {len(y)} points were "
+                            f"given, with {len(sizes)} distinct size(s): {shown}")
+    for j, col in enumerate(x_names if X.shape[1] > 1 else ()):
+        if len(np.unique(X[:, j])) < 2:  # the term in this size is then a constant, inseparable from E
+            raise FitInputError(f"the {form} law needs at least 2 distinct values of column {col!r}; "
+                                f"all {len(y)} points have {col} = {X[0, j]:g}")
     return law
+
+
+def _cols(x_names) -> str:
+    return repr(x_names[0]) if len(x_names) == 1 else "(" + ", ".join(map(repr, x_names)) + ")"
+
+
+def _fmt_size(row) -> str:
+    return f"{row[0]:g}" if len(row) == 1 else "(" + ", ".join(f"{v:g}" for v in row) + ")"
+
+
+def n_distinct(X: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Distinct sizes (rows of X (n, k)) carrying weight in each row of W (R, n) -> (R,): a resample or
+    leave-one-out fit with fewer distinct sizes than parameters cannot determine the law."""
+    ids = np.unique(X, axis=0, return_inverse=True)[1].ravel()
+    onehot = np.zeros((len(ids), ids.max() + 1))
+    onehot[np.arange(len(ids)), ids] = 1.0
+    return (((W > 0).astype(float) @ onehot) > 0).sum(1)
 
 
 def _minimise(law: Law, data: dict, starts: np.ndarray, W: np.ndarray):
@@ -180,14 +207,47 @@ def bootstrap(res: FitResult, X: np.ndarray, y: np.ndarray, B: int = 1000, seed:
     data = law.prepare(np.asarray(X, float).reshape(len(y), -1), np.asarray(y, float))
     rng = np.random.default_rng(seed)
     W = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=B).astype(float)  # (B, n) resample counts
-    samples = np.vstack([_refit(res, law, data, W[i:i + chunk]) for i in range(0, B, chunk)])
+    parts = []
+    with progress(B, f"bootstrap {res.form}", unit="refit") as bar:
+        for i in range(0, B, chunk):
+            parts.append(_refit(res, law, data, W[i:i + chunk]))
+            bar.update(len(W[i:i + chunk]))
+    samples = np.vstack(parts)
     ok = np.isfinite(samples).all(1)
     lo, hi = np.percentile(samples[ok], [2.5, 97.5], axis=0) if ok.any() else (np.full(law.n_params, np.nan),) * 2
     res.ci95 = {k: [float(a), float(b)] for k, a, b in zip(law.param_names, lo, hi)}
     res.samples = samples[ok]
-    res.bootstrap = {"B": B, "seed": seed, "n_failed": int((~ok).sum()),
-                     "n_degenerate": int(((W > 0).sum(1) < law.n_params).sum())}
+    X = np.asarray(X, float).reshape(len(y), -1)
+    degenerate = int((n_distinct(X, W) < law.n_params).sum())
+    res.bootstrap = {"B": B, "seed": seed, "n_failed": int((~ok).sum()), "n_degenerate": degenerate}
+    res.warnings = [w for w in res.warnings if not w.startswith("bootstrap")] + _bootstrap_warnings(res, X, law)
     return res
+
+
+COLLAPSE_RTOL = 1e-6  # a CI narrower than this (relative to the parameter) is no CI: resampling moved nothing
+
+
+def _bootstrap_warnings(res: FitResult, X: np.ndarray, law: Law) -> list[str]:
+    """Say when the percentile CIs cannot be trusted: collapsed to a point, or built mostly from
+    resamples that could not determine the law."""
+    out, b = [], res.bootstrap
+    n_sizes = len(np.unique(X, axis=0))
+    usable = b["B"] - b["n_failed"]
+    if usable == 0:
+        return [f"bootstrap: all {b['B']} resamples failed; no CI"]
+    collapsed = [k for k, (lo, hi) in res.ci95.items()
+                 if hi - lo <= COLLAPSE_RTOL * max(abs(res.params[k]), abs(lo), abs(hi), 1e-300)]
+    if collapsed:
+        out.append(f"bootstrap: the 95% CI of {', '.join(collapsed)} has zero width: every usable resample "
+                   f"gave the same fit ({len(X)} points at {n_sizes} distinct sizes for {law.n_params} "
+                   f"parameters), so it does not measure the uncertainty; add sizes or seeds")
+    if b["n_degenerate"] > 0.2 * b["B"]:  # e.g. 3 single-seed sizes for a power law: 11%, no warning
+        out.append(f"bootstrap: {b['n_degenerate']} of {b['B']} resamples hold fewer distinct sizes than the "
+                   f"{law.n_params} parameters of the {res.form} law ({n_sizes} distinct sizes in all); "
+                   f"the CI is unreliable")
+    if b["n_failed"] > max(0.1 * b["B"], b["n_degenerate"]):  # failures beyond the undeterminable resamples
+        out.append(f"bootstrap: {b['n_failed']} of {b['B']} refits failed; the CI uses the other {usable}")
+    return out
 
 
 def _errors(y: np.ndarray, pred: np.ndarray) -> dict:
@@ -202,24 +262,41 @@ def leave_one_out(res: FitResult, X: np.ndarray, y: np.ndarray) -> dict:
     X = np.asarray(X, float).reshape(len(y), -1)
     if len(y) - 1 < law.n_params:
         return {"available": False, "reason": f"{len(y) - 1} points left out of {len(y)} < {law.n_params} parameters"}
-    data = law.prepare(X, y)
     W = 1.0 - np.eye(len(y))
+    left = n_distinct(X, W)
+    if left.min() < law.n_params:
+        return {"available": False, "reason": f"leaving out a size measured once leaves {int(left.min())} distinct "
+                                              f"sizes < {law.n_params} parameters"}
+    data = law.prepare(X, y)
     nat = _refit(res, law, data, W)
     pred = np.array([law.predict(dict(zip(law.param_names, p)), X[i:i + 1])[0] for i, p in enumerate(nat)])
     return {"available": True, **_errors(y, pred), "pred": pred.tolist()}
 
 
+def split_largest(law: Law, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) point indices when the k largest sizes (law.size: N*D for chinchilla) are held
+    out with every seed measured at them: a seed of a held-out size left in the fit would make the
+    extrapolation check an interpolation."""
+    size = law.size(X)
+    held = np.isin(size, np.unique(size)[-k:])
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
 def hold_largest_out(form: str, X: np.ndarray, y: np.ndarray, k: int = 1, **kw) -> tuple[dict, FitResult | None]:
-    """Fit (full grid, no information from the held-out points) without the k largest points and
-    predict them: the extrapolation error, which is what a scaling law is used for."""
+    """Fit (full grid, no information from the held-out points) without the points at the k largest
+    sizes and predict them: the extrapolation error, which is what a scaling law is used for."""
     law = LAWS[form]
     X = np.asarray(X, float).reshape(len(y), -1)
-    if len(y) - k < law.n_params:
-        reason = f"{len(y) - k} points left after holding out {k} < {law.n_params} parameters"
+    keep, out = split_largest(law, X, k)
+    left = len(np.unique(X[keep], axis=0))
+    if left < law.n_params:
+        reason = (f"{len(keep)} points at {left} distinct sizes left after holding out the {k} largest "
+                  f"size(s) < {law.n_params} parameters")
         return {"available": False, "reason": reason}, None
-    order = np.argsort(law.size(X), kind="stable")
-    keep, out = order[:-k], order[-k:]
-    sub = fit_law(form, X[keep], y[keep], **kw)
+    try:
+        sub = fit_law(form, X[keep], y[keep], **kw)
+    except FitInputError as err:  # e.g. one N left for chinchilla
+        return {"available": False, "reason": f"without the {k} largest size(s): {err}"}, None
     pred = sub.predict(X[out])
     return {"available": True, "k": k, "held_out": out.tolist(), **_errors(y[out], pred), "pred": pred.tolist(),
             "params": sub.params}, sub
@@ -229,9 +306,9 @@ def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, b
                 seed: int = 0, exclude_top: int = 0) -> FitResult:
     """The full analysis of one law: fit, bootstrap CIs, leave-one-out and hold-largest-out errors.
 
-    exclude_top K > 0: the law is fitted without the K largest points (compute N*D for chinchilla),
-    and `holdout` reports how well it predicts them; with K = 0 the fit uses every point and the
-    hold-out check refits once without the single largest."""
+    exclude_top K > 0: the law is fitted without the points at the K largest sizes (compute N*D for
+    chinchilla; every seed of a size), and `holdout` reports how well it predicts them; with K = 0 the
+    fit uses every point and the hold-out check refits once without the largest size."""
     X = np.asarray(X, float).reshape(len(y), -1)
     y = np.asarray(y, float)
     x_names = tuple(x_names or get_law(form).x_names)
@@ -240,9 +317,8 @@ def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, b
     if exclude_top:
         holdout, res = hold_largest_out(form, X, y, exclude_top, **kw)
         if res is None:
-            raise FitInputError(f"--exclude-top {exclude_top} leaves {len(y) - exclude_top} points, fewer than "
-                                f"the {law.n_params} parameters of the {form} law")
-        keep = np.argsort(law.size(X), kind="stable")[:-exclude_top]
+            raise FitInputError(f"--exclude-top {exclude_top}: {holdout['reason']} of the {form} law")
+        keep, _ = split_largest(law, X, exclude_top)
         Xf, yf = X[keep], y[keep]
         holdout.pop("params")
     else:

@@ -1,7 +1,8 @@
 """Run tables: finished MLflow runs or a CSV file -> one pandas row per run, seeds grouped.
 
 The names are the tracking contract of docs/architecture.md: params `model.name`, `param_count`,
-`data_size` (or `data.subset`), `train.seed` and the ablation switches; single-value metrics
+`data_size` (or `data.subset`), `train.seed` and the ablation switches; `images_seen` (a param or a
+metric, optional); single-value metrics
 `aid_oa_tr50`, `aid_oa_tr20`, `ucm_oa_tr50`, `oscd_f1`, `spacenet_mf1` (percent) and `final_loss`.
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from roma.naming import format_size as fmt_size  # one size format for run names, tables, figures
 
 PERCENT_METRICS = ("aid_oa_tr50", "aid_oa_tr20", "ucm_oa_tr50", "oscd_f1", "spacenet_mf1")
 METRICS = PERCENT_METRICS + ("final_loss",)
@@ -53,15 +56,35 @@ def parse_size(value) -> float:
     return float(m.group(1)) * mult
 
 
-def read_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
-    """A CSV table with at least `columns`; a clear error names a missing file or column."""
+def read_table(path: str | Path, columns: list[str], numeric: list[str] = ()) -> pd.DataFrame:
+    """A CSV table with at least `columns`, the `numeric` ones as floats. Every malformed file (absent,
+    empty, header only, not UTF-8, ragged, a non-numeric value) is a RunTableError naming the file, and
+    the column and line where there is one."""
     path = Path(path)
     if not path.is_file():
         raise RunTableError(f"{path}: no such file")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise RunTableError(f"{path}: the file is empty (expected a header line with columns {columns})") from None
+    except UnicodeDecodeError as err:
+        raise RunTableError(f"{path}: not UTF-8 text ({err.reason}, byte "
+                            f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
+    except pd.errors.ParserError as err:
+        raise RunTableError(f"{path}: not a CSV table: {str(err).strip()}") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise RunTableError(f"{path}: missing column(s) {missing}; the file has {list(df.columns)}")
+    if df.empty:
+        raise RunTableError(f"{path}: a header but no rows (columns {list(df.columns)})")
+    labels = row_labels(df)
+    for col in numeric:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise RunTableError(f"{path}: column {col!r}: {df[col].iloc[i]!r} at {labels[i]} is not a number")
+        df[col] = values.astype(float)
     return df
 
 
@@ -115,6 +138,14 @@ def load_mlflow(experiment: str, tracking_uri: str, allow_missing: bool = False)
                 raise RunTableError(f"{where}: parameter {' or '.join(map(repr, keys))} is missing or None")
             if row[col] <= 0:
                 raise RunTableError(f"{where}: parameter {col!r} must be positive, got {row[col]:g}")
+        row["images_seen"] = math.nan  # optional (older runs lack it); --data-axis images_seen needs it
+        for source in (m, p):
+            try:
+                row["images_seen"] = parse_size(source.get("images_seen"))
+            except ValueError as err:
+                raise RunTableError(f"{where}: 'images_seen': {err}") from None
+            if not math.isnan(row["images_seen"]):
+                break
         row["seed"] = int(float(p.get("train.seed", 0)))
         for k in ABLATION_PARAMS:
             row[k] = p.get(k)
@@ -180,29 +211,22 @@ def group_seeds(df: pd.DataFrame, keys: list[str], metrics: list[str] | None = N
     return out
 
 
-def scaling_curves(df: pd.DataFrame) -> dict[str, list[tuple[str, pd.DataFrame]]]:
-    """Split runs into data-scaling curves (one model, several data sizes) and model-scaling curves
-    (one data size, several parameter counts), each with the ablation switches held fixed."""
+def scaling_curves(df: pd.DataFrame, data_col: str = "data_size",
+                   param_col: str = "param_count") -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    """Split runs into data-scaling curves (one model, several values of `data_col`) and model-scaling
+    curves (one pretraining set, several values of `param_col`), each with the ablation switches fixed."""
     df = df.copy()
     df["ablation"] = ablation_labels(df)
     if df["ablation"].nunique() == 1:  # one setting throughout: no need to say it in every label
         df["ablation"] = ""
     curves: dict[str, list] = {"data": [], "model": []}
     for (model, abl), sub in df.groupby(["model", "ablation"], sort=True):
-        if sub["data_size"].nunique() >= 2:
+        if sub[data_col].nunique() >= 2:
             curves["data"].append((f"{model}{' ' + abl if abl else ''}", sub))
     for (size, abl), sub in df.groupby(["data_size", "ablation"], sort=True):
-        if sub["param_count"].nunique() >= 2:
+        if sub[param_col].nunique() >= 2:
             curves["model"].append((f"{fmt_size(size)} images{' ' + abl if abl else ''}", sub))
     return curves
-
-
-def fmt_size(x: float) -> str:
-    """62500 -> '62.5K', 4e6 -> '4M', 8.6e7 -> '86M'."""
-    for unit, mult in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if x >= mult:
-            return f"{x / mult:.3g}{unit}"
-    return f"{x:.3g}"
 
 
 def load_paper(path: str | Path | None = None) -> pd.DataFrame:

@@ -11,11 +11,13 @@ import sys
 import numpy as np
 import pandas as pd
 
+from analysis.axes import paper_param_x
 from analysis.fits import FitInputError, fit_scaling
 from analysis.laws import LAWS
 from analysis.runs import available_metrics, error_like, group_seeds, scaling_curves
 
-AXES = {"data": "data_size", "model": "param_count"}
+# The columns of a run table that hold each axis' x (analysis.axes fills them per the chosen convention).
+AXES = {"data": "data_x", "model": "param_x"}
 PAPER_SECTIONS = {"data": "data_scaling", "model": "model_scaling"}
 
 
@@ -26,17 +28,36 @@ def choose_form(form: str, n_sizes: int) -> str:
     return "saturating" if n_sizes > LAWS["saturating"].n_params else "power"
 
 
-def _fit(form, x, metric, labels, bootstrap_b, seed):
-    y = error_like(metric, x[1])
-    return fit_scaling(choose_form(form, len(np.unique(x[0]))), x[0][:, None], y, x_names=("x",), y_name=metric,
-                       labels=labels, bootstrap_b=bootstrap_b, seed=seed)
+def _fit_or_warn(where: str, form: str, X, y, **kw):
+    """fit_scaling, or None with a warning naming the curve when the law cannot be fitted; the fit's
+    own warnings (a collapsed CI, ...) go to stderr with the same name."""
+    try:
+        res = fit_scaling(form, X, y, **kw)
+    except FitInputError as err:
+        print(f"warning: {where}: not fitted: {err}", file=sys.stderr)
+        return None
+    for w in res.warnings:
+        print(f"warning: {where}: {w}", file=sys.stderr)
+    return res
+
+
+def _fit(form, x, metric, labels, bootstrap_b, seed, where):
+    """One law on (sizes, metric values), the metric fitted as an error (analysis.runs.error_like)."""
+    return _fit_or_warn(where, choose_form(form, len(np.unique(x[0]))), x[0][:, None], error_like(metric, x[1]),
+                        x_names=("x",), y_name=metric, labels=labels, bootstrap_b=bootstrap_b, seed=seed)
+
+
+def fitted(fits: list[dict]) -> list[dict]:
+    """The entries that hold a law (an entry without one still has its points drawn)."""
+    return [f for f in fits if f.get("fit") is not None]
 
 
 def fit_ours(df: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, seed: int = 0) -> list[dict]:
     """Every (curve, metric) with at least two sizes -> {"source": "ours", "axis", "curve", "metric",
-    "fitted", "fit", "points"}; points: one row per size with the metric's mean, std and count."""
+    "fitted", "fit", "points"}; points: one row per size with the metric's mean, std and count; "fit" is
+    None when the law could not be fitted (the warning says why). `df` needs the columns of AXES."""
     out = []
-    for axis, curves in scaling_curves(df).items():
+    for axis, curves in scaling_curves(df, AXES["data"], AXES["model"]).items():
         xcol = AXES[axis]
         for name, sub in curves:
             for metric in available_metrics(sub):
@@ -44,46 +65,55 @@ def fit_ours(df: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, seed
                 if s[xcol].nunique() < 2:
                     continue
                 labels = [f"run {r!r}" for r in s["run_name"]] if "run_name" in s else None
-                try:
-                    res = _fit(form, (s[xcol].to_numpy(float), s[metric].to_numpy(float)), metric, labels,
-                               bootstrap_b, seed)
-                except FitInputError as err:
-                    print(f"warning: {axis} scaling, {name}, {metric}: not fitted: {err}", file=sys.stderr)
-                    continue
+                res = _fit(form, (s[xcol].to_numpy(float), s[metric].to_numpy(float)), metric, labels,
+                           bootstrap_b, seed, f"{axis} scaling, {name}, {metric}")
                 pts = group_seeds(s, [xcol], [metric]).rename(columns={xcol: "x"})
                 out.append({"source": "ours", "axis": axis, "curve": name, "metric": metric, "fit": res,
                             "fitted": "1 - metric/100" if metric != "final_loss" else "loss", "points": pts})
     return out
 
 
-def fit_paper(paper: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, seed: int = 0) -> list[dict]:
-    """The same laws fitted on the paper's scaling points (read off its figures); points the paper did
-    not measure (dashed in its figure) are drawn but not fitted."""
+def fit_paper(paper: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, seed: int = 0,
+              data_axis: str = "data_size", param_convention: str = "ours") -> list[dict]:
+    """The same laws fitted on the paper's scaling points (read off its figures), placed on the chosen
+    axes (analysis.axes); points the paper did not measure (dashed in its figure) are drawn but not
+    fitted. The paper's data-scaling x is unique images: with data_axis images_seen it has no place."""
     out = []
     for axis, section in PAPER_SECTIONS.items():
+        if axis == "data" and data_axis != "data_size":
+            continue
         sec = paper[paper["section"] == section]
         for metric, s in sec.groupby("metric", sort=False):
-            measured = s[s["status"] == "reported"]
-            if len(measured) < 2:
-                continue
-            res = _fit(form, (measured["x_value"].to_numpy(float), measured["value"].to_numpy(float)), metric,
-                       [f"paper {axis} scaling point x={x:g}" for x in measured["x_value"]], bootstrap_b, seed)
-            pts = pd.DataFrame({"x": s["x_value"].to_numpy(float), f"{metric}_mean": s["value"].to_numpy(float),
-                                f"{metric}_std": 0.0, "measured": (s["status"] == "reported").to_numpy()})
+            x = (paper_param_x(s, param_convention) if axis == "model" else s["x_value"]).to_numpy(float)
+            keep = np.isfinite(x)
+            s, x = s[keep], x[keep]
+            measured = (s["status"] == "reported").to_numpy() & s["value"].notna().to_numpy()
+            res = None
+            if measured.sum() >= 2:
+                res = _fit(form, (x[measured], s["value"].to_numpy(float)[measured]), metric,
+                           [f"paper {axis} scaling point x={v:g}" for v in x[measured]], bootstrap_b, seed,
+                           f"paper's {axis} scaling, {metric}")
+            pts = pd.DataFrame({"x": x, f"{metric}_mean": s["value"].to_numpy(float), f"{metric}_std": 0.0,
+                                "measured": measured})
             out.append({"source": "paper", "axis": axis, "curve": "paper (read off its figure)", "metric": metric,
                         "fit": res, "fitted": "1 - metric/100" if metric != "final_loss" else "loss", "points": pts})
     return out
 
 
-def fit_joint(df: pd.DataFrame, bootstrap_b: int = 1000, seed: int = 0, exclude_top: int = 0) -> dict | None:
-    """Chinchilla L(N, D) on the pretraining loss when the runs vary both N and D (>= 6 runs)."""
+def fit_joint(df: pd.DataFrame, bootstrap_b: int = 1000, seed: int = 0, exclude_top: int = 0,
+              x_names: tuple[str, str] = ("param_count", "data_size")) -> dict | None:
+    """Chinchilla L(N, D) on the pretraining loss when the runs vary both N and D (>= 6 runs);
+    x_names: what N and D are, for fits.json."""
     if "final_loss" not in available_metrics(df):
         return None
+    n, d = AXES["model"], AXES["data"]
     s = df[df["final_loss"].notna()]
-    if s["param_count"].nunique() < 2 or s["data_size"].nunique() < 2 or len(s) <= LAWS["chinchilla"].n_params:
+    if s[n].nunique() < 2 or s[d].nunique() < 2 or len(s) <= LAWS["chinchilla"].n_params:
         return None
-    res = fit_scaling("chinchilla", s[["param_count", "data_size"]].to_numpy(float), s["final_loss"].to_numpy(float),
-                      x_names=("param_count", "data_size"), y_name="final_loss",
-                      labels=[f"run {r!r}" for r in s["run_name"]], bootstrap_b=bootstrap_b, seed=seed,
-                      exclude_top=exclude_top)
+    res = _fit_or_warn("joint L(N, D) on final_loss", "chinchilla", s[[n, d]].to_numpy(float),
+                       s["final_loss"].to_numpy(float), x_names=x_names, y_name="final_loss",
+                       labels=[f"run {r!r}" for r in s["run_name"]], bootstrap_b=bootstrap_b, seed=seed,
+                       exclude_top=exclude_top)
+    if res is None:
+        return None
     return {"source": "ours", "axis": "joint", "curve": "all runs", "metric": "final_loss", "fitted": "loss", "fit": res}

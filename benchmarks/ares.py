@@ -26,13 +26,13 @@ import argparse  # noqa: E402
 import csv  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from roma import atomic  # noqa: E402
 from roma.ares import Ares, grayscale, rotate_region  # noqa: E402
 from roma.ares.descriptors import DESCRIPTORS, lbp_codes, lbp_entropy  # noqa: E402
 from roma.config import AresConfig  # noqa: E402
@@ -102,10 +102,7 @@ def bench_descriptor(name: str, imgs, patch: int, repeats: int) -> dict:
 
 
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(f.name, path)
+    atomic.write_json(path, obj, indent=2)
 
 
 def main(argv=None) -> int:

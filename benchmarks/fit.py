@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from roma import atomic
+
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,9 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
            "bootstrap_cpu_s": boot_cpu, "objective": res.objective, "params": res.params, "ci95": res.ci95, "true": true}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        tmp = args.out / "results.json.tmp"
-        tmp.write_text(json.dumps(out, indent=1))
-        os.replace(tmp, args.out / "results.json")
+        atomic.write_json(args.out / "results.json", out)
     return out
 
 

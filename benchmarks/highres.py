@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from roma import atomic
+
 MODELS = ("roma_base_uni", "roma_base_v3", "vit_b", "vit_b_math")
 PAPER = {  # resolution -> model -> (MB, samples/s); None = OOM in the paper
     1248: {"roma_base": (6526, 11.43), "vit_b": (24531, 4.99)},
@@ -250,10 +252,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         args.out.mkdir(parents=True, exist_ok=True)
         df = pd.DataFrame(rows, columns=COLUMNS)
-        tmp = args.out / "results.csv.tmp"
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, args.out / "results.csv")
-        (args.out / "results.json").write_text(json.dumps({"rows": rows, "growth_exponents": exps}, indent=1))
+        with atomic.replacing(args.out / "results.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        atomic.write_json(args.out / "results.json", {"rows": rows, "growth_exponents": exps})
         try:
             from analysis.figures import plot_highres
 

@@ -31,6 +31,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from roma import atomic  # noqa: E402
+
 BEGIN, END = "<!-- micro-study:begin -->", "<!-- micro-study:end -->"
 METRIC = "aid_oa_tr50"
 TINY = "roma_micro_tiny"
@@ -168,10 +170,9 @@ def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return True
 
 
@@ -212,9 +213,7 @@ def write_readme(readme: Path, section: str) -> None:
         raise SystemExit(f"micro_report: {readme} has no {BEGIN} ... {END} markers")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(head + section + tail)
-    os.replace(tmp, readme)
+    atomic.write_text(readme, head + section + tail)
 
 
 def figure(parts: dict, fits: list[dict], floors: dict, path: Path, title: str) -> None:
@@ -274,10 +273,9 @@ def figure(parts: dict, fits: list[dict], floors: dict, path: Path, title: str) 
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from roma import atomic  # noqa: E402
 from roma.spec import load_spec, parse_set, run_name  # noqa: E402
 
 SPLIT_DIR = REPO / "outputs" / "micro_data"  # the micro specs' data.root and probe root live here
@@ -214,9 +215,7 @@ def record_timings(path: Path, jobs: list[Job], wall: float) -> None:
     doc["cpu_min"] = sum(v["cpu_s"] for v in doc["jobs"].values()) / 60
     doc["jobs_count"] = len(doc["jobs"])
     doc["jobs"] = dict(sorted(doc["jobs"].items()))
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    atomic.write_json(path, doc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,27 +2,49 @@
 
 A reader (a relaunch, `launch.py status`, a resumed job) sees the old file or the new one, never a
 half-written one, even when the writer is killed mid-write.
+
+    atomic.write_text(path, text); atomic.write_json(path, obj)
+    with atomic.replacing(path) as tmp:      # any writer that takes a path: torch.save, savefig, to_csv
+        torch.save(state, tmp)
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on a clean exit it replaces `path` (else it is removed).
+
+    The temporary name keeps `path`'s suffix, so writers that choose a format by suffix
+    (matplotlib's savefig, pandas) write the right one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        yield Path(tmp)
+        os.chmod(tmp, mode)  # mkstemp makes 0600 files; outputs are shared like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 1) -> None:

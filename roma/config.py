@@ -1,9 +1,12 @@
 """Typed configuration of one run: what every stage (data, model, training, evaluation) reads.
 
-A spec file (experiments/specs/*.yaml) is validated and expanded by `roma.spec` into a list of
-`RunConfig` objects; each stage then takes the section it needs as an explicit argument.
-Everything here is a frozen dataclass of plain values, so a config can be hashed into a stable
-run id, written to YAML and read back unchanged.
+A spec file (experiments/specs/*.yaml) is composed and expanded by `roma.spec`, each run is
+built and checked by `roma.validation`; each stage then takes the section it needs as an explicit
+argument. Everything here is a frozen dataclass of plain values, so a config can be hashed into a
+stable run id, written to YAML and read back unchanged.
+
+CHOICES is the one table of allowed values for the enumerated keys: validation checks specs
+against it, and the code that branches on a value (precision, probe protocol, dense task) reads it.
 """
 from __future__ import annotations
 
@@ -13,6 +16,24 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# key -> allowed values; every consumer (validation, the training loop, evaluations) reads this table
+CHOICES: dict[str, tuple[str, ...]] = {
+    "ares.descriptor": ("lbp", "hog", "wavelet"),
+    "ares.target": ("rotated", "original"),
+    "ares.angle_embed": ("shared", "binned"),
+    "train.precision": ("auto", "bf16", "fp16", "fp32"),
+    "eval.probes.protocol": ("fast", "full"),
+    "eval.probes.scan": ("uni", "v3"),
+    "eval.probes.readout": ("mean", "cls"),
+    "eval.dense.task": ("oscd", "levir", "spacenet", "segfolder"),
+    "eval.dense.scan": ("uni", "v3"),
+    "eval.dense.precision": ("auto", "bf16", "fp32"),  # no loss scaler in the dense loop: no fp16
+}
+
+# Fields that say where or how a run executes, not what it computes: left out of the id so that
+# moving a study or changing the cluster does not make finished work look new.
+NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment")
 
 
 @dataclass(frozen=True)
@@ -70,7 +91,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     clip_grad: float = 3.0
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
     seed: int = 0
     ckpt_every_steps: int = 200
     keep_epochs: tuple[int, ...] = ()
@@ -103,6 +124,7 @@ class ProbeConfig:
     max_per_class: int = 0  # 0: every image; n: a seeded n-image subset per class (smoke runs)
     extract_batch_size: int = 128
     num_workers: int = 0  # DataLoader workers for image decoding
+    max_bad_fraction: float = 0.01  # unreadable images skipped, listed and counted, as in pretraining (data.*)
 
 
 @dataclass(frozen=True)
@@ -131,7 +153,7 @@ class DenseConfig:
     head_channels: int = 512  # segmentation UperNet width (the FCN auxiliary head uses half)
     eval_every: int = 5  # epochs between validation passes (and at the last step)
     slide_stride: int = 0  # sliding-window stride in px for val/test (0: crop_size // 2)
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
     num_workers: int = 2
 
 
@@ -173,10 +195,6 @@ class RunConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     sweep: tuple[tuple[str, Any], ...] = ()  # the sweep-axis values that made this run
 
-    # Fields that say where or how a run executes, not what it computes: left out of the id so
-    # that moving a study or changing the cluster does not make finished work look new.
-    _NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment")
-
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
 
@@ -185,14 +203,20 @@ class RunConfig:
         """<output_root>/<experiment>/<run_id>: everything a run writes, and its status file."""
         return Path(self.output_root) / self.experiment / self.run_id
 
+    def identity(self) -> dict[str, Any]:
+        """What this run computes: the plain config without the NOT_IN_ID fields."""
+        return identity(self.to_dict())
+
     @property
     def run_id(self) -> str:
         """Stable 10-hex-digit id of what this run computes."""
-        d = self.to_dict()
-        for k in self._NOT_IN_ID:
-            d.pop(k, None)
-        blob = json.dumps(_integral_floats_as_ints(d), sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(_integral_floats_as_ints(self.identity()), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def identity(plain: dict[str, Any]) -> dict[str, Any]:
+    """A plain config dict (RunConfig.to_dict(), or one saved in a checkpoint) without NOT_IN_ID."""
+    return {k: v for k, v in plain.items() if k not in NOT_IN_ID}
 
 
 def to_plain(obj: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Spec files -> validated, expanded lists of RunConfig.
+"""Spec files -> composed, expanded lists of RunConfig (each built and checked by roma.validation).
 
 A spec is a YAML file (experiments/specs/<name>.yaml). Top-level keys are either meta keys or
 RunConfig sections (dotted keys such as `data.subset: 250000` work too):
@@ -7,6 +7,7 @@ RunConfig sections (dotted keys such as `data.subset: 250000` work too):
     description: "..."
     cluster: my_cluster         # a slurm/profiles/<name>.yaml profile (launcher: SLURM executor)
     parallelism: 8              # SLURM array concurrency cap
+    fallback_data: ucm          # data.root absent, no --data-root: fetch UC Merced, use its halves
     model: roma_base            # shorthand for model.name; geometry defaults come from the registry
     train: {max_steps: 300}
     grid: {data.subset: [312, 625], train.seed: [0, 1, 2]}          # cartesian product
@@ -23,41 +24,25 @@ import copy
 import dataclasses
 import difflib
 import fnmatch
-import glob
 import itertools
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from roma.config import RunConfig, to_plain
+from roma.config import RunConfig
+from roma.naming import run_name
+from roma.validation import SAFE_NAME_RULE, ConfigError, is_safe_name, build_config, check_config, suggest, valid_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO_ROOT / "experiments" / "specs"
-META_KEYS = ("kind", "base", "description", "cluster", "parallelism", "grid", "zip")
+META_KEYS = ("kind", "base", "description", "cluster", "parallelism", "grid", "zip", "fallback_data")
 SET_ORIGIN = "--set"
-# The lead's registry is imported lazily (it pulls in torch); these names stand in if it is absent.
-FALLBACK_MODELS = ("roma_tiny", "roma_small", "roma_base", "roma_large", "roma_micro_tiny", "roma_micro_small")
 # ModelConfig fields whose defaults come from the registry entry of the chosen model name.
 REGISTRY_MODEL_FIELDS = ("img_size", "patch_size", "cluster_size", "decoder_dim", "decoder_depth", "decoder_heads")
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-CHOICES = {  # key -> allowed values (checked on every run)
-    "ares.descriptor": ("lbp", "hog", "wavelet"),
-    "ares.target": ("rotated", "original"),
-    "ares.angle_embed": ("shared", "binned"),
-    "train.precision": ("auto", "bf16", "fp32"),
-    "eval.probes.protocol": ("fast", "full"),
-    "eval.probes.scan": ("uni", "v3"),
-    "eval.probes.readout": ("mean", "cls"),
-    "eval.dense.task": ("oscd", "levir", "spacenet", "segfolder"),
-    "eval.dense.scan": ("uni", "v3"),
-}
-
 # Built-in bases: plain override dicts on top of the RunConfig defaults.
 BASES: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -94,14 +79,6 @@ def safe_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-class SpecError(ValueError):
-    """One or more problems in a spec; str() lists them all, one per line."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(dict.fromkeys(problems))  # de-duplicated, order kept
-        super().__init__("invalid spec:\n  " + "\n  ".join(self.problems))
-
-
 @dataclass
 class Spec:
     name: str
@@ -111,6 +88,7 @@ class Spec:
     cluster: str | None = None
     parallelism: int = 0  # 0: no cap
     resources_set: dict[str, Any] = field(default_factory=dict)  # resources keys the spec set explicitly
+    fallback_data: str | None = None  # a public dataset to fetch when data.root is absent (roma.launch.fallback_data)
 
     def names(self) -> list[str]:
         return [run_name(r) for r in self.runs]
@@ -123,13 +101,15 @@ def spec_path(name_or_path: str | os.PathLike) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
-            raise SpecError([f"{p}: spec file not found"])
+            raise ConfigError([f"{p}: spec file not found"])
         return p
+    if not is_safe_name(str(name_or_path)):
+        raise ConfigError([f"spec name {str(name_or_path)!r}: {SAFE_NAME_RULE} (or give the path of a .yaml file)"])
     cand = SPEC_DIR / f"{name_or_path}.yaml"
     if not cand.exists():
         close = difflib.get_close_matches(str(name_or_path), list_specs(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SpecError([f"no spec named {str(name_or_path)!r} in {SPEC_DIR}{hint}"])
+        raise ConfigError([f"no spec named {str(name_or_path)!r} in {SPEC_DIR}{hint}"])
     return cand
 
 
@@ -141,39 +121,10 @@ def list_specs(runs_only: bool = False) -> list[str]:
 
 def _kind(path: Path) -> str:
     try:
-        raw = safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        raw = safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8
         return "runs"  # load_spec reports the problem
     return str(raw.get("kind", "runs")) if isinstance(raw, dict) else "runs"
-
-
-def format_size(n: int | None) -> str:
-    """62500 -> 62.5K, 4000000 -> 4M, 312 -> 312, None -> all."""
-    if n is None:
-        return "all"
-    for div, suffix in ((1_000_000, "M"), (1_000, "K")):
-        if n >= div:
-            return f"{n / div:.4g}{suffix}"
-    return str(n)
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return "+".join(_fmt_value(x) for x in v)
-    return str(v)
-
-
-STANDARD_AXES = ("model.name", "data.subset", "train.seed")
-
-
-def run_name(cfg: RunConfig) -> str:
-    """`<model>-<data size>-seed<seed>`, then the run's label or its other sweep values."""
-    name = f"{cfg.model.name}-{format_size(cfg.data.subset)}-seed{cfg.train.seed}"
-    sweep = dict(cfg.sweep)
-    if "label" in sweep:
-        return f"{name}-{sweep['label']}"
-    extra = [f"{k.rsplit('.', 1)[-1]}={_fmt_value(v)}" for k, v in cfg.sweep if k not in STANDARD_AXES]
-    return "-".join([name, *extra])
 
 
 def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -182,27 +133,17 @@ def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise SpecError([f"{SET_ORIGIN} {item!r}: expected key=value"])
+            raise ConfigError([f"{SET_ORIGIN} {item!r}: expected key=value"])
         try:
             out[key.strip()] = safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
-            raise SpecError([f"{SET_ORIGIN} {item!r}: value is not valid YAML ({e.__class__.__name__})"]) from None
+            raise ConfigError([f"{SET_ORIGIN} {item!r}: value is not valid YAML ({e.__class__.__name__})"]) from None
     return out
 
 
-def known_models() -> list[str]:
-    try:
-        from roma.models.registry import list_models
-    except ImportError:
-        return list(FALLBACK_MODELS)
-    return list(list_models())
-
-
 def _registry_geometry(name: str) -> dict[str, Any]:
-    try:
-        from roma.models.registry import MODELS
-    except ImportError:
-        return {}
+    from roma.models.registry import MODELS
+
     size = MODELS.get(name)
     return {k: getattr(size, k) for k in REGISTRY_MODEL_FIELDS if hasattr(size, k)} if size else {}
 
@@ -266,9 +207,15 @@ def _load_file(path: Path, origins: dict[str, str], errors: list[str], chain: tu
         errors.append(f"{path}: base cycle: {' -> '.join(str(p) for p in (*chain, path))}")
         return {}
     try:
-        raw = safe_load(path.read_text()) or {}
+        raw = safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        errors.append(f"{path}: not a UTF-8 text file (byte {e.object[e.start]:#04x} at offset {e.start})")
+        return {}
     except (OSError, yaml.YAMLError) as e:
         errors.append(f"{path}: cannot read spec: {e}")
+        return {}
+    if raw is None:  # an empty file (or only comments) is a mistake, not "all defaults"
+        errors.append(f"{path}: the spec is empty; write at least `base: defaults` to run the defaults")
         return {}
     if not isinstance(raw, dict):
         errors.append(f"{path}: a spec must be a mapping of keys, got {type(raw).__name__}")
@@ -318,107 +265,6 @@ def _expand_env(value: Any, key: str, where, errors: list[str] | None) -> Any:
     return value
 
 
-# ---------------------------------------------------------------- typed construction
-
-def _valid_keys(cls: type, prefix: str = "") -> list[str]:
-    """Every dotted key a dataclass accepts, sections included ("model", "model.name", ...)."""
-    hints = typing.get_type_hints(cls)
-    keys = []
-    for f in dataclasses.fields(cls):
-        keys.append(prefix + f.name)
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t):
-            keys += _valid_keys(t, f"{prefix}{f.name}.")
-    return keys
-
-
-def _suggest(key: str, candidates: list[str]) -> str:
-    """' (did you mean ...)' for the closest candidate, comparing full keys and their last parts."""
-    def score(c: str) -> float:
-        full = difflib.SequenceMatcher(None, key, c).ratio()
-        leaf = difflib.SequenceMatcher(None, key.rsplit(".", 1)[-1], c.rsplit(".", 1)[-1]).ratio()
-        return max(full, leaf)
-    best = max(candidates, key=score, default=None)
-    return f" (did you mean {best!r}?)" if best is not None and score(best) >= 0.6 else ""
-
-
-def _type_name(t: Any) -> str:
-    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
-
-
-def _coerce(value: Any, t: Any, key: str, where, errors: list[str]) -> Any:
-    """Check `value` against the annotation `t`; returns the converted value (lists -> tuples)."""
-    origin = typing.get_origin(t)
-    args = typing.get_args(t)
-    if t is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key, where, errors)
-    if dataclasses.is_dataclass(t):
-        if not isinstance(value, dict):
-            errors.append(f"{where(key)}: {key}: expected a mapping of {t.__name__} fields, got {value!r}")
-            return None
-        return _build(t, value, key + ".", where, errors)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            if len(args) == 2 and args[1] is Ellipsis:
-                value = [value]  # a scalar is a one-element tuple: `msp.scales: 4`
-            else:
-                errors.append(f"{where(key)}: {key}: expected a list of {len(args)} values, got {value!r}")
-                return None
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]", where, errors) for i, v in enumerate(value))
-        if len(value) != len(args):
-            errors.append(f"{where(key)}: {key}: expected {len(args)} values, got {len(value)}")
-            return None
-        return tuple(_coerce(v, a, f"{key}[{i}]", where, errors) for i, (v, a) in enumerate(zip(value, args)))
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }.get(t)
-    if ok is None:
-        raise TypeError(f"roma.spec cannot check fields of type {t!r} ({key})")
-    if not ok:
-        errors.append(f"{where(key)}: {key}: expected {_type_name(t)}, got {type(value).__name__} {value!r}")
-        return None
-    return float(value) if t is float else value
-
-
-def _build(cls: type, data: dict, prefix: str, where, errors: list[str]):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        if k not in names:
-            valid = [n for n in _valid_keys(RunConfig) if n.startswith(prefix)] or [prefix + n for n in names]
-            valid += list(META_KEYS) if not prefix else []
-            errors.append(f"{where(key)}: unknown key {key!r}{_suggest(key, valid)}")
-            continue
-        kwargs[k] = _coerce(v, hints[k], key, where, errors)
-    if any(v is None and typing.get_origin(hints[k]) not in (typing.Union, types.UnionType)
-           for k, v in kwargs.items()):
-        return None  # a field failed; its error is recorded
-    return cls(**kwargs)
-
-
-def build_config(d: dict, where=lambda key: "config") -> RunConfig:
-    """A RunConfig from a plain (nested) dict, e.g. RunConfig.to_dict() read back from YAML."""
-    errors: list[str] = []
-    d = dict(d)
-    if "sweep" in d:
-        d["sweep"] = tuple(tuple(p) for p in d["sweep"])
-    cfg = _build(RunConfig, d, "", where, errors)
-    if errors or cfg is None:
-        raise SpecError(errors or ["config: could not be built"])
-    return cfg
-
-
 # ---------------------------------------------------------------- sweeps
 
 def _sweep_combos(grid: Any, zips: Any, origin_of, errors: list[str]) -> list[list[tuple[str, Any]]]:
@@ -448,140 +294,17 @@ def _sweep_combos(grid: Any, zips: Any, origin_of, errors: list[str]) -> list[li
     return [sum(combo, []) for combo in itertools.product(*factors)] if factors else [[]]
 
 
-# ---------------------------------------------------------------- validation of one run
+# ---------------------------------------------------------------- paths
 
 def _resolve_path(p: str) -> str:
     return p if not p or os.path.isabs(p) else str((REPO_ROOT / p).resolve())
-
-
-def _is_pattern(root: str) -> bool:
-    return any(c in root for c in "*?[{") or root.endswith(".tar")
-
-
-def count_images(root: str) -> int | None:
-    """Images behind a data root, counted cheaply; None when it cannot be (shard patterns)."""
-    p = Path(root)
-    if p.is_dir():
-        return sum(1 for _, _, files in os.walk(p) for f in files if Path(f).suffix.lower() in IMAGE_EXTS)
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(p).metadata.num_rows
-    if p.suffix in (".txt", ".csv"):
-        with open(p, "rb") as fh:
-            lines = sum(1 for line in fh if line.strip() and not line.startswith(b"#"))
-        return lines - 1 if p.suffix == ".csv" else lines  # csv: header row
-    return None
-
-
-def _root_exists(root: str) -> bool:
-    if _is_pattern(root):
-        pattern = re.sub(r"\{[^}]*\}", "*", root)  # shard-{000000..000099}.tar -> shard-*.tar
-        return bool(glob.glob(pattern))
-    return Path(root).exists()
-
-
-def _check_run(cfg: RunConfig, where, counts: dict[str, int | None], models: list[str],
-               check_data: bool) -> list[str]:
-    errs: list[str] = []
-
-    def err(key: str, msg: str) -> None:
-        errs.append(f"{where(key)}: {key}: {msg}")
-
-    m = cfg.model
-    if m.name not in models:
-        err("model.name", f"unknown model {m.name!r}{_suggest(m.name, models)}; known: {', '.join(models)}")
-    for k in ("img_size", "patch_size", "cluster_size", "decoder_dim", "decoder_depth", "decoder_heads"):
-        if getattr(m, k) <= 0:
-            err(f"model.{k}", f"must be positive, got {getattr(m, k)}")
-    grid = 0
-    if m.patch_size > 0 and m.cluster_size > 0:
-        unit = m.patch_size * m.cluster_size
-        if m.img_size % unit:
-            err("model.img_size", f"{m.img_size} is not divisible by patch_size x cluster_size = "
-                f"{m.patch_size} x {m.cluster_size} = {unit}")
-        else:
-            grid = m.img_size // m.patch_size
-            if grid // m.cluster_size < 2:
-                err("model.img_size", f"a {grid}x{grid} patch grid holds one {m.cluster_size}x{m.cluster_size} "
-                    "cluster: nothing to predict autoregressively")
-    if m.decoder_heads > 0 and m.decoder_dim % m.decoder_heads:
-        err("model.decoder_dim", f"{m.decoder_dim} is not divisible by decoder_heads={m.decoder_heads}")
-    if cfg.msp.enabled and grid:
-        for s in cfg.msp.scales:
-            if s <= 0 or grid % s:
-                err("msp.scales", f"block size {s} does not divide the {grid}x{grid} patch grid")
-        if not cfg.msp.scales:
-            err("msp.scales", "MSP is enabled with no scales")
-    if cfg.msp.weight < 0:
-        err("msp.weight", f"must be >= 0, got {cfg.msp.weight}")
-    if cfg.ares.enabled and grid:
-        for s in cfg.ares.region_sizes:
-            if not 0 < s <= grid:
-                err("ares.region_sizes", f"region size {s} is outside 1..{grid} (the patch grid)")
-    if not 0.0 <= cfg.ares.p <= 1.0:
-        err("ares.p", f"a probability in [0, 1], got {cfg.ares.p}")
-    t = cfg.train
-    for k in ("epochs", "batch_size", "accum_steps", "ckpt_every_steps", "log_every_steps"):
-        if getattr(t, k) <= 0:
-            err(f"train.{k}", f"must be positive, got {getattr(t, k)}")
-    if t.max_steps is not None and t.max_steps <= 0:
-        err("train.max_steps", f"must be positive or null, got {t.max_steps}")
-    if t.blr <= 0:
-        err("train.blr", f"must be positive, got {t.blr}")
-    r = cfg.resources
-    for k in ("nodes", "cpus_per_task", "mem_gb", "time_min"):
-        if getattr(r, k) <= 0:
-            err(f"resources.{k}", f"must be positive, got {getattr(r, k)}")
-    if r.gpus_per_node < 0:
-        err("resources.gpus_per_node", f"must be >= 0, got {r.gpus_per_node}")
-    if r.time_min * 60 <= r.signal_delay_s + 60:
-        err("resources.time_min", f"{r.time_min} min leaves no time: SLURM signals {r.signal_delay_s} s before "
-            "the limit and checks limits every 30 s; keep time_min*60 > signal_delay_s + 60")
-    # enumerations
-    values = {"ares.descriptor": [cfg.ares.descriptor], "ares.target": [cfg.ares.target],
-              "ares.angle_embed": [cfg.ares.angle_embed], "train.precision": [t.precision],
-              **{f"eval.probes.{k}": [getattr(p, k) for p in cfg.eval.probes] for k in ("protocol", "scan", "readout")},
-              **{f"eval.dense.{k}": [getattr(d, k) for d in cfg.eval.dense] for k in ("task", "scan")}}
-    for key, vals in values.items():
-        for v in vals:
-            if v not in CHOICES[key]:
-                err(key, f"{v!r} is not one of {', '.join(CHOICES[key])}{_suggest(v, list(CHOICES[key]))}")
-    for i, p in enumerate(cfg.eval.probes):
-        for ratio in p.train_ratios:
-            if not 0 < ratio < 1:
-                err(f"eval.probes[{i}].train_ratios", f"a fraction in (0, 1), got {ratio}")
-    # data
-    if cfg.data.subset is not None and cfg.data.subset <= 0:
-        err("data.subset", f"must be positive or null, got {cfg.data.subset}")
-    if check_data:
-        if not cfg.data.root:
-            err("data.root", "missing data root (set data.root in the spec, --data-root or --set data.root=...)")
-        elif not _root_exists(cfg.data.root):
-            err("data.root", f"data root {cfg.data.root} does not exist")
-        else:
-            if cfg.data.root not in counts:
-                counts[cfg.data.root] = count_images(cfg.data.root)
-            n = counts[cfg.data.root]
-            if n == 0:
-                err("data.root", f"no images found under {cfg.data.root}")
-            elif n is not None and cfg.data.subset is not None and cfg.data.subset > n:
-                err("data.subset", f"subset of {cfg.data.subset} images is larger than the dataset at "
-                    f"{cfg.data.root} ({n} images)")
-        for section, items in (("probes", cfg.eval.probes), ("dense", cfg.eval.dense)):
-            for i, item in enumerate(items):
-                if not item.root:
-                    err(f"eval.{section}[{i}].root", "missing root")
-                elif not Path(item.root).exists():
-                    err(f"eval.{section}[{i}].root", f"{item.root} does not exist")
-    return errs
 
 
 # ---------------------------------------------------------------- the entry point
 
 def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None = None,
               data_root: str | None = None, check_data: bool = True, require_env: bool = True) -> Spec:
-    """Load, compose, expand and validate a spec. Raises SpecError listing every problem.
+    """Load, compose, expand and validate a spec. Raises ConfigError listing every problem.
 
     overrides: {"dotted.key": value} (see parse_set); data_root: replaces data.root (a path relative
     to the current directory); check_data=False skips the file-system checks (roots, dataset size).
@@ -611,7 +334,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
 
     meta = {k: raw.pop(k) for k in META_KEYS if k in raw}
     if meta.get("kind", "runs") != "runs":
-        raise SpecError([f"{path}: kind: {meta['kind']!r} spec, not a spec of runs (kind: runs)"])
+        raise ConfigError([f"{path}: kind: {meta['kind']!r} spec, not a spec of runs (kind: runs)"])
     raw.setdefault("experiment", path.stem)
     raw = _expand_env(raw, "", where, errors if require_env else None)
     if "sweep" in raw:
@@ -633,7 +356,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             if ("model.name" if axis == "model" else axis) in set_keys:
                 errors.append(f"{SET_ORIGIN}: {axis}: is a zipped sweep axis of {where('zip')}; "
                               "use --only to pick runs instead")
-    valid_axes = _valid_keys(RunConfig)
+    valid_axes = valid_keys(RunConfig)
     combos = _sweep_combos(meta.get("grid"), meta.get("zip"), lambda k: where(k), errors)
     for combo in combos[:1]:  # a swept key's value comes from the grid/zip that declares it
         for axis, _ in combo:
@@ -641,7 +364,6 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             origins["model.name" if axis == "model" else axis] = f"{where(kind)} ({kind})"
     runs: list[RunConfig] = []
     counts: dict[str, int | None] = {}
-    models = known_models()
     for combo in combos:
         d = copy.deepcopy(raw)
         for axis, value in combo:
@@ -649,7 +371,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
                 continue
             axis_key = "model.name" if axis == "model" else axis
             if axis_key not in valid_axes:
-                errors.append(f"{where('grid')}: sweep axis {axis!r} is not a config key{_suggest(axis_key, valid_axes)}")
+                errors.append(f"{where('grid')}: sweep axis {axis!r} is not a config key{suggest(axis_key, valid_axes)}")
                 continue
             _set_dotted(d, axis_key, value)
         run_errors: list[str] = []
@@ -666,12 +388,12 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
         d["sweep"] = [[a, v] for a, v in combo]
         cfg = None
         try:
-            cfg = build_config(d, where)
-        except SpecError as e:
+            cfg = build_config(d, where, META_KEYS)
+        except ConfigError as e:
             run_errors += e.problems
         if cfg is not None:
             cfg = _with_resolved_paths(cfg)
-            run_errors += _check_run(cfg, where, counts, models, check_data)
+            run_errors += check_config(cfg, where, check_data, counts)
             runs.append(cfg)
         errors += run_errors
     env_keys = {m.group(1) for e in errors if (m := re.search(r": ([\w.\[\]]+): environment variable", e))}
@@ -680,10 +402,11 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
     if not errors:
         errors += _check_unique(runs, str(path))
     if errors:
-        raise SpecError(errors)
+        raise ConfigError(errors)
     resources_set = raw.get("resources", {}) if isinstance(raw.get("resources"), dict) else {}
     return Spec(name=path.stem, path=path, runs=runs, description=str(meta.get("description", "")),
-                cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set))
+                cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set),
+                fallback_data=meta.get("fallback_data"))
 
 
 def _with_resolved_paths(cfg: RunConfig) -> RunConfig:
@@ -714,7 +437,3 @@ def select(runs: list[RunConfig], pattern: str | None) -> list[RunConfig]:
     if not pattern:
         return list(runs)
     return [r for r in runs if fnmatch.fnmatch(run_name(r), pattern) or fnmatch.fnmatch(r.run_id, pattern)]
-
-
-def dump_config(cfg: RunConfig) -> str:
-    return yaml.safe_dump(to_plain(cfg), sort_keys=False)

@@ -1,7 +1,9 @@
 """MLflow tracking: one MLflow run per training run, resumed into the same run after a restart.
 
-    tr = Tracker.open(cfg, run_dir, resume_run_id=ckpt.get("mlflow_run_id"), last_step=ckpt_step)
+    tr = Tracker.open(cfg, run_dir)          # creates the run, or reopens the one named in run_dir
     tr.log_params({...}); tr.log_step(step, {"loss": ..}); tr.flush(); tr.log_metrics({"aid_oa_tr50": 83.2})
+    tr.end("finished" | "failed" | "cancelled", reason)    # MLflow status FINISHED | FAILED | KILLED
+    pretrain(cfg, run_dir, hooks=TrackingHooks(tr, cfg))   # the training loop's reports -> MLflow
 
 Exactly-once step metrics across restarts: a resumed run recomputes the steps after its checkpoint;
 `log_step` drops every step <= max(checkpoint step, the last step already in MLflow), so steps logged
@@ -25,12 +27,18 @@ from typing import Any, Callable, TypeVar
 
 from roma import atomic
 from roma.config import RunConfig, flatten
+from roma.naming import run_name
+from roma.train.hooks import TrainHooks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RUN_ID_FILE = "mlflow_run_id"  # beside last.pt: the run is reused even if it died before a checkpoint
 _MAX_PARAM_LEN = 6000
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
+# our run states (status.json) -> MLflow run status; the `state` tag holds ours
+MLFLOW_STATUS = {"pending": "RUNNING", "running": "RUNNING", "finished": "FINISHED", "failed": "FAILED",
+                 "cancelled": "KILLED"}
+FAILURE_TAGS = ("failure_reason", "failure_stage")  # cleared when a retry finishes
 
 
 def tracking_uri(cfg: RunConfig) -> str:
@@ -119,12 +127,9 @@ class Tracker:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, cfg: RunConfig, run_dir: Path, resume_run_id: str | None = None,
-             last_step: int = 0) -> "Tracker":
-        """Create the run, or reopen `resume_run_id` (from last.pt) / the id recorded in run_dir."""
+    def open(cls, cfg: RunConfig, run_dir: Path, last_step: int = 0) -> "Tracker":
+        """Create the run, or reopen the one whose id is recorded in run_dir (file mlflow_run_id)."""
         from mlflow.tracking import MlflowClient
-
-        from roma.spec import run_name
 
         uri = tracking_uri(cfg)
         artifact_location, lock = None, contextlib.nullcontext()
@@ -138,7 +143,7 @@ class Tracker:
             client = MlflowClient(tracking_uri=uri)
             exp_id = _get_or_create_experiment(client, cfg.experiment, artifact_location)
         id_file = Path(run_dir) / RUN_ID_FILE
-        run_id = resume_run_id or (id_file.read_text().strip() if id_file.exists() else None)
+        run_id = id_file.read_text().strip() if id_file.exists() else None
         if run_id:
             try:
                 run = retry(lambda: client.get_run(run_id), "get run")
@@ -215,16 +220,80 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), "log artifact")
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        retry(lambda: self.client.log_text(self.run_id, text, artifact_file), "log text")
+
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         hist = retry(lambda: self.client.get_metric_history(self.run_id, key), "metric history")
         return sorted((m.step, m.value) for m in hist)
 
-    def end(self, state: str = "finished") -> None:
-        """Flush and close the run; state tag finished|failed|cancelled (status FINISHED/FAILED/KILLED)."""
+    def end(self, state: str = "finished", reason: str | None = None, stage: str | None = None) -> None:
+        """Flush and close the run: state tag finished|failed|cancelled, MLflow status FINISHED|FAILED|KILLED.
+
+        A failure records `failure_reason` (and `failure_stage`: pretrain | eval); a finished run
+        drops the failure tags a previous attempt left."""
         self.flush()
-        status = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}.get(state, "FINISHED")
-        self.set_tags({"state": state})
-        retry(lambda: self.client.set_terminated(self.run_id, status), "end run")
+        set_terminal_state(self.client, self.run_id, state, reason, stage)
+
+
+def set_terminal_state(client, run_id: str, state: str, reason: str | None = None, stage: str | None = None) -> None:
+    """Tags and MLflow status of `run_id` for one of our states (MLFLOW_STATUS)."""
+    tags = {"state": state}
+    if reason:
+        tags["failure_reason"] = reason[:4000]
+    if stage:
+        tags["failure_stage"] = stage
+    from mlflow.entities import RunTag
+
+    retry(lambda: client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]), "set tags")
+    if state == "finished":
+        have = retry(lambda: client.get_run(run_id), "get run").data.tags
+        for k in FAILURE_TAGS:
+            if k in have:
+                retry(lambda: client.delete_tag(run_id, k), "clear failure tag")
+    status = MLFLOW_STATUS[state]
+    if status == "RUNNING":
+        retry(lambda: client.update_run(run_id, status="RUNNING"), "reopen run")
+    else:
+        retry(lambda: client.set_terminated(run_id, status), "end run")
+
+
+def mark_state(cfg: RunConfig, state: str, reason: str | None = None) -> None:
+    """Bring the config's MLflow run(s) to `state` from outside the job (a run killed before it could
+    record its end, a cancelled SLURM job). Best effort: the run may not exist yet or the store may be
+    locked; status.json stays the launcher's source of truth."""
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return  # nothing was ever tracked; do not create a store just to tag nothing
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            return
+        for run in client.search_runs([exp.experiment_id], f"tags.run_id = '{cfg.run_id}'"):
+            if run.info.status == "RUNNING" or state == "running":
+                set_terminal_state(client, run.info.run_id, state, reason)
+    except Exception as e:  # noqa: BLE001 - tagging must never turn a finished run into a failure
+        log.warning("could not set the MLflow state of %s: %s", cfg.run_id, e)
+
+
+class TrackingHooks(TrainHooks):
+    """The training loop's reports -> one MLflow run (params once, step metrics exactly once)."""
+
+    def __init__(self, tracker: Tracker, cfg: RunConfig):
+        self.tracker, self.cfg = tracker, cfg
+
+    def on_start(self, step: int, facts: dict[str, Any]) -> None:
+        self.tracker.log_after = max(self.tracker.log_after, step)
+        self.tracker.log_params(run_params(self.cfg, code_version=code_version(), **facts))
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        self.tracker.log_step(step, metrics)
+
+    def on_checkpoint(self, step: int) -> None:
+        self.tracker.flush()
 
 
 def plot_loss_curve(points: list[tuple[int, float]], path: Path, title: str = "") -> Path:
@@ -246,8 +315,7 @@ def plot_loss_curve(points: list[tuple[int, float]], path: Path, title: str = ""
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,9 +45,11 @@ def store(tmp_path_factory):
         sizes = (1000, 4000, 16000, 64000) if model == "roma_tiny" else (64000,)
         for d in sizes:
             for seed in (0, 1):
+                seen = {"images_seen": 10 * d}  # 10 epochs; logged as a param by some runs, a metric by others
                 _log(client, exp, f"{model}-{d}-seed{seed}",
-                     {"model.name": model, "param_count": int(n), "data.subset": d, "data_size": d, "train.seed": seed},
-                     _metrics(n, d, seed + d), tags={"sweep.data.subset": str(d)})
+                     {"model.name": model, "param_count": int(n), "data.subset": d, "data_size": d, "train.seed": seed,
+                      **(seen if seed == 0 else {})},
+                     _metrics(n, d, seed + d) | ({} if seed == 0 else seen), tags={"sweep.data.subset": str(d)})
     _log(client, exp, "crashed", {"model.name": "roma_tiny", "param_count": 5e6, "data_size": 999},
          {"aid_oa_tr50": 1.0}, status="FAILED")
     abl = client.create_experiment("ablation")
@@ -121,3 +124,30 @@ def test_cli_mlflow_ablation_table_beside_paper(store, tmp_path, capsys):
     assert table[1].split(",")[4] == "69.59" and table[3].split(",")[4] == "72.69"
     assert (out / "ablation.png").exists() and (out / "ablation.pdf").exists()
     assert "setting,runs" in capsys.readouterr().out
+
+
+def test_cli_data_axis_param_convention_and_main_table(store, tmp_path, capsys):
+    uri, _ = store
+    out = tmp_path / "seen"
+    res = fit_scaling.main(["--experiment", "scaling", "--tracking-uri", uri, "--out", str(out), "--bootstrap", "0",
+                            "--form", "power", "--data-axis", "images_seen"])
+    captured = capsys.readouterr()
+    runs = pd.read_csv(out / "runs.csv")
+    assert (runs["data_x"] == 10 * runs["data_size"]).all() and (runs["param_x"] == runs["param_count"]).all()
+    fits = json.loads((out / "fits.json").read_text())
+    assert {(f["data_axis"], f["param_convention"]) for f in fits} == {("images_seen", "ours")}
+    assert not [f for f in fits if f["source"] == "paper" and f["axis"] == "data"]  # unique images: no place here
+    ours_data = next(f for f in res["fits"] if f["axis"] == "data" and f["metric"] == "aid_oa_tr50")
+    assert sorted(ours_data["points"]["x"]) == [1e4, 4e4, 16e4, 64e4]
+    joint = next(f for f in fits if f["axis"] == "joint")
+    assert joint["x"] == ["param_count", "images_seen"]
+    assert "note: data scaling: the paper's points are left out" in captured.err
+    assert "panels left out" in captured.err and [p.name for p in res["figures"]["data"]] == ["data_scaling.png",
+                                                                                           "data_scaling.pdf"]
+    main = (out / "tables" / "main.md").read_text()
+    assert "| RoMA | Mamba-B | 87.36 |" in main and "| ours (roma_small, 64K images, 2 runs) |" in main
+    assert "**main table (the paper's, ours last)**" in captured.out
+    # the paper's parameter labels exist for Tiny..Large only: micro runs are refused, naming them
+    with pytest.raises(SystemExit, match=r"model\(s\) \['roma_micro'\] have none"):
+        fit_scaling.main(["--experiment", "scaling", "--tracking-uri", uri, "--out", str(tmp_path / "p"),
+                          "--param-convention", "paper"])

@@ -1,6 +1,8 @@
 """The pretraining dataset: bad images skipped and counted, reproducibility, subsets, real AID smoke."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -126,7 +128,7 @@ def test_shards_give_the_same_samples_as_the_folder(tmp_path):
     assert list(shards.refs) == list_images(tmp_path / "s")  # the packed ref table gives the refs back
     for i in range(5):
         assert torch.equal(folder[i]["image"], shards[i]["image"])
-    assert "shard-000001.tar:img_02.jpg" in shards.path(2)
+    assert re.search(r"/s/shard-00000[0-2]\.tar:img_02\.jpg$", shards.path(2))  # the shard its rank put it in
 
 
 def test_build_with_subset_writes_manifest_and_detects_changed_data(tmp_path):

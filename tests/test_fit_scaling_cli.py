@@ -96,3 +96,46 @@ def test_errors_name_the_column_or_run(chin_csv, curve_csv, tmp_path):
     assert "needs --x COL --y COL" in _fails(["--csv", str(few), "--form", "power", "--y", "err", "--out", out])
     assert "no such file" in _fails(["--csv", str(tmp_path / "nope.csv"), "--form", "power", "--x", "a", "--y", "b", "--out", out])
     assert not (tmp_path / "o" / "fit.json").exists()
+
+
+# Issue 14, defect 5: a malformed CSV is one line naming the file (and column), never a traceback.
+@pytest.mark.parametrize("content, expected", [
+    (b"images,err\n1000,0.5\n2000,0.4x\n4000,0.3\n", "column 'err': '0.4x' at row 3 (file line) is not a number"),
+    (b"images,err\n1000,0.5\nmany,0.4\n", "column 'images': 'many' at row 3 (file line) is not a number"),
+    (b"images,err\n1000,0.5\n2000,n/a\n4000,0.3\n", "column 'err': missing/NaN value at row 3 (file line)"),
+    (b"images,err\n1000,0.5\n2,000,0.4\n", "not a CSV table"),
+    (b"", "the file is empty"),
+    (b"images,err\n", "a header but no rows"),
+    (b"images,err\n1000,0.5\n2000,\xe9\n", "not UTF-8 text"),
+])
+def test_malformed_csv_is_one_line_naming_the_file(tmp_path, content, expected):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    msg = _fails(["--csv", str(bad), "--form", "power", "--x", "images", "--y", "err", "--out", str(tmp_path / "o")])
+    assert msg.startswith(f"error: {bad}: ") and expected in msg and "\n" not in msg, msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_csv_from_the_shell_has_no_traceback(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("images,err\n1000,0.5\n2000,high\n")
+    res = subprocess.run([sys.executable, "analysis/fit_scaling.py", "--csv", str(bad), "--form", "power", "--x",
+                          "images", "--y", "err", "--out", str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [f"error: {bad}: column 'err': 'high' at row 3 (file line) is not a number"]
+
+
+# Issue 14, defect 6: four rows of one size are refused (exit != 0), a collapsed CI is warned about.
+def test_rows_of_one_size_refused_and_collapsed_ci_warned(tmp_path, capsys):
+    one = tmp_path / "one.csv"
+    pd.DataFrame({"images": [1000] * 4, "err": [0.5, 0.4, 0.45, 0.41]}).to_csv(one, index=False)
+    msg = _fails(["--csv", str(one), "--form", "saturating", "--x", "images", "--y", "err", "--out", str(tmp_path / "o")])
+    assert "needs at least 4 distinct sizes of 'images'" in msg and "1 distinct size(s): 1000" in msg
+    assert not (tmp_path / "o" / "fit.json").exists()
+    two = tmp_path / "two.csv"
+    pd.DataFrame({"images": [1000, 100000], "err": [0.5, 0.3]}).to_csv(two, index=False)
+    fit_scaling.main(["--csv", str(two), "--form", "power", "--x", "images", "--y", "err", "--bootstrap", "100",
+                      "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert f"warning: {two}: bootstrap: the 95% CI of a, b has zero width" in err
+    assert "zero width" in json.loads((tmp_path / "p" / "fit.json").read_text())["warnings"][0]

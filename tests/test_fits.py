@@ -183,3 +183,57 @@ def test_benchmark_script_runs_small(tmp_path, capsys):
     out = bench.main(["--points", "30", "--bootstrap", "20", "--out", str(tmp_path)])
     assert out["starts"] == 4500 and out["grid_fit_s"] > 0 and set(out["ci95"]) == set(TRUE_CHIN)
     assert (tmp_path / "results.json").exists() and "bootstrap refits" in capsys.readouterr().out
+
+
+# Issue 14, defect 6: a law needs as many distinct sizes as parameters, not rows; a collapsed CI is flagged.
+def test_rows_of_one_size_are_refused_naming_the_sizes():
+    x = np.full((4, 1), 1000.0)  # four seeds of one size: four rows, one size
+    with pytest.raises(FitInputError, match=r"saturating law has 4 parameters .* at least 4 distinct sizes .*"
+                                            r"4 points were given, with 1 distinct size\(s\): 1000$"):
+        fit_scaling("saturating", x, np.array([0.5, 0.4, 0.45, 0.41]), bootstrap_b=50)
+    x3 = np.array([[1e3], [1e3], [1e4], [1e4], [1e5], [1e5]])  # 6 rows, 3 sizes < 4 parameters
+    with pytest.raises(FitInputError, match=r"with 3 distinct size\(s\): 1000, 10000, 100000"):
+        fit_scaling("saturating", x3, np.linspace(0.5, 0.2, 6), bootstrap_b=0)
+    X = np.c_[np.full(8, 1e6), np.geomspace(1e8, 1e11, 8)]  # one N: A / N^alpha is a constant beside E
+    with pytest.raises(FitInputError, match=r"at least 2 distinct values of column 'N'; all 8 points have N = 1e\+06"):
+        fit_scaling("chinchilla", X, np.linspace(3.0, 2.0, 8), bootstrap_b=0)
+
+
+def test_collapsed_bootstrap_ci_is_warned():
+    # Two sizes for two parameters: every resample that holds both gives the same line, so the
+    # "CI" has zero width; the resamples with one size cannot be fitted and are counted as degenerate.
+    res = fit_scaling("power", np.array([[1e3], [1e5]]), np.array([0.5, 0.3]), bootstrap_b=200, seed=0)
+    assert res.ci95["b"][0] == pytest.approx(res.ci95["b"][1])
+    assert any("CI of a, b has zero width" in w for w in res.warnings), res.warnings
+    assert res.bootstrap["n_degenerate"] == res.bootstrap["n_failed"] > 0
+    assert res.to_json()["warnings"] == res.warnings
+    # Replicates at each size give the bootstrap something to resample: no collapse, no warning.
+    x = np.repeat([[1e3], [1e4], [1e5]], 3, axis=0)
+    y = 2 * x[:, 0] ** -0.2 * np.exp(np.random.default_rng(0).normal(0, 0.02, 9))
+    ok = fit_scaling("power", x, y, bootstrap_b=200, seed=0)
+    assert ok.ci95["b"][1] - ok.ci95["b"][0] > 1e-3 and not any("zero width" in w for w in ok.warnings)
+
+
+def test_degenerate_resamples_and_loo_count_distinct_sizes():
+    x = np.repeat([[1e3], [1e5]], 3, axis=0)  # 2 sizes x 3 seeds
+    y = np.array([0.50, 0.52, 0.49, 0.30, 0.31, 0.29])
+    res = fit_scaling("power", x, y, bootstrap_b=300, seed=1)
+    # a resample of one size cannot give a slope: it is degenerate, and exactly those fail
+    assert res.bootstrap["n_degenerate"] == res.bootstrap["n_failed"] > 0
+    assert res.loo["available"]  # each size keeps two seeds when one point is left out
+    once = np.array([[1e3], [1e3], [1e4], [1e4], [1e5], [1e6]])  # 1e5 and 1e6 measured once
+    sat = fit_scaling("saturating", once, np.array([0.5, 0.51, 0.4, 0.41, 0.3, 0.25]), bootstrap_b=0)
+    assert sat.loo == {"available": False,
+                       "reason": "leaving out a size measured once leaves 3 distinct sizes < 4 parameters"}
+    assert sat.holdout == {"available": False, "reason": "5 points at 3 distinct sizes left after holding out "
+                                                         "the 1 largest size(s) < 4 parameters"}
+
+
+def test_hold_largest_out_holds_every_seed_of_the_largest_sizes():
+    x = np.repeat([[1e3], [1e4], [1e5], [1e6]], 2, axis=0)  # 4 sizes x 2 seeds
+    y = 5.0 * x[:, 0] ** -0.25 + 0.05  # saturating truth: a power law fitted below 1e6 misses it there
+    ho, sub = hold_largest_out("power", x, y, k=1)
+    assert ho["held_out"] == [6, 7] and sub.n_points == 6  # no seed of 1e6 left in the fit
+    assert ho["mean_abs_rel_err"] > 0.05
+    res = fit_scaling("power", x, y, bootstrap_b=0, exclude_top=2)
+    assert res.n_points == 4 and res.holdout["held_out"] == [4, 5, 6, 7]

@@ -34,11 +34,11 @@ FAKE = textwrap.dedent('''
         with open(os.environ["FAKE_LOG"], "a") as fh:
             fh.write(f"{cfg.run_id} {what}\\n")
 
-    def ok(cfg):
+    def ok(cfg, hooks=None):
         _log(cfg, "start")
         return {"step": 10, "final_loss": 0.25}
 
-    def slow(cfg):
+    def slow(cfg, hooks=None):
         """First attempt: write a checkpoint, then work until interrupted; a resumed attempt ends."""
         ckpt = run_dir(cfg) / "last.pt"
         if ckpt.exists():

@@ -61,8 +61,7 @@ def test_execute_pretrains_evaluates_and_reruns_nothing(tmp_path, monkeypatch):
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == [1, 2, 3, 4]
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "loss_curve.png"} <= arts
-    status = json.loads((rd / "status.json").read_text())
-    assert status["step"] == 4
+    assert not (rd / "status.json").exists()  # status files are the launcher's (roma.launch.job), not execute's
 
 
 def test_evaluation_names_are_unique_and_stable():

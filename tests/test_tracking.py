@@ -36,7 +36,7 @@ def test_resumed_run_logs_each_step_once(store, tmp_path):
         tr.log_step(s, {"loss": 1.0 / s, "lr": 0.1})
     tr.flush()  # steps 1-5 reached MLflow, but the last checkpoint was at step 3 when the job died
 
-    again = tracking.Tracker.open(cfg, rd, resume_run_id=None, last_step=3)  # id from run_dir
+    again = tracking.Tracker.open(cfg, rd, last_step=3)  # id from run_dir
     assert again.run_id == tr.run_id
     again.log_params(tracking.run_params(cfg, param_count=123, data_checksum="abc"))
     for s in range(4, 9):  # the resumed job recomputes 4, 5 and goes on

@@ -19,7 +19,8 @@ HELPER = Path(__file__).with_name("test_train_helpers.py")
 def test_two_rank_ddp_run(tmp_path):
     cfg = nano_config(write_pngs(tmp_path / "imgs", n=24), tmp_path / "out", epochs=2)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HELPER.parent)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HELPER.parent), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", "29517", str(HELPER), str(tmp_path / "cfg.json")],
                          env=env, capture_output=True, text=True, timeout=300)

@@ -69,20 +69,20 @@ def nano_config(root: Path, out: Path, **train) -> RunConfig:
              blr=1e-2)
     t.update(train)
     return RunConfig(experiment="trainsuite", output_root=str(out),
-                     model=ModelConfig(name=NANO, img_size=32, patch_size=8, cluster_size=2),
+                     model=ModelConfig(name=NANO, img_size=32, patch_size=8, cluster_size=2, decoder_dim=16,
+                                       decoder_depth=2, decoder_heads=2),
                      ares=AresConfig(enabled=True, region_sizes=(2,), angle_embed="binned"), msp=MspConfig(enabled=True, scales=(2,), hidden_dim=16),
                      data=DataConfig(root=str(root), num_workers=0), train=TrainConfig(**t))
 
 
 def main(argv: list[str]) -> None:
-    from roma.spec import build_config
-    from roma.train.pretrain import pretrain
+    from roma.run import execute
+    from roma.validation import build_config
 
     register_nano()
     cfg = build_config(json.loads(Path(argv[0]).read_text()))
     delay = float(argv[1]) if len(argv) > 1 else 0.0
-    run_dir = Path(cfg.output_root) / cfg.experiment / cfg.run_id
-    pretrain(cfg, run_dir, data=data_fn(delay))
+    execute(cfg, data=data_fn(delay))
 
 
 if __name__ == "__main__":

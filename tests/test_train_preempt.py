@@ -1,4 +1,4 @@
-"""SLURM preemption: the job wrapper's hook saves the last completed step, the run resumes from it."""
+"""SLURM preemption: the job's preempt hook saves the last completed step, the run resumes from it."""
 from __future__ import annotations
 
 import pytest
@@ -35,27 +35,28 @@ def test_preempt_hook_checkpoints_and_run_resumes(tmp_path):
     from mlflow.tracking import MlflowClient
 
     from roma.launch import job
+    from roma.run import execute
     from roma.tracking import tracking_uri
-    from roma.train.pretrain import pretrain
 
     cfg = nano_config(write_pngs(tmp_path / "imgs", n=16), tmp_path / "out", epochs=2, ckpt_every_steps=100)
-    rd = tmp_path / "run"
+    rd = cfg.run_dir
 
     def preempting(c, d, seed):
         ds, collate, info = data_fn()(c, d, seed)
         return _PreemptAt(ds, at=4 * 3 + 2), collate, info  # inside step 4: steps 1-3 are complete
 
     with pytest.raises(SystemExit):
-        pretrain(cfg, rd, data=preempting)
+        execute(cfg, job.JobHooks(rd), data=preempting)
     assert not job._preempt_hooks  # unregistered on the way out
     saved = torch.load(rd / "last.pt", map_location="cpu", weights_only=True)
     assert saved["step"] == 3 and saved["sampler"]["position"] == 12
     client = MlflowClient(tracking_uri(cfg))
-    run = client.get_run(saved["mlflow_run_id"])
+    mlflow_id = (rd / "mlflow_run_id").read_text().strip()
+    run = client.get_run(mlflow_id)
     assert run.info.status == "KILLED" and run.data.tags["state"] == "cancelled"
 
-    result = pretrain(cfg, rd, data=data_fn())  # the requeued job
-    assert result["step"] == 8 and result["mlflow_run_id"] == saved["mlflow_run_id"]
-    steps = sorted(m.step for m in client.get_metric_history(saved["mlflow_run_id"], "loss"))
+    result = execute(cfg, job.JobHooks(rd), data=data_fn())  # the requeued job
+    assert result["step"] == 8 and result["mlflow_run_id"] == mlflow_id
+    steps = sorted(m.step for m in client.get_metric_history(mlflow_id, "loss"))
     assert steps == list(range(1, 9))
-    assert client.get_run(saved["mlflow_run_id"]).info.status == "FINISHED"
+    assert client.get_run(mlflow_id).info.status == "FINISHED"

@@ -20,7 +20,8 @@ HELPER = Path(__file__).with_name("test_train_helpers.py")
 def _worker(cfg, tmp: Path, delay: float = 0.0) -> subprocess.Popen:
     cfg_file = tmp / f"cfg_{time.monotonic_ns()}.json"
     cfg_file.write_text(json.dumps(cfg.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HELPER.parent)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HELPER.parent), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([sys.executable, str(HELPER), str(cfg_file), str(delay)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -73,8 +74,6 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), f"weights differ at {k}"
     for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(pa[k], pb[k]) for k in pa)
-
-    assert b["mlflow_run_id"] == (_run_dir(cut_cfg) / "mlflow_run_id").read_text().strip()
 
     for key in ("loss", "lr", "loss_token", "loss_block_s2", "images_per_s", "bad_images"):
         assert _steps(cut_cfg, key) == list(range(1, 19)), key

@@ -42,7 +42,8 @@ def log_runs(spec_path: Path, final: dict[str, list[float]]) -> dict[str, str]:
     """Log the spec's runs through roma.tracking with tiny fake metrics; {run name: MLflow run id}.
 
     final: single-value metrics, one value per run, e.g. {"aid_oa_tr50": [71.25, 84.5]}."""
-    from roma.spec import load_spec, run_name
+    from roma.naming import run_name
+    from roma.spec import load_spec
     from roma.tracking import Tracker, plot_loss_curve, run_params
 
     spec = load_spec(spec_path, check_data=False)

@@ -3,12 +3,11 @@
 from .dataset import (BadImageError, BadImageTracker, BadSample, PretrainDataset, build_pretrain_dataset,
                       collate, load_rgb, sample_rng)
 from .shards import index_shards, iter_shard, pack
-from .stream import ShardStream
 from .sources import IMAGE_EXTS, ImageRef, list_images, read_bytes
 from .subsets import keys_checksum, read_manifest, subset_keys, subset_manifest
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, PretrainTransform, normalize
 
 __all__ = ["BadImageError", "BadImageTracker", "BadSample", "PretrainDataset", "build_pretrain_dataset",
-           "collate", "load_rgb", "ShardStream", "sample_rng", "index_shards", "iter_shard", "pack", "IMAGE_EXTS",
+           "collate", "load_rgb", "sample_rng", "index_shards", "iter_shard", "pack", "IMAGE_EXTS",
            "ImageRef", "list_images", "read_bytes", "keys_checksum", "read_manifest", "subset_keys",
            "subset_manifest", "IMAGENET_MEAN", "IMAGENET_STD", "PretrainTransform", "normalize"]

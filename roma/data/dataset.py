@@ -28,8 +28,9 @@ from torch.utils.data import Dataset
 
 from roma.config import AresConfig, DataConfig, ModelConfig
 
+from .shards import subset_prefix
 from .sources import ImageRef, list_images, read_bytes
-from .subsets import keys_checksum, read_manifest, subset_keys, write_manifest
+from .subsets import keys_checksum, manifest_name, read_manifest, subset_keys, write_manifest
 from .transforms import PretrainTransform
 
 # what a broken file raises while it is read and decoded (PIL uses all of these)
@@ -223,22 +224,28 @@ def build_pretrain_dataset(data_cfg: DataConfig, model_cfg: ModelConfig, ares_cf
     manifest path or None), "source"}. A resumed run whose source no longer yields the subset of its
     first start fails here instead of training on different data.
     """
-    refs = list_images(data_cfg.root)
     manifest = None
     if data_cfg.subset is not None:
         n, sseed = data_cfg.subset, data_cfg.subset_seed
-        keys = subset_keys(refs, n, sseed)
+        prefix = subset_prefix(data_cfg.root, n, sseed)  # shards packed in this seed's order: read n rows
+        if prefix is not None:
+            refs, total = prefix
+        else:
+            refs = list_images(data_cfg.root)
+            total = len(refs)
+            chosen = set(subset_keys(refs, n, sseed))
+            refs = [r for r in refs if r.key in chosen]
+        keys = [r.key for r in refs]
         checksum = keys_checksum(keys)
-        manifest = Path(run_dir) / f"subset-{n}-seed{sseed}.txt"
+        manifest = Path(run_dir) / manifest_name(n, sseed)
         if manifest.is_file():  # a resumed run: the data must still give the same subset
             old = read_manifest(manifest)[1]
             if old != checksum:
                 raise ValueError(f"data at {data_cfg.root} changed since this run started: subset manifest "
                                  f"{manifest} has sha256 {old[:12]}.., the source now gives {checksum[:12]}..")
-        write_manifest(keys, manifest, seed=sseed, total=len(refs), source=str(data_cfg.root))
-        chosen = set(keys)
-        total, refs = len(refs), [r for r in refs if r.key in chosen]
+        write_manifest(keys, manifest, seed=sseed, total=total, source=str(data_cfg.root))
     else:
+        refs = list_images(data_cfg.root)
         total, checksum = len(refs), keys_checksum([r.key for r in refs])
     transform = PretrainTransform(model_cfg.img_size, model_cfg.patch_size, ares_cfg,
                                   crop_scale=tuple(data_cfg.crop_scale), hflip=data_cfg.hflip)

@@ -5,7 +5,8 @@
     refs = list_images("/data/shards/shard-{000000..000009}.tar")   # or a glob, or a folder of .tar
     data = read_bytes(refs[0])                      # the encoded image file
 
-A folder that holds .tar files at its top level is read as shards; any other folder as a tree.
+A folder that holds .tar files at its top level is read as shards (from its `index.json` when
+`roma.data.shards` wrote one: no tar is opened); any other folder as a tree.
 Every image becomes an `ImageRef`. Its `key` is the image's stable identity (the path relative to
 the folder or manifest, or the source path stored in a shard by `roma.data.shards.pack`), so the
 same images listed three ways have the same keys, and subsets (which hash keys) pick the same ones.
@@ -16,15 +17,15 @@ from __future__ import annotations
 import glob
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+# the one list of image extensions: pretraining sources, launch-time checks, evaluation folders
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 MANIFEST_EXTS = (".txt", ".csv", ".parquet")
 
 
-@dataclass(frozen=True)
-class ImageRef:
+class ImageRef(NamedTuple):  # a tuple, not a dataclass: millions are built at start, 20x cheaper
     key: str  # identity: relative path (folder/manifest) or the path stored in the shard
     path: str  # the file to open: the image itself, or the .tar shard holding it
     offset: int = -1  # byte offset of the image's data inside the shard; -1: `path` is the image
@@ -45,10 +46,13 @@ def is_image(name: str) -> bool:
 def read_bytes(ref: ImageRef) -> bytes:
     """The encoded image bytes of `ref` (a plain file, or a slice of a tar shard)."""
     with open(ref.path, "rb") as f:
-        if not ref.in_shard:
-            return f.read()
-        f.seek(ref.offset)
-        data = f.read(ref.size)
+        return read_slice(f, ref) if ref.in_shard else f.read()
+
+
+def read_slice(f, ref: ImageRef) -> bytes:
+    """The bytes of a shard member from the shard's open file `f`."""
+    f.seek(ref.offset)
+    data = f.read(ref.size)
     if len(data) != ref.size:
         raise OSError(f"shard {ref.path} is truncated: {ref.key} wants {ref.size} bytes at {ref.offset}, "
                       f"got {len(data)}")
@@ -62,18 +66,13 @@ def list_images(source: str | os.PathLike) -> list[ImageRef]:
     if not s:
         raise ValueError("data.root is empty: give a folder, a manifest (.txt/.csv/.parquet) or shards (*.tar)")
     p = Path(s)
-    if _is_pattern(s) or s.endswith(".tar"):
+    tars = shard_files(s)
+    if tars:
         from .shards import index_shards
 
-        refs = index_shards(expand_shard_pattern(s))
+        refs = index_shards(tars, whole_folder=p.is_dir())
     elif p.is_dir():
-        tars = sorted(x for x in p.iterdir() if x.is_file() and x.name.endswith(".tar"))
-        if tars:
-            from .shards import index_shards
-
-            refs = index_shards([str(t) for t in tars])
-        else:
-            refs = list_folder(p)
+        refs = list_folder(p)
     elif p.suffix.lower() in MANIFEST_EXTS:
         refs = list_manifest(p)
     elif p.exists():
@@ -85,6 +84,16 @@ def list_images(source: str | os.PathLike) -> list[ImageRef]:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) found in {s}")
     _check_unique(refs, s)
     return sorted(refs, key=lambda r: r.key)
+
+
+def shard_files(source: str) -> list[str] | None:
+    """The .tar shards `source` names (a pattern, one .tar, a folder with .tar files at its top), or None."""
+    if is_shard_pattern(source):
+        return expand_shard_pattern(source)
+    p = Path(source)
+    if p.is_dir():
+        return sorted(str(x) for x in p.iterdir() if x.is_file() and x.name.endswith(".tar")) or None
+    return None
 
 
 def _check_unique(refs: list[ImageRef], source: str) -> None:
@@ -156,8 +165,9 @@ def list_manifest(manifest: str | os.PathLike) -> list[ImageRef]:
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
 
-def _is_pattern(s: str) -> bool:
-    return any(c in s for c in "*?[") or bool(_BRACE.search(s))
+def is_shard_pattern(s: str) -> bool:
+    """A glob / brace pattern or a single .tar: a shard source (roma.validation and list_images ask this)."""
+    return any(c in s for c in "*?[") or bool(_BRACE.search(s)) or s.endswith(".tar")
 
 
 def expand_braces(pattern: str) -> list[str]:

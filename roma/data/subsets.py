@@ -33,13 +33,17 @@ def rank(key: str, seed: int) -> bytes:
     return hashlib.blake2b(key.encode("utf-8"), digest_size=16, key=f"roma-subset-{seed}".encode()).digest()
 
 
+def check_subset_size(n: int, total: int) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"data.subset must be a positive number of images, got {n!r}")
+    if n > total:
+        raise ValueError(f"data.subset asks for {n} images but the source holds only {total}")
+
+
 def subset_keys(items: Iterable[str | ImageRef], n: int, seed: int) -> list[str]:
     """The n keys of lowest rank under `seed`, sorted by key. Errors name both numbers when n > total."""
     keys = sorted({_key(x) for x in items})
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"data.subset must be a positive number of images, got {n!r}")
-    if n > len(keys):
-        raise ValueError(f"data.subset asks for {n} images but the source holds only {len(keys)}")
+    check_subset_size(n, len(keys))
     chosen = sorted(keys, key=lambda k: (rank(k, seed), k))[:n]
     return sorted(chosen)
 
@@ -78,11 +82,16 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[str], str]:
     return keys, checksum
 
 
+def manifest_name(n: int, seed: int) -> str:
+    """The file name of subset(n, seed)'s manifest."""
+    return f"subset-{n}-seed{seed}.txt"
+
+
 def subset_manifest(items: Iterable[str | ImageRef], n: int, seed: int,
                     out_dir: str | os.PathLike) -> tuple[Path, str]:
     """Choose subset(n, seed) of `items` (keys or ImageRefs), write its manifest; -> (path, checksum)."""
     items = list(items)
     keys = subset_keys(items, n, seed)
-    path = Path(out_dir) / f"subset-{n}-seed{seed}.txt"
+    path = Path(out_dir) / manifest_name(n, seed)
     checksum = write_manifest(keys, path, seed=seed, total=len({_key(x) for x in items}))
     return path, checksum

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from roma.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 EVAL_CROP_PCT = 0.875  # 224 / 256, as the paper's eval transform
 _FILL = (124, 116, 104)  # ImageNet mean in uint8: the fill of affine ops (as timm)
 

@@ -31,23 +31,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from roma import atomic
-from roma.config import ModelConfig, ProbeConfig
+from roma.config import CHOICES, ModelConfig, ProbeConfig
 from roma.eval.augment import TrainTransform
-from roma.eval.features import ImageListDataset, cache_key, cached_features, extract_features
+from roma.eval.features import ImageListDataset, bad_rows, cache_key, cached_features, extract_features
 from roma.eval.probe import fit_head_on_images, select_and_fit
 from roma.eval.splits import FolderDataset, load_or_create_split, scan_folder
 from roma.models.downstream import build_downstream_encoder, file_sha256
-
-PROTOCOLS = ("fast", "full")
-# The paper's probe (RoMA "Scene Classification/train.sh": batch 128 x accum 4, 200 epochs, 224 px)
-PAPER_FULL = dict(protocol="full", img_size=224, epochs=200, batch_size=512, blr=1.5e-3, weight_decay=0.05,
-                  warmup_epochs=5.0, min_lr=1e-6, label_smoothing=0.1, train_ratios=(0.5,))
-
-
-def paper_probe_config(dataset: str, root: str, **overrides) -> ProbeConfig:
-    """ProbeConfig of the paper's full protocol (eval every 10 epochs, as its logs)."""
-    return replace(ProbeConfig(), dataset=dataset, root=root, eval_every=10, **{**PAPER_FULL, **overrides})
-
 
 def metric_name(dataset: str, train_ratio: float) -> str:
     return f"{dataset}_oa_tr{round(train_ratio * 100)}"
@@ -66,11 +55,31 @@ def subsample(ds: FolderDataset, per_class: int, seed: int) -> FolderDataset:
     return FolderDataset(ds.root, ds.classes, tuple(ds.paths[i] for i in keep), tuple(ds.labels[i] for i in keep))
 
 
+def drop_unreadable(ds: FolderDataset, feats: torch.Tensor, labels: torch.Tensor, max_fraction: float,
+                    listing: Path) -> tuple[FolderDataset, torch.Tensor, torch.Tensor]:
+    """The pretraining policy for evaluation images: unreadable ones are skipped, listed in `listing`
+    and counted; more than `max_fraction` of them is an error (roma.data.BadImageError)."""
+    from roma.data import BadImageTracker
+
+    bad = bad_rows(feats)
+    listing.unlink(missing_ok=True)
+    tracker = BadImageTracker(max_fraction, listing if bad else None, total=len(ds))
+    tracker.add(len(ds), [str(ds.root / ds.paths[i]) for i in bad])
+    tracker.finish()
+    if not bad:
+        return ds, feats, labels
+    print(f"[probe] skipped {len(bad)} unreadable image(s) of {len(ds)}; listed in {listing}", flush=True)
+    keep = sorted(set(range(len(ds))) - set(bad))
+    kept = FolderDataset(ds.root, ds.classes, tuple(ds.paths[i] for i in keep), tuple(ds.labels[i] for i in keep))
+    idx = torch.as_tensor(keep, dtype=torch.long)
+    return kept, feats[idx], labels[idx]
+
+
 def _validate(cfg: ProbeConfig) -> None:
     if not cfg.root:
         raise ValueError("ProbeConfig.root is empty: give the class-folder dataset root (e.g. .../AID)")
-    if cfg.protocol not in PROTOCOLS:
-        raise ValueError(f"ProbeConfig.protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
+    if cfg.protocol not in CHOICES["eval.probes.protocol"]:
+        raise ValueError(f"ProbeConfig.protocol must be one of {CHOICES['eval.probes.protocol']}, got {cfg.protocol!r}")
     if not cfg.train_ratios or not cfg.seeds:
         raise ValueError("ProbeConfig.train_ratios and ProbeConfig.seeds must not be empty")
     if cfg.epochs < 1 or cfg.batch_size < 2:
@@ -94,6 +103,7 @@ def run_probe(encoder_ckpt: Path | None, probe_cfg: ProbeConfig, model_cfg: Mode
     feats, labels = cached_features(out_dir / "features", key, ds, lambda: extract_features(
         encoder, ds, img_size, device, cfg.extract_batch_size, cfg.num_workers))
     t_feat = time.time() - t0
+    ds, feats, labels = drop_unreadable(ds, feats, labels, cfg.max_bad_fraction, out_dir / "bad_images.txt")
 
     metrics: dict[str, float] = {}
     report = {"config": asdict(cfg), "model": model_cfg.name, "checkpoint": str(encoder_ckpt),
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-img-size", type=int, default=None, help="pretraining resolution (default: registry)")
     p.add_argument("--out", type=Path, default=Path("outputs/probe"))
     p.add_argument("--dataset", default="aid")
-    p.add_argument("--protocol", default="fast", choices=PROTOCOLS)
+    p.add_argument("--protocol", default="fast", choices=CHOICES["eval.probes.protocol"])
     p.add_argument("--img-size", type=int, default=0)
     p.add_argument("--scan", default="uni", choices=("uni", "v3"))
     p.add_argument("--readout", default="mean", choices=("mean", "cls"))

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,8 +18,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from roma import atomic
 from roma.eval.augment import EVAL_CROP_PCT, EvalTransform
 from roma.eval.splits import FolderDataset
+from roma.progress import progress
 
 CACHE_VERSION = 1
 
@@ -33,8 +33,9 @@ class ImageListDataset(Dataset):
     whatever the number of workers.
     """
 
-    def __init__(self, ds: FolderDataset, indices, transform, seed: int = 0):
+    def __init__(self, ds: FolderDataset, indices, transform, seed: int = 0, skip_bad: bool = False):
         self.ds, self.indices, self.transform, self.seed = ds, list(indices), transform, seed
+        self.skip_bad = skip_bad  # an unreadable image gives (None, label) instead of an error
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -47,32 +48,57 @@ class ImageListDataset(Dataset):
             with Image.open(path) as im:
                 img = im.convert("RGB")
         except (OSError, ValueError) as e:
+            if self.skip_bad:
+                return None, self.ds.labels[i]
             raise RuntimeError(f"cannot read image {path}: {e}") from e
         rng = random.Random(hash((self.seed, self.epoch, i)))
         return self.transform(img, rng), self.ds.labels[i]
 
 
+def _collate_marking_bad(items):
+    """(images of the readable items or None, labels of all, readable mask)."""
+    ok = torch.tensor([x is not None for x, _ in items])
+    xs = [x for x, _ in items if x is not None]
+    return (torch.stack(xs) if xs else None), torch.tensor([y for _, y in items]), ok
+
+
 @torch.inference_mode()
 def extract_features(encoder, ds: FolderDataset, img_size: int, device: torch.device | str = "cpu",
                      batch_size: int = 128, num_workers: int = 0, indices=None, log_every_s: float = 30.0):
-    """Pooled features (N, d) float32 on CPU and labels (N,) of ds[indices] (all images by default)."""
+    """Pooled features (N, d) float32 on CPU and labels (N,) of ds[indices] (all images by default).
+
+    The row of an unreadable image is NaN (see bad_rows): the caller applies the bad-image policy."""
     device = torch.device(device)
     indices = range(len(ds)) if indices is None else indices
-    loader = DataLoader(ImageListDataset(ds, indices, EvalTransform(img_size)), batch_size=batch_size,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(ImageListDataset(ds, indices, EvalTransform(img_size), skip_bad=True), batch_size=batch_size,
+                        num_workers=num_workers, pin_memory=device.type == "cuda", collate_fn=_collate_marking_bad)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    feats, labels, done, t0, last = [], [], 0, time.time(), time.time()
+    parts, labels = [], []
     encoder.eval()
-    for x, y in loader:
-        with amp:
-            f = encoder.forward_pooled(x.to(device, non_blocking=True))
-        feats.append(f.float().cpu())
-        labels.append(y)
-        done += len(y)
-        if time.time() - last > log_every_s:
-            last = time.time()
-            print(f"[probe] features {done}/{len(loader.dataset)} ({done / (last - t0):.1f} img/s)", flush=True)
+    with progress(len(loader.dataset), "probe features", unit="img", every_s=log_every_s) as bar:
+        for x, y, ok in loader:
+            f = None
+            if x is not None:
+                with amp:
+                    f = encoder.forward_pooled(x.to(device, non_blocking=True)).float().cpu()
+            parts.append((f, ok))
+            labels.append(y)
+            bar.update(len(y))
+    dim = next((f.shape[1] for f, _ in parts if f is not None), None)
+    if dim is None:
+        raise RuntimeError(f"none of the {len(loader.dataset)} images under {ds.root} could be read")
+    feats = []
+    for f, ok in parts:
+        rows = torch.full((len(ok), dim), float("nan"))
+        if f is not None:
+            rows[ok] = f
+        feats.append(rows)
     return torch.cat(feats), torch.cat(labels).long()
+
+
+def bad_rows(feats: torch.Tensor) -> list[int]:
+    """Rows of extract_features' output whose image could not be read."""
+    return torch.isnan(feats).any(dim=1).nonzero().flatten().tolist()
 
 
 def cache_key(ckpt_id: str, model_name: str, img_size: int, scan: str, readout: str, ds: FolderDataset) -> str:
@@ -93,9 +119,6 @@ def cached_features(cache_dir: Path, key: str, ds: FolderDataset, compute) -> tu
     feats, labels = compute()
     if feats.shape[0] != len(ds) or not torch.equal(labels, torch.tensor(ds.labels)):
         raise RuntimeError("feature extraction returned rows that do not match the dataset order")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    torch.save({"features": feats, "labels": labels, "fingerprint": ds.fingerprint, "paths": list(ds.paths)}, tmp)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"features": feats, "labels": labels, "fingerprint": ds.fingerprint, "paths": list(ds.paths)}, f)
     return feats, labels

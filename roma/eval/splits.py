@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from roma import atomic
+from roma.data.sources import IMAGE_EXTS
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 SPLIT_VERSION = 1
 
 
@@ -151,3 +153,61 @@ def load_or_create_split(ds: FolderDataset, split_dir: Path, train_ratio: float,
     split = make_split(ds, train_ratio, seed, val_fraction)
     save_split(split, ds, path)
     return Split(split.train, split.val, split.test, train_ratio, val_fraction, seed, path)
+
+
+# ---------------------------------------------------------------- disjoint halves as link folders
+HALVES_RATIO, HALVES_SEED = 0.5, 0  # the paper's TR = 50%, a fixed seed
+
+
+def _link_tree(ds_root: Path, rel_paths: list[str], out: Path) -> None:
+    """out/<rel path> -> ds_root/<rel path>, built in a temp folder then renamed (atomic per half)."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel in rel_paths:
+        dst = tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(ds_root / rel, dst)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def _halves_up_to_date(out: Path, prefix: str, ds: FolderDataset, split_file: Path) -> bool:
+    if not split_file.is_file():
+        return False
+    doc = json.loads(split_file.read_text())
+    if doc.get("dataset_fingerprint") != ds.fingerprint or doc.get("source_root") != str(ds.root):
+        return False
+    for half, part in ((f"{prefix}_pool", "train"), (f"{prefix}_probe", "test")):
+        n = sum(1 for p in (out / half).rglob("*") if p.is_symlink())
+        if n != len(doc[part]):
+            return False
+    return True
+
+
+def write_halves(root: Path, out: Path, prefix: str) -> dict:
+    """Split a class-folder dataset into two disjoint stratified halves, as folders of symlinks.
+
+        <out>/<prefix>_pool/<class>/<image>    pretraining pool (half of every class)
+        <out>/<prefix>_probe/<class>/<image>   probe set (the other half; the probe splits it again)
+        <out>/<prefix>_split.json              the split (relative paths of both halves, fingerprint)
+
+    The TR = 50% split of make_split (seed 0, no validation part). Calling it again with the same
+    data is a no-op; with other data it rebuilds the links. -> {"pool": n, "probe": n, "out": str}.
+    """
+    ds = scan_folder(Path(root).resolve())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    split_file = out / f"{prefix}_split.json"
+    if not _halves_up_to_date(out, prefix, ds, split_file):
+        split = make_split(ds, HALVES_RATIO, HALVES_SEED, val_fraction=0.0)
+        save_split(split, ds, split_file)
+        load_split(split_file, ds, HALVES_RATIO, HALVES_SEED, 0.0)  # re-read: disjoint and complete
+        doc = json.loads(split_file.read_text())
+        doc["source_root"] = str(ds.root)
+        atomic.write_text(split_file, json.dumps(doc, indent=1))
+        _link_tree(ds.root, doc["train"], out / f"{prefix}_pool")
+        _link_tree(ds.root, doc["test"], out / f"{prefix}_probe")
+    doc = json.loads(split_file.read_text())
+    if set(doc["train"]) & set(doc["test"]):
+        raise RuntimeError(f"{split_file}: pool and probe halves overlap")
+    return {"pool": len(doc["train"]), "probe": len(doc["test"]), "out": str(out)}

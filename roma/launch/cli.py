@@ -1,10 +1,10 @@
 """`python experiments/launch.py ...`: launch a spec, show its status, list specs, open the MLflow UI.
 
     launch.py SPEC [--executor local|slurm|debug] [--profile NAME] [--dry-run] [--only PATTERN]
-                   [--force] [--retry-failed] [--set key=value ...] [--data-root DIR]
+                   [--force] [--retry-failed] [--set key=value ...] [--data-root DIR] [--skip-data-check]
     launch.py status SPEC [--only PATTERN] [--watch SECONDS] [--set ...] [--data-root DIR]
     launch.py list
-    launch.py ui [SPEC]
+    launch.py ui [SPEC] [--set ...] [--data-root DIR] [--only PATTERN] [--port N] [--host H]
 """
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from roma.launch import slurm
 from roma.launch.plan import Planned, clear_for_rerun, plan, reconcile
 from roma.launch.status import read_status, run_dir
 from roma.launch.table import describe_resources, fmt_loss, render
-from roma.spec import Spec, SpecError, list_specs, load_spec, parse_set, run_name, select
+from roma.naming import run_name
+from roma.spec import Spec, list_specs, load_spec, parse_set, select
+from roma.validation import ConfigError
 
-SUBCOMMANDS = ("status", "list", "ui")
 
-
-def _spec_args(p: argparse.ArgumentParser) -> None:
+def spec_args(p: argparse.ArgumentParser) -> None:
+    """The arguments that choose a spec's runs: the same for launch, status and ui."""
     p.add_argument("spec", help="a spec name in experiments/specs (e.g. quickstart) or a path to a YAML file")
     p.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config keys, values in YAML (e.g. model=roma_small data.subset=250000)")
@@ -34,7 +35,7 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
 def _launch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="launch.py", description="Validate a spec and launch its runs.",
                                 epilog="other commands: launch.py status SPEC | launch.py list | launch.py ui [SPEC]")
-    _spec_args(p)
+    spec_args(p)
     p.add_argument("--executor", choices=("local", "slurm", "debug"),
                    help="default: slurm when sbatch is on PATH and a cluster profile is chosen, else local")
     p.add_argument("--profile", help="cluster profile (slurm/profiles/NAME.yaml); default: the spec's `cluster:`")
@@ -42,12 +43,17 @@ def _launch_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun finished/failed runs from scratch (deletes their folders)")
     p.add_argument("--retry-failed", action="store_true", help="retry failed runs (resuming from last.pt)")
     p.add_argument("--submitit-folder", help="submitit logs and pickles (default <output_root>/<experiment>/submitit)")
+    p.add_argument("--skip-data-check", action="store_true",
+                   help="launch without checking the datasets the runs name (roma.data.check)")
     p.add_argument("--execute", help=argparse.SUPPRESS)  # module:function replacing roma.run.execute (tests)
     return p
 
 
-def _load(args) -> Spec:
-    return load_spec(args.spec, parse_set(args.sets), data_root=args.data_root)
+def _load(args, fetch: bool = True, check_data: bool = True):
+    """-> Loaded(spec, note, pending): the spec, or the spec on its fallback dataset (fetched unless fetch=False)."""
+    from roma.launch.fallback_data import load_with_fallback
+
+    return load_with_fallback(args.spec, parse_set(args.sets), args.data_root, fetch, check_data)
 
 
 def _choose_executor(args, spec: Spec) -> tuple[str, dict | None]:
@@ -78,7 +84,7 @@ def _plan_table(planned: list[Planned], slurm_mode: bool) -> str:
 
 def cmd_launch(argv: list[str]) -> int:
     args = _launch_parser().parse_args(argv)
-    spec = _load(args)
+    spec, data_note, data_pending = _load(args, fetch=not args.dry_run)
     executor, profile = _choose_executor(args, spec)
     runs = select(spec.runs, args.only)
     if not runs:
@@ -91,6 +97,16 @@ def cmd_launch(argv: list[str]) -> int:
     where = f"{executor}" + (f", profile {profile['name']}" if profile else "")
     print(f"spec {spec.name}: {len(spec.runs)} runs, {len(runs)} selected, {len(todo)} to launch ({where})")
     print(_plan_table(planned, executor == "slurm"))
+    if data_note:
+        print(data_note)
+    if todo and not args.skip_data_check and not data_pending:
+        from roma.launch.datacheck import check_runs, failed
+
+        bad = failed(check_runs([p.cfg for p in todo]))
+        if bad and not args.dry_run:
+            print(f"launch.py: the data check failed for {len(bad)} dataset(s) (above): nothing was launched. "
+                  "Fix the data, or pass --skip-data-check", file=sys.stderr)
+            return 2
     if args.dry_run or not todo:
         return 0
     for p in todo:
@@ -117,9 +133,12 @@ def cmd_launch(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted: the current run is marked cancelled; relaunch to resume it", file=sys.stderr)
         return 130
-    failed = [rid for rid, s in states.items() if s != "finished"]
+    failed = [rid for rid, s in states.items() if s not in ("finished", "active")]
+    active = [rid for rid, s in states.items() if s == "active"]
     out = Path(cfgs[0].output_root) / cfgs[0].experiment
-    print(f"done: {len(states) - len(failed)} finished, {len(failed)} failed. Results in {out}/<run id>/; "
+    print(f"done: {len(states) - len(failed) - len(active)} finished, {len(failed)} failed"
+          + (f", {len(active)} skipped (another launch computes them)" if active else "")
+          + f". Results in {out}/<run id>/; "
           f"MLflow UI: python experiments/launch.py ui {args.spec}")
     return 1 if failed else 0
 
@@ -135,10 +154,10 @@ def status_rows(runs) -> list[list[object]]:
 
 def cmd_status(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="launch.py status", description="State, step, loss and failure reason of each run.")
-    _spec_args(p)
+    spec_args(p)
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until every run has ended")
     args = p.parse_args(argv)
-    spec = load_spec(args.spec, parse_set(args.sets), data_root=args.data_root, check_data=False)
+    spec = _load(args, fetch=False, check_data=False).spec
     runs = select(spec.runs, args.only)
     headers = ["id", "name", "state", "step", "loss", "job", "updated", "reason"]
     while True:
@@ -158,20 +177,15 @@ def cmd_list(argv: list[str]) -> int:
         try:
             spec = load_spec(name, check_data=False, require_env=False)
             rows.append([name, len(spec.runs), spec.description])
-        except SpecError as e:
+        except ConfigError as e:
             rows.append([name, "?", f"invalid: {e.problems[0]}"])
     print(render(["spec", "runs", "description"], rows))
     return 0
 
 
 def cmd_ui(argv: list[str]) -> int:
-    try:
-        from roma.launch.ui import main as ui_main  # issue 11: lean MLflow server + compare URLs
-    except ImportError:
-        print("launch.py ui: not available yet (roma/launch/ui.py, issue 11). Meanwhile run:\n"
-              "  mlflow ui --host 127.0.0.1 --workers 1 --backend-store-uri "
-              "sqlite:///outputs/<spec>/mlflow.db", file=sys.stderr)
-        return 2
+    from roma.launch.ui import main as ui_main
+
     return ui_main(argv)
 
 
@@ -182,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
         return cmd_launch(argv)
-    except SpecError as e:
+    except ConfigError as e:
         print(e, file=sys.stderr)
         print("nothing was launched.", file=sys.stderr)
         return 2

@@ -13,8 +13,13 @@ import traceback
 from typing import Any
 
 from roma.config import RunConfig
-from roma.launch.job import run_one, sync_mlflow_state
-from roma.launch.status import read_status, run_dir, write_status
+from roma.launch.claim import RunClaimed, holder
+from roma.launch.job import run_one
+from roma.launch.status import here, read_status, run_dir, write_status
+from roma.naming import run_name
+from roma.tracking import mark_state
+
+CLAIMED_EXIT = 75  # a child that found the run claimed by another process (EX_TEMPFAIL)
 
 
 def _say(msg: str) -> None:
@@ -23,12 +28,15 @@ def _say(msg: str) -> None:
 
 def run_debug(runs: list[RunConfig], execute_target: str | None = None) -> dict[str, str]:
     """-> {run_id: final state}. Exceptions propagate after the run is marked failed."""
-    from roma.spec import run_name
-
     states = {}
     for i, cfg in enumerate(runs):
         _say(f"[{i + 1}/{len(runs)}] {run_name(cfg)} ({cfg.run_id}) debug")
-        run_one(cfg, execute_target, executor="debug")
+        try:
+            run_one(cfg, execute_target, executor="debug")
+        except RunClaimed as e:
+            _say(f"    -> skipped: {e}")
+            states[cfg.run_id] = "active"
+            continue
         states[cfg.run_id] = "finished"
     return states
 
@@ -36,6 +44,9 @@ def run_debug(runs: list[RunConfig], execute_target: str | None = None) -> dict[
 def _child(cfg_dict: dict, execute_target: str | None) -> None:
     try:
         run_one(cfg_dict, execute_target, executor="local")
+    except RunClaimed as e:
+        print(f"    -> skipped: {e}", flush=True)
+        sys.exit(CLAIMED_EXIT)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:
@@ -44,15 +55,20 @@ def _child(cfg_dict: dict, execute_target: str | None) -> None:
 
 
 def run_local(runs: list[RunConfig], execute_target: str | None = None) -> dict[str, str]:
-    """-> {run_id: final state}. Runs one child process at a time; Ctrl-C cancels the current run."""
-    from roma.spec import run_name
+    """-> {run_id: final state}. Runs one child process at a time; Ctrl-C cancels the current run.
 
+    A run another process computes (it holds the run's claim) is skipped as "active"."""
     ctx = mp.get_context("spawn")  # a clean interpreter: no inherited torch threads or locks
     states: dict[str, str] = {}
     for i, cfg in enumerate(runs):
         _say(f"[{i + 1}/{len(runs)}] {run_name(cfg)} ({cfg.run_id}) local")
         d = run_dir(cfg)
-        write_status(d, "pending", executor="local")
+        who = holder(d)
+        if who is not None:
+            _say(f"    -> skipped: already being computed by pid {who.get('pid')} on {who.get('host')}")
+            states[cfg.run_id] = "active"
+            continue
+        write_status(d, "pending", executor="local", **here())  # the launcher's pid until the child claims it
         proc = ctx.Process(target=_child, args=(cfg.to_dict(), execute_target), name=f"roma-{cfg.run_id}")
         try:
             proc.start()
@@ -65,12 +81,15 @@ def run_local(runs: list[RunConfig], execute_target: str | None = None) -> dict[
             if (read_status(d) or {}).get("state") in ("pending", "running"):
                 write_status(d, "cancelled", reason="interrupted (Ctrl-C)")
             raise
+        if proc.exitcode == CLAIMED_EXIT:  # another launch won the claim: its run, its status
+            states[cfg.run_id] = "active"
+            continue
         state = (read_status(d) or {}).get("state")
         if proc.exitcode != 0 and state in ("pending", "running"):
             # killed from outside (OOM killer, kill -9): the child could not record it
             reason = f"process exited with code {proc.exitcode}"
             write_status(d, "failed", reason=reason)
-            sync_mlflow_state(cfg, "failed", reason)
+            mark_state(cfg, "failed", reason)
             state = "failed"
         states[cfg.run_id] = state or "failed"
         status = read_status(d) or {}

@@ -1,137 +1,106 @@
-"""What one job does, whatever the executor: status running -> execute(cfg) -> finished | failed.
+"""What one job does, whatever the executor: claim the run, status running -> execute(cfg) ->
+finished | failed | cancelled.
 
-`execute` is `roma.run.execute` unless a target "module:function" is named (tests inject fakes
-this way; a target string, not a function object, so it also works in child processes and SLURM jobs).
+`execute` is `roma.run.execute`; tests name a fake as "module:function" (a target string, not a
+function object, so it also works in child processes and SLURM jobs). The job owns the run
+folder's config.yaml (written once, by prepare_run_dir), status.json, the run's claim and the
+SLURM preemption hooks; roma.run.execute owns the MLflow run.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
-import os
-import signal
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from roma import atomic
 from roma.config import RunConfig
-from roma.launch.status import here, read_status, run_dir, write_status
-from roma.tracking import tracking_uri
+from roma.launch.claim import claim
+from roma.launch.status import here, read_status, update_progress, write_status
+from roma.train.distributed import export_submitit_env
+from roma.train.hooks import TrainHooks
+from roma.validation import build_config, dump_config
 
 log = logging.getLogger(__name__)
-DEFAULT_EXECUTE = "roma.run:execute"
 _preempt_hooks: list[Callable[[], None]] = []
 
 
-def resolve_execute(target: str | None) -> Callable[[RunConfig], dict]:
-    module, _, func = (target or DEFAULT_EXECUTE).partition(":")
+def resolve_execute(target: str | None) -> Callable[..., dict]:
+    """roma.run.execute, or the "module:function" a test names."""
+    if target is None:
+        from roma.run import execute
+
+        return execute
+    module, _, func = target.partition(":")
     if not func:
         raise ValueError(f"execute target {target!r} must look like 'package.module:function'")
     return getattr(importlib.import_module(module), func)
 
 
-def on_preempt(hook: Callable[[], None]) -> None:
-    """Register a hook run when SLURM preempts/times out the job, before it is requeued.
+class JobHooks(TrainHooks):
+    """The training loop's progress -> status.json; its checkpoint-on-preemption -> SLURM's signal."""
 
-    It runs inside a signal handler in the main thread; it should only save state that is
-    consistent at any point (e.g. a checkpoint of the last completed step).
-    """
-    _preempt_hooks.append(hook)
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
 
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        update_progress(self.run_dir, step, metrics.get("loss"))
 
-def worker_ignore_job_signals(worker_id: int = 0) -> None:
-    """DataLoader `worker_init_fn` for jobs: leave SIGTERM/SIGUSR2 to the main process.
+    def on_preempt(self, save: Callable[[], None]) -> Callable[[], None]:
+        """`save` runs inside SLURM's signal handler (main thread) before the job is requeued: it
+        must only save state that is consistent at any point (the last completed step)."""
+        _preempt_hooks.append(save)
 
-    SLURM signals every process of a job step on preemption (SIGTERM) and before the time limit
-    (SIGUSR2). torch's workers die on SIGTERM and would run submitit's requeue handler on SIGUSR2;
-    either way the main process then fails instead of checkpointing and requeueing.
-    """
-    for sig in (signal.SIGTERM, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def sync_mlflow_state(cfg: RunConfig, state: str, reason: str | None = None) -> None:
-    """Set the `state` tag of the run's MLflow run(s) so MLflow agrees with status.json.
-
-    Best effort: the run may not exist yet (failed before tracking started) or the store may be
-    locked; status.json stays the source of truth for the launcher.
-    """
-    uri = tracking_uri(cfg)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        return  # nothing was ever tracked; do not create a store just to tag nothing
-    try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name(cfg.experiment)
-        if exp is None:
-            return
-        for run in client.search_runs([exp.experiment_id], f"tags.run_id = '{cfg.run_id}'"):
-            client.set_tag(run.info.run_id, "state", state)
-            if reason:
-                client.set_tag(run.info.run_id, "failure_reason", reason[:4000])
-    except Exception as e:  # noqa: BLE001 - tagging must never turn a finished run into a failure
-        log.warning("could not set MLflow state tag of %s: %s", cfg.run_id, e)
+        def undo() -> None:
+            with contextlib.suppress(ValueError):
+                _preempt_hooks.remove(save)
+        return undo
 
 
 def prepare_run_dir(cfg: RunConfig) -> Path:
-    from roma.spec import dump_config
-
-    d = run_dir(cfg)
+    """The run folder with its config.yaml: written once, when the run is first launched."""
+    d = cfg.run_dir
     d.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(d / "config.yaml", dump_config(cfg))
+    if not (d / "config.yaml").exists():
+        atomic.write_text(d / "config.yaml", dump_config(cfg))
     return d
 
 
 def run_one(cfg: RunConfig | dict, execute_target: str | None = None, executor: str = "local",
             job_id: str | None = None, rank: int = 0) -> dict[str, Any]:
-    """Run one config to the end, recording its state. Re-raises the execute error after recording it."""
-    from roma.spec import build_config
+    """Run one config to the end, recording its state. Re-raises the execute error after recording it.
 
+    Raises roma.launch.claim.RunClaimed, recording nothing, when another process computes the run."""
     cfg = cfg if isinstance(cfg, RunConfig) else build_config(cfg)
+    execute = resolve_execute(execute_target)
     if rank != 0:  # other DDP ranks only compute; rank 0 owns status and tracking
-        return resolve_execute(execute_target)(cfg)
+        return execute(cfg)
     d = prepare_run_dir(cfg)
-    extra = {"job_id": job_id} if job_id else {}
-    write_status(d, "running", executor=executor, **here(), **extra)
-    sync_mlflow_state(cfg, "running")
-    try:
-        result = resolve_execute(execute_target)(cfg) or {}
-    except KeyboardInterrupt:
-        write_status(d, "cancelled", reason="interrupted (Ctrl-C)")
-        sync_mlflow_state(cfg, "cancelled", "interrupted")
-        raise
-    except SystemExit as e:  # submitit's requeue exits this way after checkpoint() wrote pending
-        if (read_status(d) or {}).get("state") == "running":
-            write_status(d, "cancelled", reason=f"exited with {e.code!r}")
-        raise
-    except Exception as e:
-        reason = f"{type(e).__name__}: {e}"
-        (d / "error.txt").write_text(traceback.format_exc())
-        write_status(d, "failed", reason=reason)
-        sync_mlflow_state(cfg, "failed", reason)
-        raise
-    step = result.get("step", (read_status(d) or {}).get("step"))
-    loss = result.get("final_loss", result.get("loss", (read_status(d) or {}).get("loss")))
-    write_status(d, "finished", step=step, loss=loss)
-    sync_mlflow_state(cfg, "finished")
-    return result
+    with claim(d):
+        extra = {"job_id": job_id} if job_id else {}
+        write_status(d, "running", executor=executor, **here(), **extra)
+        try:
+            result = execute(cfg, JobHooks(d)) or {}
+        except KeyboardInterrupt:
+            write_status(d, "cancelled", reason="interrupted (Ctrl-C)")
+            raise
+        except SystemExit as e:  # submitit's requeue exits this way after checkpoint() wrote pending
+            if (read_status(d) or {}).get("state") == "running":
+                write_status(d, "cancelled", reason=f"exited with {e.code!r}")
+            raise
+        except Exception as e:
+            from roma.run import EvaluationError
 
-
-def _distributed_env() -> tuple[str | None, int]:
-    """torch.distributed env:// variables from submitit's job environment (multi-node DDP)."""
-    import submitit
-
-    env = submitit.JobEnvironment()
-    if env.num_tasks > 1:
-        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
-        # SLURM_JOB_ID is unique per array task, so tasks sharing a node get distinct ports
-        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.raw_job_id) % 20000))
-        os.environ["RANK"] = str(env.global_rank)
-        os.environ["WORLD_SIZE"] = str(env.num_tasks)
-        os.environ["LOCAL_RANK"] = str(env.local_rank)
-        os.environ["LOCAL_WORLD_SIZE"] = str(env.num_tasks // max(env.num_nodes, 1))
-    return str(env.job_id), env.global_rank
+            atomic.write_text(d / "error.txt", traceback.format_exc())
+            stage = {"stage": "eval", "encoder": str(d / "encoder.pt")} if isinstance(e, EvaluationError) else {}
+            write_status(d, "failed", reason=f"{type(e).__name__}: {e}", **stage)
+            raise
+        step = result.get("step", (read_status(d) or {}).get("step"))
+        loss = result.get("final_loss", result.get("loss", (read_status(d) or {}).get("loss")))
+        write_status(d, "finished", step=step, loss=loss, stage=None, encoder=None)
+        return result
 
 
 def _checkpointable_base():
@@ -148,16 +117,14 @@ class SlurmRun(_checkpointable_base()):
         self.execute_target = execute_target
 
     def __call__(self, cfg_dict: dict) -> dict:
-        job_id, rank = _distributed_env()
+        job_id, rank = export_submitit_env()
         return run_one(cfg_dict, self.execute_target, executor="slurm", job_id=job_id, rank=rank)
 
     def checkpoint(self, cfg_dict: dict):
-        from roma.spec import build_config
-
         for hook in list(_preempt_hooks):
             try:
                 hook()
             except Exception as e:  # noqa: BLE001 - a failed hook must not block the requeue
                 log.warning("preempt hook %s failed: %s", hook, e)
-        write_status(run_dir(build_config(cfg_dict)), "pending", reason="requeued (preempted or timed out)")
+        write_status(build_config(cfg_dict).run_dir, "pending", reason="requeued (preempted or timed out)")
         return super().checkpoint(cfg_dict)

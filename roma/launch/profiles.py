@@ -5,6 +5,7 @@
     gpus_per_node: 0                          #   cpus_per_task, mem_gb, time_min, partition, account,
     cpus_per_task: 1                          #   qos, constraint, signal_delay_s, setup (list of lines)
     setup: ["source /opt/venv/bin/activate"]
+    gpu_type: cpu                             # the device as experiments/throughput.csv names it (h100, a100, ...)
     parallelism: 4                            # default job-array concurrency cap
     additional: {exclusive: true}             # extra sbatch options passed to submitit as is
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from roma.config import ResourcesConfig
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 RESOURCE_FIELDS = [f.name for f in dataclasses.fields(ResourcesConfig)]
-PROFILE_KEYS = ("description", "parallelism", "additional", "resources", *RESOURCE_FIELDS)
+PROFILE_KEYS = ("description", "gpu_type", "parallelism", "additional", "resources", *RESOURCE_FIELDS)
+GPU_TYPE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
 def profile_path(name: str) -> Path:
@@ -60,5 +63,21 @@ def load_profile(name: str) -> dict[str, Any]:
     res.update(nested)
     if "setup" in res:
         res["setup"] = tuple(res["setup"])
-    return {"name": path.stem, "path": str(path), "resources": res,
+    return {"name": path.stem, "path": str(path), "resources": res, "gpu_type": _gpu_type(path, raw, res),
             "parallelism": int(raw.get("parallelism", 0)), "additional": dict(raw.get("additional") or {})}
+
+
+def _gpu_type(path: Path, raw: dict[str, Any], res: dict[str, Any]) -> str | None:
+    """The profile's device type, as the throughput table (experiments/throughput.csv) names it:
+    "cpu" exactly when the profile asks for no GPU. None when the profile does not say."""
+    value = raw.get("gpu_type")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not GPU_TYPE.fullmatch(value.strip().lower()):
+        raise ValueError(f"{path}: gpu_type must be a name like h100, a100 or cpu, got {value!r}")
+    value = value.strip().lower()
+    gpus = res.get("gpus_per_node")
+    if gpus is not None and (value == "cpu") != (int(gpus) == 0):
+        raise ValueError(f"{path}: gpu_type {value!r} with gpus_per_node {gpus}: use gpu_type cpu exactly when "
+                         f"gpus_per_node is 0")
+    return value

@@ -26,7 +26,7 @@ def available() -> bool:
 
 def resolve_resources(cfg: RunConfig, profile: dict[str, Any] | None, spec_set: dict[str, Any]) -> ResourcesConfig:
     """The run's resources: defaults < profile < keys the spec (or --set) set explicitly."""
-    from roma.spec import build_config
+    from roma.validation import build_config
 
     merged = {**((profile or {}).get("resources") or {}), **spec_set}
     where = (lambda key: f"cluster profile {profile['path']}" if profile else "resources")

@@ -3,8 +3,10 @@
     {"state": "pending|running|finished|failed|cancelled", "step": int|None, "loss": float|None,
      "reason": str|None, "updated": ISO-8601 UTC, ...executor facts: "executor", "job_id", "host", "pid"}
 
-The launcher writes pending (submitted), the job wrapper running / finished / failed / cancelled;
-the training loop may report progress through `update_progress` (state stays running).
+The launcher writes pending (submitted), the job (roma.launch.job) running / finished / failed /
+cancelled, and the training loop's progress through the job's hooks (`update_progress`, state stays
+running). A run whose evaluation failed after pretraining finished is failed with "stage": "eval"
+and "encoder": its usable encoder.pt; --retry-failed reruns only the evaluations.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ from roma import atomic
 from roma.config import RunConfig
 
 STATES = ("pending", "running", "finished", "failed", "cancelled")
-UNFINISHED = ("pending", "running", "cancelled")
 
 
 def run_dir(cfg: RunConfig) -> Path:

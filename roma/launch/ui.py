@@ -299,22 +299,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="interface to bind (default 127.0.0.1; MLflow has no login: bind others with care)")
     p.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, as for launching (e.g. output_root=/scratch/out)")
+    p.add_argument("--data-root", help="the --data-root the spec was launched with (it is part of each run's id)")
+    p.add_argument("--only", metavar="PATTERN", help="compare only runs whose name or id matches (as for launching)")
     p.add_argument("--output-root", help="where to look for stores when no spec is given "
                    "(default: the config's output_root, relative to the repository)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error(f"--port {args.port}: expected 0..65535")
-    if args.sets and not args.spec:
-        p.error("--set needs a SPEC")
+    if (args.sets or args.data_root or args.only) and not args.spec:
+        p.error("--set, --data-root and --only need a SPEC")
     return args
 
 
 def resolve_target(args: argparse.Namespace) -> Target:
-    from roma.spec import REPO_ROOT, load_spec, parse_set  # SpecError propagates to the CLI, which prints it
+    from roma.spec import REPO_ROOT, load_spec, parse_set, select  # ConfigError: the CLI prints it
 
     if args.spec:
-        spec = load_spec(args.spec, parse_set(args.sets), check_data=False, require_env=False)
-        return target_for_runs(spec.runs)
+        spec = load_spec(args.spec, parse_set(args.sets), data_root=args.data_root, check_data=False,
+                         require_env=False)
+        runs = select(spec.runs, args.only)
+        if not runs:
+            raise UIError(f"no run of {spec.name} matches --only {args.only!r}")
+        return target_for_runs(runs)
     return target_without_spec(Path(args.output_root) if args.output_root else REPO_ROOT / RunConfig().output_root)
 
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from roma.models.fused import fused_kernel, mamba_forward_fused
 from roma.models.scan import causal_conv1d, selective_scan
 
 # direction suffix -> (column-major?, reversed?)
@@ -76,30 +77,36 @@ class Mamba(nn.Module):
         A = -torch.exp(A_log.float())
         return selective_scan(x, dt, A, Bm, Cm, D.float(), None, dt_proj.bias.float(), delta_softplus=True)
 
+    def to_scan_order(self, t: torch.Tensor, s: str, col_perm: torch.Tensor | None, dim: int) -> torch.Tensor:
+        """t with its token axis `dim` in direction s's scan order (raster, column-major, reversed)."""
+        column, backward = DIRECTIONS[s]
+        if column:
+            if col_perm is None:
+                raise ValueError("a column-major scan direction needs col_perm (the encoder's grid)")
+            t = t.index_select(dim, col_perm)
+        return t.flip(dim) if backward else t
+
+    def to_raster_order(self, t: torch.Tensor, s: str, col_perm: torch.Tensor | None, dim: int) -> torch.Tensor:
+        """The inverse of to_scan_order."""
+        column, backward = DIRECTIONS[s]
+        if backward:
+            t = t.flip(dim)
+        return torch.empty_like(t).index_copy_(dim, col_perm, t) if column else t
+
     def forward(self, hidden: torch.Tensor, col_perm: torch.Tensor | None = None) -> torch.Tensor:
         """hidden: (B, L, d_model) -> (B, L, d_model).
 
         col_perm: (L,) long, the column-major order of the tokens (only for 4 directions); the
-        encoder builds it from its grid (keeping a cls token in place).
+        encoder builds it from its grid (keeping a cls token in place). With mamba-ssm on a GPU
+        (scan backend ``cuda``) the fused ``mamba_inner_fn`` runs instead (roma/models/fused.py).
         """
+        inner = fused_kernel(hidden.device, hidden.shape[1])
+        if inner is not None:
+            return mamba_forward_fused(self, hidden, col_perm, inner)
         xz = rearrange(self.in_proj(hidden), "b l d -> b d l")
         x, z = xz.chunk(2, dim=1)  # (B, D, L) each
-        ys = []
-        for s in self.active:
-            column, backward = DIRECTIONS[s]
-            xs = x
-            if column:
-                if col_perm is None:
-                    raise ValueError("a column-major scan direction needs col_perm (the encoder's grid)")
-                xs = xs[..., col_perm]
-            if backward:
-                xs = xs.flip(-1)
-            y = self._scan(xs.contiguous(), s)
-            if backward:
-                y = y.flip(-1)
-            if column:
-                y = torch.empty_like(y).index_copy_(-1, col_perm, y)  # back to raster order
-            ys.append(y)
+        ys = [self.to_raster_order(self._scan(self.to_scan_order(x, s, col_perm, -1).contiguous(), s), s, col_perm, -1)
+              for s in self.active]
         y = ys[0] if len(ys) == 1 else torch.stack(ys).mean(0)
         y = y * F.silu(z)  # the gate is elementwise, so gating the mean equals averaging gated scans
         return self.out_proj(rearrange(y, "b d l -> b l d"))

@@ -87,6 +87,22 @@ def encoder_flops(model, img_size: int | None = None) -> float:
     return counter.get_total_flops() + 9.0 * tokens * d_inner * d_state * enc.depth
 
 
+def pretrain_flops(model) -> float:
+    """Forward FLOPs of the pretraining model on one image (encoder over the clusters it encodes,
+    decoder, MSP heads, loss): torch's FlopCounterMode plus the scan's elementwise work, as in
+    `encoder_flops`. Training costs about 3x this; experiments/throughput.csv scales images/s
+    between model sizes by its ratio."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    enc = model.encoder
+    x = torch.zeros(1, 3, enc.img_size, enc.img_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    tokens = (model.n_clusters - 1) * model.cluster_size**2  # the last cluster is predicted, never encoded
+    d_inner, d_state = enc.embed_dim, enc.layers[0].mixer.d_state
+    return counter.get_total_flops() + 9.0 * tokens * d_inner * d_state * enc.depth
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="List registered RoMA models with parameter counts and FLOPs.")
     parser.add_argument("--img-size", type=int, default=None, help="resolution for FLOPs (default: each model's own)")

@@ -23,7 +23,12 @@ otherwise CUDA tensors use ``cuda`` when mamba-ssm imports, else ``chunked`` for
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import os
+import sys
+import types
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -206,32 +211,71 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
 
 
 # ----------------------------------------------------------------------------- CUDA (mamba-ssm)
+class Kernels(NamedTuple):
+    """mamba-ssm's and causal-conv1d's entry points (see roma/models/fused.py for the fused one)."""
+
+    selective_scan_fn: Callable
+    causal_conv1d_fn: Callable | None  # None: causal-conv1d missing (then no mamba_inner_fn either)
+    mamba_inner_fn: Callable | None  # conv + x/dt projections + scan + out_proj, recomputing in backward
+    device_type: str = "cuda"  # where their tensors live (a test double computing the same math says "cpu")
+
+
+def _import_mamba_interface():
+    """mamba_ssm.ops.selective_scan_interface, without mamba_ssm/__init__.py if that alone fails.
+
+    The package's __init__ imports every model it ships (Mamba2/3 need transformers,
+    huggingface_hub, tilelang); an offline GPU node may lack those although the compiled scan and
+    everything the interface itself imports (triton, causal-conv1d) are there. Then the package
+    is registered bare (its path, no __init__) and only the interface module is imported.
+    """
+    name = "mamba_ssm.ops.selective_scan_interface"
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        spec = importlib.util.find_spec("mamba_ssm")
+        missing = getattr(err, "name", None) or ""
+        if spec is None or not spec.submodule_search_locations or missing == "selective_scan_cuda" \
+                or missing.startswith("mamba_ssm"):
+            raise
+    for key in [k for k in sys.modules if k == "mamba_ssm" or k.startswith("mamba_ssm.")]:
+        del sys.modules[key]  # drop what the failed import left half-initialised
+    bare = types.ModuleType("mamba_ssm")
+    bare.__path__ = list(spec.submodule_search_locations)
+    sys.modules["mamba_ssm"] = bare
+    try:
+        return importlib.import_module(name)
+    except BaseException:
+        sys.modules.pop("mamba_ssm", None)
+        raise
+
+
 @functools.lru_cache(maxsize=1)
-def mamba_ssm_kernels():
-    """(selective_scan_fn, causal_conv1d_fn) from mamba-ssm / causal-conv1d, or None.
+def mamba_ssm_kernels() -> Kernels | None:
+    """The mamba-ssm / causal-conv1d kernels, or None when they cannot be used here.
 
     Imported lazily: mamba-ssm fails to import on CPU-only machines and takes seconds to load.
     A wheel built against another torch fails with ImportError/OSError ('undefined symbol'),
     so anything raised counts as unavailable.
     """
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        interface = _import_mamba_interface()
     except Exception:  # noqa: BLE001 - any failure means the kernel is unusable
         return None
     try:
         from causal_conv1d import causal_conv1d_fn
     except Exception:  # noqa: BLE001
         causal_conv1d_fn = None
-    return selective_scan_fn, causal_conv1d_fn
+    inner = getattr(interface, "mamba_inner_fn", None) if causal_conv1d_fn is not None else None
+    return Kernels(interface.selective_scan_fn, causal_conv1d_fn, inner)
 
 
 def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     kernels = mamba_ssm_kernels()
     if kernels is None:
         raise RuntimeError("ROMA_SCAN=cuda but mamba-ssm is not importable; install the `cuda` extra (see README)")
-    if not u.is_cuda:
+    if u.device.type != kernels.device_type:
         raise RuntimeError("the cuda scan backend needs CUDA tensors; got device " + str(u.device))
-    return kernels[0](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return kernels.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 _IMPLS = {"ref": selective_scan_ref, "fast": selective_scan_fast, "chunked": selective_scan_chunked,
@@ -243,17 +287,22 @@ _IMPLS = {"ref": selective_scan_ref, "fast": selective_scan_fast, "chunked": sel
 CHUNKED_MIN_LENGTH = 1024
 
 
+def _kernels_run_on(device: torch.device) -> bool:
+    kernels = mamba_ssm_kernels() if device.type in ("cuda", "cpu") else None
+    return kernels is not None and kernels.device_type == device.type
+
+
 def resolve_backend(device: torch.device, forced: str | None = None, length: int = 0) -> str:
     """The backend name for tensors on `device` (ROMA_SCAN or `forced` overrides)."""
     name = forced or os.environ.get("ROMA_SCAN", "").strip().lower() or None
     if name is not None:
         if name not in BACKENDS:
             raise ValueError(f"ROMA_SCAN={name!r} is not a scan backend; choose one of {BACKENDS}")
-        if name == "cuda" and (device.type != "cuda" or mamba_ssm_kernels() is None):
-            why = "tensors are on " + device.type if device.type != "cuda" else "mamba-ssm is not importable"
+        if name == "cuda" and not _kernels_run_on(device):
+            why = "mamba-ssm is not importable" if mamba_ssm_kernels() is None else "tensors are on " + device.type
             raise RuntimeError(f"scan backend 'cuda' was forced but is unavailable: {why}")
         return name
-    if device.type == "cuda" and mamba_ssm_kernels() is not None:
+    if _kernels_run_on(device):
         return "cuda"
     if device.type == "cuda" and length > CHUNKED_MIN_LENGTH:
         return "chunked"
@@ -269,7 +318,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 def causal_conv1d(x, weight, bias, backend: str | None = None):
     """Depthwise causal conv + SiLU. x: (B, D, L); weight: (D, 1, K); bias: (D,)."""
     if resolve_backend(x.device, backend) == "cuda":
-        conv = mamba_ssm_kernels()[1]
+        conv = mamba_ssm_kernels().causal_conv1d_fn
         if conv is not None:
             return conv(x, weight.squeeze(1), bias, activation="silu")
     k = weight.shape[-1]

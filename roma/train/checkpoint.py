@@ -1,9 +1,9 @@
 """Atomic checkpoints: `last.pt` (everything needed to resume exactly), kept epochs, `encoder.pt`.
 
 last.pt = {"model", "optimizer", "scheduler", "scaler", "sampler", "rng", "step", "epoch",
-           "config" (RunConfig.to_dict()), "mlflow_run_id"}
+           "config" (RunConfig.to_dict())}
 encoder.pt = {"model_config", "model_name", "state_dict"} (docs/architecture.md)
-Writes go to a temporary file in the same folder, then os.replace, so a crash mid-write leaves
+Writes go through roma.atomic (a temporary file in the same folder, then os.replace), so a crash mid-write leaves
 the previous file intact. Loads use weights_only=True (plain tensors, dicts, lists, numbers).
 """
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from roma import atomic
 
 LAST = "last.pt"
 ENCODER = "encoder.pt"
@@ -24,19 +25,12 @@ REQUIRED = ("model", "optimizer", "scheduler", "step", "epoch", "sampler", "rng"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; checkpoints are shared like any output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # torch.save gets a file object, not the temporary path: given a path, torch names the zip's
+    # inner folder after the file, and the random temporary name would change the bytes
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -83,9 +77,8 @@ def save_last(run_dir: Path, state: dict[str, Any], keep_epoch: int | None = Non
     atomic_torch_save(state, path)
     if keep_epoch is not None:
         keep = Path(run_dir) / f"epoch_{keep_epoch:04d}.pt"
-        tmp = keep.with_name(f".{keep.name}.tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, keep)
+        with atomic.replacing(keep) as tmp:
+            shutil.copyfile(path, tmp)
     return path
 
 

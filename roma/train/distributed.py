@@ -1,12 +1,13 @@
 """Process-group setup from torchrun's or submitit's environment; a no-op on one process.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. Under SLURM,
-roma.launch.job exports the same variables from submitit's JobEnvironment before execute() runs;
-`init_distributed` also reads submitit directly when they are missing (a job started another way).
+under SLURM, `export_submitit_env` (called by roma.launch.job before execute(), and by
+`init_distributed` when the variables are missing) derives them from submitit's JobEnvironment.
 """
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -30,20 +31,41 @@ class DistInfo:
         return self.world_size > 1
 
 
+def export_submitit_env() -> tuple[str, int]:
+    """torch.distributed env:// variables from submitit's job environment (multi-task SLURM jobs).
+
+    Returns (job id, global rank). Raises when this is not a submitit job."""
+    import submitit
+
+    env = submitit.JobEnvironment()
+    if env.num_tasks > 1:
+        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
+        # SLURM_JOB_ID is unique per array task, so tasks sharing a node get distinct ports
+        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.raw_job_id) % 20000))
+        os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
+                          LOCAL_WORLD_SIZE=str(env.num_tasks // max(env.num_nodes, 1)))
+    return str(env.job_id), env.global_rank
+
+
 def _env_from_submitit() -> None:
-    """Fill the env:// variables from submitit when this is a multi-task SLURM job."""
+    """Fill the env:// variables from submitit when this is a SLURM job started without them."""
     if "RANK" in os.environ or "SLURM_JOB_ID" not in os.environ:
         return
     try:
-        import submitit
-
-        env = submitit.JobEnvironment()
+        export_submitit_env()
     except Exception:  # noqa: BLE001 - not a submitit job
         return
-    if env.num_tasks > 1:
-        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
-        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.raw_job_id) % 20000))
-        os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank))
+
+
+def worker_ignore_job_signals(worker_id: int = 0) -> None:
+    """DataLoader `worker_init_fn`: leave SIGTERM/SIGUSR2 to the main process.
+
+    SLURM signals every process of a job step on preemption (SIGTERM) and before the time limit
+    (SIGUSR2). torch's workers die on SIGTERM and would run submitit's requeue handler on SIGUSR2;
+    either way the main process then fails instead of checkpointing and requeueing.
+    """
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def init_distributed(device: str | None = None) -> DistInfo:

@@ -1,6 +1,10 @@
-"""The pretraining loop: resumable to the bit on CPU, DDP-ready, tracked in MLflow.
+"""The pretraining loop: resumable to the bit on CPU, DDP-ready; a plain function of its inputs.
 
-    result = pretrain(cfg, run_dir)   # -> {"step", "epoch", "final_loss", "encoder", "mlflow_run_id", ...}
+    result = pretrain(cfg, run_dir, hooks)   # -> {"step", "epoch", "final_loss", "encoder", "trained", ...}
+
+It reads `cfg`, writes only `run_dir` (last.pt, encoder.pt, bad-image lists) and reports through
+`hooks` (roma.train.hooks: start, log steps, checkpoints, preemption). Tracking, status files and
+the SLURM job are the caller's (roma.run, roma.launch).
 
 One optimizer step = `accum_steps` micro-batches of `batch_size` images per rank. The sampler
 position (samples consumed by this rank in the current epoch), the RNG states, model, optimizer
@@ -20,17 +24,17 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.utils.data import DataLoader
 
-from roma import atomic
-from roma.config import RunConfig
-from roma.launch.job import worker_ignore_job_signals
+from roma.config import CHOICES, RunConfig, identity
 from roma.train import checkpoint as ckpt_io
 from roma.train.distributed import (
     all_reduce_mean,
     barrier,
     cleanup,
     init_distributed,
+    worker_ignore_job_signals,
     wrap_ddp,
 )
+from roma.train.hooks import TrainHooks
 from roma.train.optim import WarmupCosine, build_optimizer, effective_batch
 from roma.train.sampler import ResumableSampler
 
@@ -44,8 +48,8 @@ class NonFiniteLossError(FloatingPointError):
 # ----------------------------------------------------------------------------- one step
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """None = fp32. auto: bf16 on CUDA, fp32 on CPU."""
-    if precision not in ("auto", "bf16", "fp16", "fp32"):
-        raise ValueError(f"train.precision must be auto|bf16|fp16|fp32, got {precision!r}")
+    if precision not in CHOICES["train.precision"]:
+        raise ValueError(f"train.precision must be one of {'|'.join(CHOICES['train.precision'])}, got {precision!r}")
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
@@ -85,7 +89,17 @@ def forward_backward(model: torch.nn.Module, micro_batches: list[dict[str, Any]]
     return totals
 
 
-# ----------------------------------------------------------------------------- data
+# ----------------------------------------------------------------------------- model and data
+def build_model(cfg: RunConfig) -> torch.nn.Module:
+    """The pretraining model every model.* key describes (registry size + geometry + decoder), with ARES and MSP."""
+    from roma.models import create_model
+
+    m = cfg.model
+    return create_model(m.name, img_size=m.img_size, patch_size=m.patch_size, cluster_size=m.cluster_size,
+                        decoder_dim=m.decoder_dim, decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads,
+                        ares=cfg.ares, msp=cfg.msp)
+
+
 def build_data(cfg: RunConfig, run_dir: Path, seed: int):
     """(dataset, collate, info) from roma.data (imported here: the loop needs no data at import)."""
     from roma.data import build_pretrain_dataset, collate
@@ -136,16 +150,17 @@ class Progress:
 
 
 # ----------------------------------------------------------------------------- the loop
-def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str | None = None,
+def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, device: str | None = None,
              data: Callable[[RunConfig, Path, int], tuple] | None = None) -> dict[str, Any]:
     """Pretrain (or resume) the run in `run_dir` to its last step; export encoder.pt.
 
-    finish_run=False leaves the MLflow run open (roma.run.execute logs evaluations into it).
-    `data` replaces build_data (benchmarks); it returns (dataset, collate, info).
+    hooks: told about the start, log steps and checkpoints, and asked to arrange preemption (rank 0).
+    `data` replaces build_data (benchmarks, tests); it returns (dataset, collate, info).
     """
-    from roma.models import count_params, create_model
+    from roma.models import count_params
 
     tc = cfg.train
+    hooks = hooks or TrainHooks()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dist = init_distributed(device)
@@ -155,8 +170,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
     # same initial weights on every rank and on every restart (then overwritten by last.pt)
     ckpt_io.seed_everything(tc.seed)
     dataset, collate, info = (data or build_data)(cfg, run_dir, tc.seed)
-    model = create_model(cfg.model.name, img_size=cfg.model.img_size, patch_size=cfg.model.patch_size,
-                         cluster_size=cfg.model.cluster_size, ares=cfg.ares, msp=cfg.msp).to(dev)
+    model = build_model(cfg).to(dev)
     optimizer = build_optimizer(model, tc, dist.world_size)
     sampler = ResumableSampler(len(dataset), seed=tc.seed, rank=dist.rank, world_size=dist.world_size)
     per_step = tc.batch_size * tc.accum_steps  # samples per rank per optimizer step
@@ -181,16 +195,12 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
         restore(last, st, model, optimizer, scheduler, scaler, bad_tracker)
     ddp_model = wrap_ddp(model, dist)
 
-    tracker = None
     if dist.is_main:
-        from roma.tracking import Tracker, code_version, run_params
-
-        tracker = Tracker.open(cfg, run_dir, resume_run_id=(last or {}).get("mlflow_run_id"), last_step=st.step)
-        tracker.log_params(run_params(cfg, param_count=count_params(model.encoder),
-                                      data_size=info.get("data_size", len(dataset)), code_version=code_version(),
-                                      data_checksum=info.get("checksum", ""),
-                                      effective_batch=effective_batch(tc, dist.world_size),
-                                      steps_per_epoch=steps_per_epoch, total_steps=total))
+        hooks.on_start(st.step, {"param_count": count_params(model.encoder),
+                                 "data_size": info.get("data_size", len(dataset)),
+                                 "data_checksum": info.get("checksum", ""),
+                                 "effective_batch": effective_batch(tc, dist.world_size),
+                                 "steps_per_epoch": steps_per_epoch, "total_steps": total})
 
     def save(keep_epoch: int | None = None) -> None:
         if not dist.is_main:
@@ -199,24 +209,22 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                  "sampler": sampler.state_dict(st.position), "rng": st.rng or ckpt_io.rng_state(),
                  "step": st.step, "epoch": st.epoch, "bad_tracker": bad_tracker.state_dict(),
-                 "last_loss": st.last_loss, "total_steps": total, "config": cfg.to_dict(),
-                 "mlflow_run_id": tracker.run_id if tracker else None}
+                 "last_loss": st.last_loss, "total_steps": total, "config": cfg.to_dict()}
         ckpt_io.save_last(run_dir, state, keep_epoch)
 
     def checkpoint(keep_epoch: int | None = None) -> None:
-        # metrics first: MLflow must never lag behind last.pt, or a kill in between would lose
+        # reports first: MLflow must never lag behind last.pt, or a kill in between would lose
         # the steps up to the checkpoint (a resumed run does not log them again)
-        if tracker:
-            tracker.flush()
+        if dist.is_main:
+            hooks.on_checkpoint(st.step)
         save(keep_epoch)
 
     def on_preempt() -> None:  # runs in a signal handler: save only a consistent state
         if not st.updating:
             save()
 
-    unhook = _register_preempt(on_preempt) if dist.is_main else (lambda: None)
+    unhook = hooks.on_preempt(on_preempt) if dist.is_main else (lambda: None)
     progress = Progress(total, st.step, dist.is_main)
-    state = "failed"
     batches = None
     try:
         images_since, t_log = 0, time.perf_counter()
@@ -263,12 +271,8 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
                     metrics.update(lr=lr, images_per_s=images_since / max(now - t_log, 1e-9),
                                    bad_images=bad_tracker.count, grad_norm=float(grad_norm))
                     images_since, t_log = 0, now
-                    if tracker:
-                        tracker.log_step(st.step, metrics)
                     if dist.is_main:
-                        from roma.launch.status import update_progress
-
-                        update_progress(run_dir, st.step, st.last_loss)
+                        hooks.on_log(st.step, metrics)
                 progress.update(st.step, total, {**metrics, "epoch": st.epoch}, log_now)
                 if st.step % tc.ckpt_every_steps == 0 and st.step < total:
                     checkpoint()
@@ -286,13 +290,6 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
             if dist.is_main:
                 ckpt_io.export_encoder(run_dir, model.encoder, cfg.model.name, cfg.to_dict()["model"])
         barrier(dist)  # the other ranks leave only once rank 0 has written last.pt and encoder.pt
-        state = "finished"
-    except BaseException as e:
-        state = "failed" if isinstance(e, Exception) else "cancelled"
-        if tracker:
-            if state == "failed":
-                tracker.set_tags({"failure_reason": f"{type(e).__name__}: {e}"[:4000]})
-        raise
     finally:
         # Workers ignore SIGTERM (see worker_init_fn), so they must be stopped the polite way here:
         # left to interpreter exit, multiprocessing would SIGTERM them and wait forever.
@@ -300,30 +297,9 @@ def pretrain(cfg: RunConfig, run_dir: Path, finish_run: bool = True, device: str
         progress.close()
         unhook()
         cleanup(dist)
-        if tracker:
-            tracker.flush()
-            if state != "finished" or finish_run:
-                tracker.end(state)
-    result = {"step": st.step, "epoch": st.epoch, "final_loss": st.last_loss, "encoder": str(encoder_path),
-              "bad_images": bad_tracker.count, "total_steps": total, "rank": dist.rank,
-              "mlflow_run_id": tracker.run_id if tracker else None}
-    if tracker and not already_done:
-        finalize_tracking(tracker, cfg, run_dir, result)
-    return result
-
-
-def finalize_tracking(tracker, cfg: RunConfig, run_dir: Path, result: dict[str, Any]) -> None:
-    """Artifacts of a finished pretraining: resolved config, loss curve, encoder path; final_loss."""
-    from roma.spec import dump_config
-    from roma.tracking import plot_loss_curve
-
-    atomic.write_text(run_dir / "config.yaml", dump_config(cfg))
-    tracker.log_artifact(run_dir / "config.yaml")
-    curve = plot_loss_curve(tracker.metric_history("loss"), run_dir / "loss_curve.png", title=cfg.run_id)
-    tracker.log_artifact(curve)
-    tracker.set_tags({"encoder_path": str(Path(result["encoder"]).resolve())})
-    if result["final_loss"] is not None:
-        tracker.log_metrics({"final_loss": result["final_loss"]}, step=result["step"])
+    # trained: this call ran steps or wrote encoder.pt (False: a relaunch of a finished run)
+    return {"step": st.step, "epoch": st.epoch, "final_loss": st.last_loss, "encoder": str(encoder_path),
+            "bad_images": bad_tracker.count, "total_steps": total, "rank": dist.rank, "trained": not already_done}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -356,13 +332,7 @@ def restore(last: dict[str, Any], st: LoopState, model, optimizer, scheduler, sc
 
 def check_resumable(last: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None:
     """last.pt must come from the same computation (same run id inputs) as cfg."""
-    from roma.config import RunConfig as _RC
-
-    saved = dict(last["config"])
-    now = cfg.to_dict()
-    for k in _RC._NOT_IN_ID:
-        saved.pop(k, None)
-        now.pop(k, None)
+    saved, now = identity(last["config"]), cfg.identity()
     if saved != now:
         diff = sorted(k for k in now if saved.get(k) != now[k])
         raise ValueError(f"{run_dir / ckpt_io.LAST} was written by a different config (sections {diff} differ); "
@@ -374,17 +344,3 @@ def _shutdown_workers(batches) -> None:
     stop = getattr(batches, "_shutdown_workers", None)
     if stop is not None:
         stop()
-
-
-def _register_preempt(hook: Callable[[], None]) -> Callable[[], None]:
-    """Register `hook` with the SLURM job wrapper (if it is importable); returns the unregister."""
-    try:
-        from roma.launch import job
-    except Exception:  # noqa: BLE001 - launcher not installed: nothing to register with
-        return lambda: None
-    job.on_preempt(hook)
-
-    def unhook() -> None:
-        with contextlib.suppress(ValueError):
-            job._preempt_hooks.remove(hook)
-    return unhook

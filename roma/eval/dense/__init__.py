@@ -19,16 +19,15 @@ from pathlib import Path
 import torch
 
 from roma import atomic
-from roma.config import DenseConfig, ModelConfig
+from roma.config import CHOICES, DenseConfig, ModelConfig
 
-TASKS = {"oscd": "cd", "levir": "cd", "spacenet": "seg", "segfolder": "seg"}
+TASKS = {"oscd": "cd", "levir": "cd", "spacenet": "seg", "segfolder": "seg"}  # keys: CHOICES["eval.dense.task"]
 REPORTED = {"cd": ("f1", "precision", "recall", "iou", "miou", "mf1", "oa"), "seg": ("mf1", "miou", "oa", "iou_1", "f1_1")}
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def validate(cfg: DenseConfig) -> None:
-    if cfg.task not in TASKS:
-        raise ValueError(f"DenseConfig.task must be one of {list(TASKS)}, got {cfg.task!r}")
+    if cfg.task not in CHOICES["eval.dense.task"]:
+        raise ValueError(f"DenseConfig.task must be one of {CHOICES['eval.dense.task']}, got {cfg.task!r}")
     if not cfg.root:
         raise ValueError(f"DenseConfig.root is empty: give the {cfg.task} dataset folder")
     if cfg.batch_size < 2:
@@ -38,8 +37,9 @@ def validate(cfg: DenseConfig) -> None:
     if not cfg.lr > 0 or cfg.min_lr < 0 or not 0 < cfg.layer_decay <= 1:
         raise ValueError(f"DenseConfig needs lr > 0, min_lr >= 0, 0 < layer_decay <= 1; got {cfg.lr}, "
                          f"{cfg.min_lr}, {cfg.layer_decay}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"DenseConfig.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if cfg.precision not in CHOICES["eval.dense.precision"]:
+        raise ValueError(f"DenseConfig.precision must be one of {CHOICES['eval.dense.precision']}, "
+                         f"got {cfg.precision!r}")
     if cfg.epochs < 1 or cfg.eval_every < 1 or (cfg.max_steps is not None and cfg.max_steps < 1):
         raise ValueError("DenseConfig.epochs, eval_every and max_steps must be >= 1")
 

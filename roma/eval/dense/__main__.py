@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from roma.config import DenseConfig, ModelConfig
-from roma.eval.dense import TASKS, run_dense
+from roma.config import CHOICES, DenseConfig, ModelConfig
+from roma.eval.dense import run_dense
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Fine-tune a RoMA encoder on a dense task and report test metrics.")
-    p.add_argument("--task", required=True, choices=list(TASKS))
+    p.add_argument("--task", required=True, choices=CHOICES["eval.dense.task"])
     p.add_argument("--root", required=True)
     p.add_argument("--labels-root", default="", help="OSCD labels folder (default: --root)")
     p.add_argument("--ckpt", type=Path, default=None, help="encoder.pt (omit: random-init baseline)")

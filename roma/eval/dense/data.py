@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from roma.data.sources import IMAGE_EXTS
 from roma.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-IMG_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 OSCD_RGB = ("B04", "B03", "B02")
 IGNORE = 255
 SPLITS = ("train", "val", "test")
@@ -80,7 +80,7 @@ def read_tiff(path: Path) -> np.ndarray:
 
 
 def _stems(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMG_EXTS}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
 
 
 def _seeded_split(names: list[str], seed: int, val_fraction: float, test_fraction: float) -> dict[str, list[str]]:
@@ -145,7 +145,7 @@ def _pair_scene(folder: Path, name: str, path_a: Path) -> Scene:
 
 def _folder_names(root: Path, a_dir: Path) -> dict[str, list[str]]:
     """Split file names by list/{split}.txt, else by train_/val_/test_ prefixes."""
-    files = sorted(p.name for p in a_dir.iterdir() if p.suffix.lower() in IMG_EXTS)
+    files = sorted(p.name for p in a_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     lists = {s: root / "list" / f"{s}.txt" for s in SPLITS}
     if all(p.is_file() for p in lists.values()):
         names = {s: [ln.strip() for ln in p.read_text().splitlines() if ln.strip()] for s, p in lists.items()}
@@ -163,7 +163,7 @@ def _folder_names(root: Path, a_dir: Path) -> dict[str, list[str]]:
 def levir_splits(root: Path) -> dict[str, list[Scene]]:
     if all((root / s / "A").is_dir() for s in SPLITS):  # the official release
         return {s: [_pair_scene(root / s, p.name, p) for p in sorted((root / s / "A").iterdir())
-                    if p.suffix.lower() in IMG_EXTS] for s in SPLITS}
+                    if p.suffix.lower() in IMAGE_EXTS] for s in SPLITS}
     if not (root / "A").is_dir():
         raise FileNotFoundError(f"{root} has neither A/ nor train/A/ (LEVIR-CD-style folders)")
     names = _folder_names(root, root / "A")

@@ -29,6 +29,7 @@ from roma.config import DenseConfig, to_plain
 from roma.eval.dense.data import CropDataset, Scene, to_tensors
 from roma.eval.dense.metrics import ConfusionMatrix, change_metrics, seg_metrics
 from roma.eval.dense.sliding import sliding_window
+from roma.progress import progress
 from roma.train.checkpoint import atomic_torch_save
 from roma.train.optim import no_weight_decay
 
@@ -146,6 +147,7 @@ def fit_and_test(model: nn.Module, splits: dict[str, list[Scene]], cfg: DenseCon
             print(f"[dense] {last} was written by another config or encoder: starting over", flush=True)
 
     t0 = time.time()
+    bar = progress(total, f"dense {cfg.task}", unit="step", initial=state["step"])
     while state["step"] < total:
         epoch = state["epoch"]
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # crops / flips of this epoch (num_workers=0)
@@ -168,6 +170,7 @@ def fit_and_test(model: nn.Module, splits: dict[str, list[Scene]], cfg: DenseCon
             opt.step()
             loss_sum, n = loss_sum + loss.item(), n + 1
             state["step"] += 1
+            bar.update()
         state["epoch"] = epoch + 1
         done = state["step"] >= total
         if done or state["epoch"] % cfg.eval_every == 0:
@@ -185,6 +188,7 @@ def fit_and_test(model: nn.Module, splits: dict[str, list[Scene]], cfg: DenseCon
         atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
                      "config": config}, last)
 
+    bar.close()
     model.load_state_dict(_load(best)["model"])
     test = evaluate(model, splits["test"], kind, window, stride, device, cfg.precision, cfg.batch_size)
     return {"test": test, "best_val": state["best"], "best_epoch": state["best_epoch"], "steps": state["step"],

@@ -1,0 +1,125 @@
+"""Progress of the long steps people wait for: a tqdm bar in a terminal, plain lines in batch logs.
+
+    with progress(total=len(ds), desc="features", unit="img") as bar:
+        for x in loader:
+            ...
+            bar.update(len(x))
+
+In a terminal (stderr is a TTY) this is a tqdm bar with rate and estimated time left. Elsewhere
+(SLURM logs, pipes, CI) it prints one plain line at most every `every_s` seconds, and a final one:
+
+    [features] 1200/5000 img (24%), 40.1 img/s, 1m35s left
+
+ROMA_PROGRESS=bar|plain|off forces a style (off: silent).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+STYLES = ("bar", "plain", "off")
+
+
+def style() -> str:
+    """The style this process uses: ROMA_PROGRESS if set, else bar on a terminal, plain elsewhere."""
+    forced = os.environ.get("ROMA_PROGRESS", "").strip().lower()
+    if forced:
+        if forced not in STYLES:
+            raise ValueError(f"ROMA_PROGRESS={forced!r}: expected one of {', '.join(STYLES)}")
+        return forced
+    return "bar" if sys.stderr.isatty() else "plain"
+
+
+def fmt_seconds(s: float) -> str:
+    """75 -> '1m15s', 3725 -> '1h02m', 9 -> '9s'."""
+    s = max(0, int(round(s)))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def fmt_amount(n: float, unit: str) -> str:
+    """Bytes as KiB/MiB/GiB; anything else as a plain number."""
+    if unit != "B":
+        return f"{n:.0f}"
+    for div, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= div:
+            return f"{n / div:.1f} {suffix}"
+    return f"{n:.0f} B"
+
+
+class Progress:
+    """One progress display; update(n) adds n units done. Use as a context manager, or call close()."""
+
+    def __init__(self, total: int | None, desc: str, unit: str = "it", initial: int = 0,
+                 every_s: float = 30.0, file=None):
+        self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+        self.n = self._start_n = initial
+        self.file = file or sys.stdout
+        self.style = style()
+        self._t0 = self._last = time.monotonic()
+        self._postfix = ""
+        self.bar = None
+        if self.style == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                            unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.style == "plain" and time.monotonic() - self._last >= self.every_s:
+            self._line()
+
+    def set_postfix(self, text: str) -> None:
+        """A short status appended to the bar / line (e.g. 'loss 0.41')."""
+        self._postfix = text
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+
+    def line(self) -> str:
+        """The plain progress line as it stands now."""
+        elapsed = time.monotonic() - self._t0
+        rate = (self.n - self._start_n) / elapsed if elapsed > 0 else 0.0
+        done = fmt_amount(self.n, self.unit)
+        parts = [f"[{self.desc}] {done}"]
+        if self.total:
+            parts[0] += f"/{fmt_amount(self.total, self.unit)} {self.unit if self.unit != 'B' else ''}".rstrip()
+            parts[0] += f" ({100 * self.n / self.total:.0f}%)"
+        else:
+            parts[0] += f" {self.unit}" if self.unit != "B" else ""
+        parts.append(f"{fmt_amount(rate, self.unit)} {self.unit}/s" if self.unit == "B"
+                     else f"{rate:.1f} {self.unit}/s")
+        if self.total and rate > 0 and self.n < self.total:
+            parts.append(f"{fmt_seconds((self.total - self.n) / rate)} left")
+        elif self.total and self.n >= self.total:
+            parts.append(f"done in {fmt_seconds(elapsed)}")
+        if self._postfix:
+            parts.append(self._postfix)
+        return ", ".join(parts)
+
+    def _line(self) -> None:
+        self._last = time.monotonic()
+        print(self.line(), file=self.file, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        elif self.style == "plain" and self.n > self._start_n:
+            self._line()
+        self.style = "off"  # closed: further calls print nothing
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress(total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0,
+             every_s: float = 30.0) -> Progress:
+    return Progress(total, desc, unit, initial, every_s)

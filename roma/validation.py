@@ -1,0 +1,348 @@
+"""RunConfig from plain data, typed and checked: every value a run needs is refused here, before
+anything is submitted, with the file (or --set) and key that set it.
+
+    cfg = build_config(plain_dict)                      # types (lists -> tuples), unknown keys
+    problems = check_config(cfg, where, check_data=True)  # values, enumerations (config.CHOICES), data roots
+    text = dump_config(cfg); cfg == load_config(text)
+
+`where(key)` names the origin of a key (roma.spec passes the spec file or --set that set it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from roma.config import CHOICES, RunConfig, to_plain
+
+Where = Callable[[str], str]
+# experiment and spec names become one folder under output_root (and an MLflow experiment)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SAFE_NAME_RULE = "a name is one folder name: letters, digits, '.', '_', '-', starting with a letter or digit"
+
+
+def is_safe_name(name: str) -> bool:
+    return bool(_SAFE_NAME.fullmatch(name)) and len(name) <= 200
+
+
+class ConfigError(ValueError):
+    """One or more problems in a config or spec; str() lists them all, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(dict.fromkeys(problems))  # de-duplicated, order kept
+        super().__init__("invalid spec:\n  " + "\n  ".join(self.problems))
+
+
+# ---------------------------------------------------------------- typed construction
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key a dataclass accepts, sections included ("model", "model.name", ...)."""
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for f in dataclasses.fields(cls):
+        keys.append(prefix + f.name)
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            keys += valid_keys(t, f"{prefix}{f.name}.")
+    return keys
+
+
+def suggest(key: str, candidates: list[str]) -> str:
+    """' (did you mean ...)' for the closest candidate, comparing full keys and their last parts."""
+    def score(c: str) -> float:
+        full = difflib.SequenceMatcher(None, key, c).ratio()
+        leaf = difflib.SequenceMatcher(None, key.rsplit(".", 1)[-1], c.rsplit(".", 1)[-1]).ratio()
+        return max(full, leaf)
+    best = max(candidates, key=score, default=None)
+    return f" (did you mean {best!r}?)" if best is not None and score(best) >= 0.6 else ""
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
+
+
+def _coerce(value: Any, t: Any, key: str, where, errors: list[str]) -> Any:
+    """Check `value` against the annotation `t`; returns the converted value (lists -> tuples)."""
+    origin = typing.get_origin(t)
+    args = typing.get_args(t)
+    if t is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, where, errors)
+    if dataclasses.is_dataclass(t):
+        if not isinstance(value, dict):
+            errors.append(f"{where(key)}: {key}: expected a mapping of {t.__name__} fields, got {value!r}")
+            return None
+        return _build(t, value, key + ".", where, errors)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            if len(args) == 2 and args[1] is Ellipsis:
+                value = [value]  # a scalar is a one-element tuple: `msp.scales: 4`
+            else:
+                errors.append(f"{where(key)}: {key}: expected a list of {len(args)} values, got {value!r}")
+                return None
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]", where, errors) for i, v in enumerate(value))
+        if len(value) != len(args):
+            errors.append(f"{where(key)}: {key}: expected {len(args)} values, got {len(value)}")
+            return None
+        return tuple(_coerce(v, a, f"{key}[{i}]", where, errors) for i, (v, a) in enumerate(zip(value, args)))
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(t)
+    if ok is None:
+        raise TypeError(f"roma.validation cannot check fields of type {t!r} ({key})")
+    if not ok:
+        errors.append(f"{where(key)}: {key}: expected {_type_name(t)}, got {type(value).__name__} {value!r}")
+        return None
+    return float(value) if t is float else value
+
+
+def _build(cls: type, data: dict, prefix: str, where, errors: list[str], extra_keys: tuple[str, ...] = ()):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            valid = [n for n in valid_keys(RunConfig) if n.startswith(prefix)] or [prefix + n for n in names]
+            valid += list(extra_keys) if not prefix else []
+            errors.append(f"{where(key)}: unknown key {key!r}{suggest(key, valid)}")
+            continue
+        kwargs[k] = _coerce(v, hints[k], key, where, errors)
+    if any(v is None and typing.get_origin(hints[k]) not in (typing.Union, types.UnionType)
+           for k, v in kwargs.items()):
+        return None  # a field failed; its error is recorded
+    return cls(**kwargs)
+
+
+def build_config(d: dict, where: Where = lambda key: "config", extra_keys: tuple[str, ...] = ()) -> RunConfig:
+    """A RunConfig from a plain (nested) dict, e.g. RunConfig.to_dict() read back from YAML.
+
+    extra_keys: other top-level keys the caller accepts (spec meta keys), for "did you mean" hints."""
+    errors: list[str] = []
+    d = dict(d)
+    if "sweep" in d:
+        d["sweep"] = tuple(tuple(p) for p in d["sweep"])
+    cfg = _build(RunConfig, d, "", where, errors, extra_keys)
+    if errors or cfg is None:
+        raise ConfigError(errors or ["config: could not be built"])
+    return cfg
+
+
+
+# ---------------------------------------------------------------- values of one run
+
+def known_models() -> list[str]:
+    from roma.models.registry import list_models
+
+    return list(list_models())
+
+
+def _non_finite(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of every NaN/inf float in a config (no value of a run may be one)."""
+    out = []
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            out += _non_finite(getattr(obj, f.name), f"{prefix}{f.name}.")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out += _non_finite(v, f"{prefix[:-1]}[{i}].")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        out.append(prefix[:-1])
+    return out
+
+
+
+def count_images(root: str) -> int | None:
+    """Images behind a data root, as the job will list them (manifests: their entries, cheaply)."""
+    from roma.data.sources import MANIFEST_EXTS, list_folder, shard_files
+
+    p = Path(root)
+    tars = shard_files(root)
+    if tars:
+        from roma.data.shards import index_shards  # from the shards' index when they have one
+
+        return len(index_shards(tars, whole_folder=p.is_dir()))
+    if p.is_dir():
+        return len(list_folder(p))
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(p).metadata.num_rows
+    if p.suffix in MANIFEST_EXTS:
+        with open(p, "rb") as fh:
+            lines = sum(1 for line in fh if line.strip() and not line.startswith(b"#"))
+        return lines - 1 if p.suffix == ".csv" else lines  # csv: header row
+    return None
+
+
+def _root_exists(root: str) -> bool:
+    from roma.data.sources import expand_shard_pattern, is_shard_pattern
+
+    if is_shard_pattern(root):
+        try:
+            return bool(expand_shard_pattern(root))
+        except (OSError, ValueError):
+            return False
+    return Path(root).exists()
+
+
+def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data: bool = True,
+                 counts: dict[str, int | None] | None = None) -> list[str]:
+    """Every problem of `cfg`, one line each naming origin and key; [] when it can run.
+
+    check_data: also check the file system (data and evaluation roots, subset sizes); `counts`
+    caches image counts per data root across the runs of one spec."""
+    counts = {} if counts is None else counts
+    models = known_models()
+    errs: list[str] = []
+
+    def err(key: str, msg: str) -> None:
+        errs.append(f"{where(key)}: {key}: {msg}")
+
+    if not is_safe_name(cfg.experiment):
+        err("experiment", f"{cfg.experiment!r} is not a safe name: {SAFE_NAME_RULE}")
+    for key in _non_finite(cfg):
+        err(key, "must be a finite number, not NaN or infinity")
+
+    m = cfg.model
+    if m.name not in models:
+        err("model.name", f"unknown model {m.name!r}{suggest(m.name, models)}; known: {', '.join(models)}")
+    for k in ("img_size", "patch_size", "cluster_size", "decoder_dim", "decoder_depth", "decoder_heads"):
+        if getattr(m, k) <= 0:
+            err(f"model.{k}", f"must be positive, got {getattr(m, k)}")
+    grid = 0
+    if m.patch_size > 0 and m.cluster_size > 0:
+        unit = m.patch_size * m.cluster_size
+        if m.img_size % unit:
+            err("model.img_size", f"{m.img_size} is not divisible by patch_size x cluster_size = "
+                f"{m.patch_size} x {m.cluster_size} = {unit}")
+        else:
+            grid = m.img_size // m.patch_size
+            if grid // m.cluster_size < 2:
+                err("model.img_size", f"a {grid}x{grid} patch grid holds one {m.cluster_size}x{m.cluster_size} "
+                    "cluster: nothing to predict autoregressively")
+    if m.decoder_heads > 0 and m.decoder_dim % m.decoder_heads:
+        err("model.decoder_dim", f"{m.decoder_dim} is not divisible by decoder_heads={m.decoder_heads}")
+    if cfg.msp.enabled and grid:
+        for s in cfg.msp.scales:
+            if s <= 0 or grid % s:
+                err("msp.scales", f"block size {s} does not divide the {grid}x{grid} patch grid")
+        if not cfg.msp.scales:
+            err("msp.scales", "MSP is enabled with no scales")
+    if cfg.msp.weight < 0:
+        err("msp.weight", f"must be >= 0, got {cfg.msp.weight}")
+    if cfg.ares.enabled and grid:
+        for s in cfg.ares.region_sizes:
+            if not 0 < s <= grid:
+                err("ares.region_sizes", f"region size {s} is outside 1..{grid} (the patch grid)")
+    if not 0.0 <= cfg.ares.p <= 1.0:
+        err("ares.p", f"a probability in [0, 1], got {cfg.ares.p}")
+    t = cfg.train
+    for k in ("epochs", "batch_size", "accum_steps", "ckpt_every_steps", "log_every_steps"):
+        if getattr(t, k) <= 0:
+            err(f"train.{k}", f"must be positive, got {getattr(t, k)}")
+    if t.max_steps is not None and t.max_steps <= 0:
+        err("train.max_steps", f"must be positive or null, got {t.max_steps}")
+    if not t.blr > 0:
+        err("train.blr", f"must be positive, got {t.blr}")
+    for k in ("min_lr", "warmup_epochs", "weight_decay"):
+        if getattr(t, k) < 0:
+            err(f"train.{k}", f"must be >= 0, got {getattr(t, k)}")
+    if not t.clip_grad > 0:
+        err("train.clip_grad", f"must be positive (the gradient-norm limit), got {t.clip_grad}")
+    if not all(0 <= b < 1 for b in t.betas):
+        err("train.betas", f"Adam betas lie in [0, 1), got {list(t.betas)}")
+    if any(e < 0 for e in t.keep_epochs):
+        err("train.keep_epochs", f"epochs are >= 0, got {list(t.keep_epochs)}")
+    r = cfg.resources
+    for k in ("nodes", "cpus_per_task", "mem_gb", "time_min"):
+        if getattr(r, k) <= 0:
+            err(f"resources.{k}", f"must be positive, got {getattr(r, k)}")
+    if r.gpus_per_node < 0:
+        err("resources.gpus_per_node", f"must be >= 0, got {r.gpus_per_node}")
+    if r.time_min * 60 <= r.signal_delay_s + 60:
+        err("resources.time_min", f"{r.time_min} min leaves no time: SLURM signals {r.signal_delay_s} s before "
+            "the limit and checks limits every 30 s; keep time_min*60 > signal_delay_s + 60")
+    # enumerations
+    values = {"ares.descriptor": [cfg.ares.descriptor], "ares.target": [cfg.ares.target],
+              "ares.angle_embed": [cfg.ares.angle_embed], "train.precision": [t.precision],
+              **{f"eval.probes.{k}": [getattr(p, k) for p in cfg.eval.probes] for k in ("protocol", "scan", "readout")},
+              **{f"eval.dense.{k}": [getattr(d, k) for d in cfg.eval.dense] for k in ("task", "scan", "precision")}}
+    for key, vals in values.items():
+        for v in vals:
+            if v not in CHOICES[key]:
+                err(key, f"{v!r} is not one of {', '.join(CHOICES[key])}{suggest(v, list(CHOICES[key]))}")
+    for i, p in enumerate(cfg.eval.probes):
+        for ratio in p.train_ratios:
+            if not 0 < ratio < 1:
+                err(f"eval.probes[{i}].train_ratios", f"a fraction in (0, 1), got {ratio}")
+    # data
+    dc = cfg.data
+    if not 0.0 <= dc.max_bad_fraction <= 1.0:
+        err("data.max_bad_fraction", f"a fraction in [0, 1], got {dc.max_bad_fraction}")
+    if dc.num_workers < 0:
+        err("data.num_workers", f"must be >= 0, got {dc.num_workers}")
+    lo, hi = dc.crop_scale
+    if not 0 < lo <= hi <= 1:
+        err("data.crop_scale", f"(min, max) area fractions with 0 < min <= max <= 1, got {[lo, hi]}")
+    for i, p in enumerate(cfg.eval.probes):
+        if not 0.0 <= p.max_bad_fraction <= 1.0:
+            err(f"eval.probes[{i}].max_bad_fraction", f"a fraction in [0, 1], got {p.max_bad_fraction}")
+    for section, items in (("probes", cfg.eval.probes), ("dense", cfg.eval.dense)):
+        for i, item in enumerate(items):
+            if item.num_workers < 0:
+                err(f"eval.{section}[{i}].num_workers", f"must be >= 0, got {item.num_workers}")
+    if cfg.data.subset is not None and cfg.data.subset <= 0:
+        err("data.subset", f"must be positive or null, got {cfg.data.subset}")
+    if check_data:
+        if not cfg.data.root:
+            err("data.root", "missing data root (set data.root in the spec, --data-root or --set data.root=...)")
+        elif not _root_exists(cfg.data.root):
+            err("data.root", f"data root {cfg.data.root} does not exist")
+        else:
+            if cfg.data.root not in counts:
+                try:
+                    counts[cfg.data.root] = count_images(cfg.data.root)
+                except (OSError, ValueError) as e:  # unreadable shard, malformed manifest
+                    counts[cfg.data.root] = None
+                    err("data.root", f"cannot list the images of {cfg.data.root}: {e}")
+            n = counts[cfg.data.root]
+            if n == 0:
+                err("data.root", f"no images found under {cfg.data.root}")
+            elif n is not None and cfg.data.subset is not None and cfg.data.subset > n:
+                err("data.subset", f"subset of {cfg.data.subset} images is larger than the dataset at "
+                    f"{cfg.data.root} ({n} images)")
+        for section, items in (("probes", cfg.eval.probes), ("dense", cfg.eval.dense)):
+            for i, item in enumerate(items):
+                if not item.root:
+                    err(f"eval.{section}[{i}].root", "missing root")
+                elif not Path(item.root).exists():
+                    err(f"eval.{section}[{i}].root", f"{item.root} does not exist")
+    return errs
+
+
+
+# ---------------------------------------------------------------- YAML
+
+def dump_config(cfg: RunConfig) -> str:
+    """The config as YAML (config.yaml of a run folder)."""
+    return yaml.safe_dump(to_plain(cfg), sort_keys=False)
+
+
+def load_config(text: str) -> RunConfig:
+    return build_config(yaml.safe_load(text) or {})
