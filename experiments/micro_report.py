@@ -4,9 +4,13 @@
         --floor outputs/micro_study/floor --out docs/results [--name micro_study]
 
 Reads what experiments/micro_study.sh leaves behind: analysis/fit_scaling.py's runs.csv and
-fits.json (the fitted laws, bootstrap CIs) and the random-init probes floor/<model>/probe_aid.json.
-Writes <out>/<name>_summary.png (data scaling, model scaling, ablation; floor drawn in each) and
-prints Markdown tables (data scaling, model scaling, ablation, floor, fitted exponents).
+fits.json (read from the MLflow store: the fitted laws, bootstrap CIs) and the random-init probes
+floor/<model>/probe_aid.json. Writes <out>/<name>_summary.png (data scaling, model scaling,
+ablation; floor drawn in each) and prints Markdown tables (data scaling, model scaling with the
+gain over each size's floor, ablation with Welch's t-test against seed noise, fitted exponents).
+With --tracking-uri it also draws <out>/<name>_loss_curves.png (each run's pretraining loss against
+steps, from MLflow); with --readme it replaces the README's text between
+`<!-- micro-study:begin -->` and `<!-- micro-study:end -->` by the section (nothing by hand).
 """
 from __future__ import annotations
 
@@ -14,7 +18,10 @@ import argparse
 import json
 import math
 import os
+import platform
 import statistics
+import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -22,9 +29,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from roma import atomic  # noqa: E402
 
+BEGIN, END = "<!-- micro-study:begin -->", "<!-- micro-study:end -->"
 METRIC = "aid_oa_tr50"
 TINY = "roma_micro_tiny"
 ABLATION_ROWS = (("ARM baseline", False, False), ("+ARES", True, False), ("+ARES+MSP", True, True))
@@ -80,21 +89,24 @@ def tables(df, fits, floors) -> tuple[str, dict]:
         lines.append(f"| random init (floor) | {fmt(floors[TINY]['mean'], floors[TINY]['std'])} | "
                      f"{floors[TINY]['n']} probe seeds | - |")
     lines += ["", f"**Model scaling** ({int(full.data_size.max())} pretraining images)", "",
-              "| model | encoder params | AID OA | seeds | random-init floor | final pretraining loss |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| model | encoder params | AID OA | seeds | random-init floor | gain over floor | final pretraining loss |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for _, r in model.iterrows():
         fl = floors.get(r.model)
+        gain = f"{r['mean'] - fl['mean']:+.2f}" if fl else "-"
         lines.append(f"| {r.model} | {int(r.param_count):,} | {fmt(r['mean'], r['std'])} | {int(r['count'])} | "
-                     f"{fmt(fl['mean'], fl['std']) if fl else '-'} | {fmt(r.loss_mean, r.loss_std)} |")
+                     f"{fmt(fl['mean'], fl['std']) if fl else '-'} | {gain} | {fmt(r.loss_mean, r.loss_std)} |")
     lines += ["", "**Ablation** (micro-tiny, 2500 pretraining images)", "",
               "| variant | AID OA | seeds | final pretraining loss |", "|---|---:|---:|---:|"]
-    abl = []
+    abl, samples = [], {}
     for label, ares, msp in ABLATION_ROWS:
         s = abl_df[(abl_df.ares == ares) & (abl_df.msp == msp)]
         if len(s):
             m, sd = s[METRIC].mean(), s[METRIC].std()
             abl.append((label, m, sd, len(s)))
+            samples[label] = list(s[METRIC])
             lines.append(f"| {label} | {fmt(m, sd)} | {len(s)} | {fmt(s.final_loss.mean(), s.final_loss.std())} |")
+    lines += ["", *ablation_tests(samples)]
     lines += ["", "**Fitted laws** (ours; error = 1 - OA/100; 95% bootstrap CIs; relative errors of leave-one-out"
               " and hold-largest-out predictions)", "",
               "| axis | metric | form | exponent b [95% CI] | LOO rel. err | hold-largest-out rel. err |",
@@ -109,6 +121,99 @@ def tables(df, fits, floors) -> tuple[str, dict]:
         lines.append(f"| {f['axis']} | {what} | {f['form']} | {f['params']['b']:.4f} [{lo:.4f}, {hi:.4f}] | "
                      f"{'-' if loo is None else f'{loo:.4f}'} | {'-' if ho is None else f'{ho:.4f}'} |")
     return "\n".join(lines), {"data": data, "model": model, "ablation": abl, "full": full}
+
+
+def ablation_tests(samples: dict[str, list[float]]) -> list[str]:
+    """Each ablation step against the previous row: difference of means and Welch's t-test p-value
+    (do the differences exceed the seed noise?)."""
+    out = []
+    labels = [lab for lab, _, _ in ABLATION_ROWS if lab in samples]
+    for a, b in zip(labels, labels[1:]):
+        x, y = samples[b], samples[a]
+        if len(x) < 2 or len(y) < 2:
+            continue
+        p = stats.ttest_ind(x, y, equal_var=False).pvalue
+        verdict = "exceeds seed noise (p < 0.05)" if p < 0.05 else "within seed noise (p >= 0.05)"
+        out.append(f"- {b} vs {a}: {statistics.fmean(x) - statistics.fmean(y):+.2f} points, Welch t-test "
+                   f"p = {p:.3f} over {len(x)} + {len(y)} seeds: {verdict}.")
+    return out
+
+
+def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
+    """Pretraining loss against step of every finished run (data axis, model axis), from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return False
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=1000)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    sizes, models = {}, {}
+    for r in runs:
+        p = r.data.params
+        if str(p.get("ares.enabled")).lower() != "true" or str(p.get("msp.enabled")).lower() != "true":
+            continue
+        hist = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "loss"))
+        if not hist:
+            continue
+        model, size = p.get("model.name", "?"), int(float(p.get("data.subset") or 0))
+        if model == TINY:
+            sizes.setdefault(size, []).append(hist)
+        if size == max(sizes or {size: 0}) or size == 5000:
+            models.setdefault(model, []).append(hist)
+    for ax, groups, what in ((axes[0], sizes, "pretraining images (micro-tiny)"), (axes[1], models, "model (5000 images)")):
+        for i, key in enumerate(sorted(groups, key=str)):
+            for j, hist in enumerate(groups[key]):
+                ax.plot(*zip(*hist), color=f"C{i}", lw=1, alpha=0.7, label=str(key) if j == 0 else None)
+        ax.set(xlabel="optimizer step", ylabel="pretraining loss", xscale="log", title=f"loss curves by {what}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return True
+
+
+def readme_section(text: str, fits: list[dict], name: str, out: Path, readme: Path, timings: dict,
+                   have_curves: bool) -> str:
+    """The README's results section: how it was made, the tables, the verdicts, the figures."""
+    def git(*a):
+        r = subprocess.run(["git", "-C", str(readme.parent), *a], capture_output=True, text=True)
+        return r.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    rel = lambda p: os.path.relpath(p, readme.parent)
+    data_fit = next((f for f in fits if f.get("source") == "ours" and f["axis"] == "data"
+                     and f["metric"] == METRIC and "b" in f.get("params", {})), None)
+    lines = [BEGIN, f"_Generated by `experiments/micro_study.sh` from the MLflow store of experiment `{name}` "
+             f"on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, code at commit `{commit}`{dirty}; "
+             f"{platform.machine()} CPU, {os.cpu_count()} cores._", ""]
+    if timings:
+        lines += [f"Wall time of the runs and floors: {timings.get('wall_min', 0):.0f} min "
+                  f"({timings.get('cpu_min', 0):.0f} CPU-min in {timings.get('jobs_count', 0)} jobs).", ""]
+    lines += [text, ""]
+    if data_fit:
+        lo, hi = data_fit["ci95"]["b"]
+        lines.append(f"Data-scaling exponent of the AID error: {data_fit['params']['b']:.4f} [{lo:.4f}, {hi:.4f}]; "
+                     f"the 95% bootstrap CI {'excludes' if lo > 0 or hi < 0 else 'includes'} 0.")
+        lines.append("")
+    lines.append(f"![micro study]({rel(out / f'{name}_summary.png')})")
+    if have_curves:
+        lines += ["", f"![loss curves]({rel(out / f'{name}_loss_curves.png')})"]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path, section: str) -> None:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"micro_report: {readme} has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    atomic.write_text(readme, head + section + tail)
 
 
 def figure(parts: dict, fits: list[dict], floors: dict, path: Path, title: str) -> None:
@@ -180,13 +285,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="where the summary figure goes")
     p.add_argument("--name", default="micro_study")
     p.add_argument("--title", default="RoMA micro study on AID (2 CPU cores)")
+    p.add_argument("--tracking-uri", help="the MLflow store (for the loss curves)")
+    p.add_argument("--experiment", help="the MLflow experiment (default: --name)")
+    p.add_argument("--timings", type=Path, help="micro_study.py's timings.json (wall and CPU time)")
+    p.add_argument("--readme", type=Path, help="rewrite this README's micro-study section")
     a = p.parse_args(argv)
     df, fits, floors = load(a.analysis, a.floor)
     text, parts = tables(df, fits, floors)
     a.out.mkdir(parents=True, exist_ok=True)
     figure(parts, fits, floors, a.out / f"{a.name}_summary.png", a.title)
+    curves = bool(a.tracking_uri) and loss_curves(a.tracking_uri, a.experiment or a.name, a.out / f"{a.name}_loss_curves.png")
     print(text)
     print(f"\nfigure: {a.out / (a.name + '_summary.png')}")
+    if a.readme:
+        timings = json.loads(a.timings.read_text()) if a.timings and a.timings.is_file() else {}
+        write_readme(a.readme, readme_section(text, fits, a.name, a.out, a.readme, timings, curves))
+        print(f"README section rewritten: {a.readme}")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,52 @@ def test_report_names_a_missing_input(tmp_path):
     mr = _module("micro_report")
     with pytest.raises(SystemExit, match="runs.csv not found"):
         mr.load(tmp_path, tmp_path)
+
+
+def test_study_plan_runs_each_config_once_seed_major_with_floors(tmp_path):
+    study = _module("micro_study")
+    args = study.argparse.Namespace(exp="micro_test", out=str(tmp_path), set=[], seeds=[0, 1, 2], retry_failed=False)
+    jobs, facts = study.plan(args, check_data=False)
+    runs = [j for j in jobs if j.kind == "run"]
+    floors = [j for j in jobs if j.kind == "floor"]
+    # 15 data points + 6 more model points + 6 more ablation rows; tiny 2.5K ARES+MSP and tiny 5K are shared
+    assert len(runs) == 27 and len({j.folder for j in runs}) == 27
+    assert [j.model for j in floors] == ["roma_micro_tiny", "roma_micro_small", "roma_micro_base"]
+    assert all("--model-img-size" in j.cmd and j.cmd[j.cmd.index("--model-img-size") + 1] == "64" for j in floors)
+    assert [j.seed for j in runs] == sorted(j.seed for j in runs)  # seed-major
+    # a fixed number of epochs per subset: steps (images) grow with the subset
+    tiny = {int(j.name.split("-")[1].replace("K", "000").replace("1.25000", "1250").replace("2.5000", "2500")): j.images
+            for j in runs if j.seed == 0 and j.model == "roma_micro_tiny" and j.name.count("-") == 2}
+    assert tiny[312] == (312 // 32) * 32 * 4 and tiny[5000] == (5000 // 32) * 32 * 4
+    assert facts["floor_root"] == tmp_path / "micro_test" / "floor"
+    # the launcher command carries the experiment, so every spec writes into one experiment folder
+    assert all(f"experiment=micro_test" in j.cmd and "--only" in j.cmd for j in runs)
+
+
+def test_timings_merge_over_sessions(tmp_path):
+    study = _module("micro_study")
+    j = study.Job("a", "run", [], tmp_path, "roma_micro_tiny", 100, seconds=60.0, cpu_seconds=50.0)
+    path = tmp_path / "timings.json"
+    study.record_timings(path, [j], 120.0)
+    k = study.Job("b", "run", [], tmp_path, "roma_micro_tiny", 100, seconds=30.0, cpu_seconds=20.0)
+    study.record_timings(path, [k], 60.0)
+    doc = json.loads(path.read_text())
+    assert set(doc["jobs"]) == {"a", "b"} and doc["wall_min"] == 3.0 and doc["cpu_min"] == 70 / 60
+
+
+def test_readme_section_is_replaced_between_markers(tmp_path):
+    mr = _module("micro_report")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{mr.BEGIN}\nold text\n{mr.END}\noutro\n")
+    mr.write_readme(readme, f"{mr.BEGIN}\nnew table\n{mr.END}")
+    assert readme.read_text() == f"intro\n{mr.BEGIN}\nnew table\n{mr.END}\noutro\n"
+    readme.write_text("no markers")
+    with pytest.raises(SystemExit, match="markers"):
+        mr.write_readme(readme, "x")
+
+
+def test_ablation_tests_call_seed_noise():
+    mr = _module("micro_report")
+    lines = mr.ablation_tests({"ARM baseline": [30.0, 30.5, 29.5], "+ARES": [40.0, 40.4, 39.6],
+                               "+ARES+MSP": [40.1, 39.5, 40.6]})
+    assert "exceeds seed noise" in lines[0] and "within seed noise" in lines[1]

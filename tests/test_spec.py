@@ -8,18 +8,25 @@ import pytest
 import yaml
 
 from roma.naming import format_size, run_name
-from roma.spec import list_specs, load_spec, parse_set, select
+from roma.spec import REPO_ROOT, list_specs, load_spec, parse_set, select
 from roma.validation import ConfigError, build_config
 
 # Every spec of runs in experiments/specs and how many runs it expands to.
 EXPECTED_RUNS = {
     "scaling_data": 7, "scaling_model": 4, "ablation_ares_msp": 3, "ablation_descriptor": 3,
     "ablation_msp_scales": 4, "ablation_lambda": 4,
-    "scaling_data_micro": 15, "scaling_model_micro": 9, "ablation_ares_msp_micro": 3,
-    "ablation_descriptor_micro": 3, "ablation_msp_scales_micro": 4, "ablation_lambda_micro": 4,
+    "scaling_data_micro": 15, "scaling_model_micro": 9, "ablation_ares_msp_micro": 9,
+    "ablation_descriptor_micro": 9, "ablation_msp_scales_micro": 12, "ablation_lambda_micro": 12,
     "quickstart": 1,
 }
 NOT_RUN_SPECS = {"highres_benchmark"}  # benchmarks/highres.py's input, not a spec of runs
+# The micro study's specs probe the held-out half of AID (outputs/micro_data/aid_probe, made by
+# experiments/micro_split.py); tests that check the file system point the probe at their folder.
+STUDY_SPECS = {n for n in EXPECTED_RUNS if n.endswith("_micro")}
+
+
+def probe_at(root) -> dict:
+    return {"eval.probes": [{"dataset": "aid", "root": str(root), "train_ratios": [0.5], "protocol": "fast"}]}
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +83,8 @@ def test_builtin_specs_validate_and_expand(name, image_folder, paper_env):
     micro = name.endswith("_micro") or name == "quickstart"
     # the paper specs' subsets (62.5K..4M images) are larger than any test data: their file checks
     # are covered by the micro specs and the data-check tests
-    spec = load_spec(name, data_root=str(image_folder) if micro else None, check_data=micro)
+    spec = load_spec(name, probe_at(image_folder) if name in STUDY_SPECS else None,
+                     data_root=str(image_folder) if micro else None, check_data=micro)
     assert len(spec.runs) == EXPECTED_RUNS[name]
     ids = [r.run_id for r in spec.runs]
     names = spec.names()
@@ -86,7 +94,9 @@ def test_builtin_specs_validate_and_expand(name, image_folder, paper_env):
         assert cfg.experiment == name
         assert cfg.model.img_size % (cfg.model.patch_size * cfg.model.cluster_size) == 0
         if micro:
-            assert cfg.model.name.startswith("roma_micro_") and cfg.train.max_steps <= 300
+            assert cfg.model.name.startswith("roma_micro_")
+            # a few hundred steps, or (the study) a few epochs over at most 5000 images
+            assert cfg.train.max_steps <= 300 if cfg.train.max_steps else cfg.train.epochs * cfg.data.subset <= 25000
             assert cfg.eval.probes and cfg.eval.probes[0].root == str(image_folder)
 
 
@@ -239,10 +249,11 @@ def test_run_id_stable_and_sensitive(image_folder, tmp_path):
 
 
 def test_set_fixes_a_grid_axis_but_not_a_zipped_one(image_folder):
-    spec = load_spec("scaling_data_micro", {"train.seed": 1}, data_root=str(image_folder))
+    spec = load_spec("scaling_data_micro", {"train.seed": 1, **probe_at(image_folder)}, data_root=str(image_folder))
     assert len(spec.runs) == 5 and {r.train.seed for r in spec.runs} == {1}
     assert all("train.seed" not in dict(r.sweep) for r in spec.runs)
-    msg = errors_of("ablation_ares_msp_micro", {"msp.enabled": True}, data_root=str(image_folder))
+    msg = errors_of("ablation_ares_msp_micro", {"msp.enabled": True, **probe_at(image_folder)},
+                    data_root=str(image_folder))
     assert "--set: msp.enabled: is a zipped sweep axis" in msg
 
 
@@ -284,3 +295,12 @@ def test_paper_spec_missing_eval_root_names_the_variable(paper_env, monkeypatch,
     cfg = load_spec("scaling_data", check_data=False, require_env=False).runs[0]  # a dry run's view
     missing = [(d.name, d.env) for d in evaluation_data(cfg) if not d.present]
     assert missing == [("dense_oscd_v3", "ROMA_OSCD")]
+
+
+def test_micro_study_specs_default_to_the_disjoint_split():
+    pool, probe = REPO_ROOT / "outputs" / "micro_data" / "aid_pool", REPO_ROOT / "outputs" / "micro_data" / "aid_probe"
+    for name in sorted(STUDY_SPECS):
+        for cfg in load_spec(name, check_data=False).runs:
+            assert Path(cfg.data.root) == pool and [Path(p.root) for p in cfg.eval.probes] == [probe], name
+            # the paper's compute design: a fixed number of epochs per subset, no step cap
+            assert cfg.train.max_steps is None and cfg.train.epochs == 4, name

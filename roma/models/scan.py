@@ -78,39 +78,50 @@ class _ScanCore(torch.autograd.Function):
     """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, all fp32, time-major.
 
     Inputs are time-major and contiguous: dt, u: (L, B, D); A: (D, N); Bm, Cm: (L, B, N).
-    Saves the states H (L, B, D, N) for the backward; exp(dt A) is recomputed there.
+    Inside, states are (L, B, N, D), channels innermost, and the states H and decays exp(dt A)
+    are saved for the backward.
+
+    Written for a memory-bound CPU (../shared/docs/mamba-on-cpu.md): the only per-step work is one
+    in-place ``addcmul_`` on a (B, N, D) slice that stays in cache; the rest is a few whole-tensor
+    passes. Contractions are a broadcast multiply + sum: with D innermost every pass runs over long
+    contiguous rows (with N = 16 innermost, or through ``einsum``/``bmm``, which makes thousands of
+    tiny matrix-vector products plus a transposing copy, the same work is several times slower).
+    The backward reuses one scratch tensor for its products (fresh multi-MB tensors page-fault).
     """
 
     @staticmethod
     def forward(ctx, dt, u, A, Bm, Cm):
-        dA = torch.exp(dt.unsqueeze(-1) * A)  # (L, B, D, N)
-        H = (dt * u).unsqueeze(-1) * Bm.unsqueeze(2)  # (L, B, D, N): dt u B, becomes the states
-        for t in range(1, H.shape[0]):
-            H[t].addcmul_(dA[t], H[t - 1])  # h_t = a_t * h_{t-1} + b_t, in place
-        y = torch.einsum("lbdn,lbn->lbd", H, Cm)
-        ctx.save_for_backward(dt, u, A, Bm, Cm, H)
+        At = A.t().contiguous()  # (N, D)
+        dA = torch.mul(dt.unsqueeze(2), At).exp_()  # (L, B, N, D): the decays a_t
+        H = torch.mul((dt * u).unsqueeze(2), Bm.unsqueeze(-1))  # (L, B, N, D): dt u B, becomes the states
+        hs, decays = H.unbind(0), dA.unbind(0)
+        for t in range(1, len(hs)):
+            hs[t].addcmul_(decays[t], hs[t - 1])  # h_t = a_t * h_{t-1} + b_t, in place
+        y = torch.mul(H, Cm.unsqueeze(-1)).sum(2)  # (L, B, D)
+        ctx.save_for_backward(dt, u, At, Bm, Cm, H, dA)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        dt, u, A, Bm, Cm, H = ctx.saved_tensors
+        dt, u, At, Bm, Cm, H, dA = ctx.saved_tensors
         gy = gy.contiguous()
-        gC = torch.einsum("lbd,lbdn->lbn", gy, H)
-        G = gy.unsqueeze(-1) * Cm.unsqueeze(2)  # dL/dh_t from y_t, then accumulated backwards
-        dA = torch.exp(dt.unsqueeze(-1) * A)
-        for t in range(H.shape[0] - 2, -1, -1):
-            G[t].addcmul_(dA[t + 1], G[t + 1])  # g_t += a_{t+1} * g_{t+1}
+        scratch = torch.mul(H, gy.unsqueeze(2))
+        gC = scratch.sum(-1)  # (L, B, N)
+        G = torch.mul(gy.unsqueeze(2), Cm.unsqueeze(-1))  # dL/dh_t from y_t, then accumulated backwards
+        gs, decays = G.unbind(0), dA.unbind(0)
+        for t in range(len(gs) - 2, -1, -1):
+            gs[t].addcmul_(decays[t + 1], gs[t + 1])  # g_t += a_{t+1} * g_{t+1}
         # b_t = dt u B  ->  grads through G
-        GB = torch.einsum("lbdn,lbn->lbd", G, Bm)  # sum_n g B
-        gBm = torch.einsum("lbdn,lbd->lbn", G, dt * u)
+        GB = torch.mul(G, Bm.unsqueeze(-1), out=scratch).sum(2)  # (L, B, D): sum_n g B
+        gBm = torch.mul(G, (dt * u).unsqueeze(2), out=scratch).sum(-1)  # (L, B, N)
         gu = dt * GB
         gdt = u * GB
-        # a_t = exp(dt A) -> dL/d(dt A) = g_t * h_{t-1} * a_t  (zero at t = 0, h_{-1} = 0)
-        G[1:].mul_(H[:-1]).mul_(dA[1:])
+        # a_t = exp(dt A) -> dL/d(dt A) = g_t * a_t * h_{t-1}  (zero at t = 0, h_{-1} = 0), in G
+        G[1:].mul_(dA[1:]).mul_(H[:-1])
         G[0].zero_()
-        gdt += torch.einsum("lbdn,dn->lbd", G, A)
-        gA = torch.einsum("lbdn,lbd->dn", G, dt)
-        return gdt, gu, gA, gBm, gC
+        gdt += torch.mul(G, At, out=scratch).sum(2)
+        gA = G.mul_(dt.unsqueeze(2)).flatten(0, 1).sum(0)  # (N, D): summed over time and batch
+        return gdt, gu, gA.t().contiguous(), gBm, gC
 
 
 def _scan_streaming(dt, u, A, Bm, Cm):
