@@ -111,7 +111,7 @@ def test_readme_first_command_in_a_fresh_clone_without_shared(ucm_env, tmp_path)
     readme = (clone / "README.md").read_text()
     assert "python experiments/launch.py quickstart" in readme
     env = {**os.environ, "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1", "HOME": str(tmp_path / "home")}
-    small = ["train.max_steps=4", "train.batch_size=8", "train.ckpt_every_steps=4", "train.log_every_steps=2"]
+    small = ["train.max_steps=4", "train.global_batch=8", "train.ckpt_every_steps=4", "train.log_every_steps=2"]
     cmd = [sys.executable, "experiments/launch.py", "quickstart", "--set", *small]
     p = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
