@@ -1,12 +1,13 @@
-"""Selective-scan speed and memory: the fast scan against a naive per-step autograd loop.
+"""Selective-scan speed and memory: the fast scans against a naive per-step autograd loop.
 
     python benchmarks/scan.py                      # d = 192, 768; L = 144, 576, 2304 (CPU)
-    python benchmarks/scan.py --dims 192 --lengths 144 576 --impls fast chunked ref
+    python benchmarks/scan.py --dims 192 --lengths 144 576 --impls native fast chunked ref
 
 Each (impl, d, L) runs forward + backward in its own subprocess, so that peak memory (the
 process's high-water RSS above its baseline, or CUDA max_memory_allocated) is that config's
-alone. Printed: ms per forward+backward (median of --iters after one warm-up), peak extra MiB,
-and the naive/fast ratios from the same run.
+alone. Printed: ms per forward+backward (median of --iters after one warm-up; wall clock and CPU
+time of the process, the steadier one on a shared machine), peak extra MiB, and the naive loop's
+time over each other scan's from the same run.
 """
 from __future__ import annotations
 
@@ -39,8 +40,7 @@ def run_one(impl: str, d: int, L: int, batch: int, iters: int, device: str) -> d
 
     from roma.models import scan
 
-    fn = {"ref": scan.selective_scan_ref, "fast": scan.selective_scan_fast,
-          "chunked": scan.selective_scan_chunked, "cuda": scan.selective_scan_cuda}[impl]
+    fn = scan._IMPLS[impl]
     torch.manual_seed(0)
     n = 16
     dev = torch.device(device)
@@ -66,21 +66,24 @@ def run_one(impl: str, d: int, L: int, batch: int, iters: int, device: str) -> d
     else:
         _reset_peak_rss()
         base = _peak_rss_mib()
-    times = []
+    times, cpu = [], []
     for _ in range(iters):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
     peak = ((torch.cuda.max_memory_allocated() - base) / 2**20 if dev.type == "cuda" else _peak_rss_mib() - base)
     times.sort()
-    return {"impl": impl, "d": d, "L": L, "batch": batch, "ms": times[len(times) // 2], "peak_mib": peak}
+    cpu.sort()
+    return {"impl": impl, "d": d, "L": L, "batch": batch, "ms": times[len(times) // 2],
+            "cpu_ms": cpu[len(cpu) // 2], "peak_mib": peak}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dims", type=int, nargs="+", default=[192, 768])
     p.add_argument("--lengths", type=int, nargs="+", default=[144, 576, 2304])
-    p.add_argument("--impls", nargs="+", default=["fast", "chunked", "ref"])
+    p.add_argument("--impls", nargs="+", default=["native", "fast", "chunked", "ref"])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--ref-max-work", type=float, default=1e10,
@@ -99,7 +102,7 @@ def main() -> None:
         return
 
     rows = []
-    print(f"{'impl':<8}{'d':>6}{'L':>6}{'ms fwd+bwd':>12}{'peak MiB':>10}", flush=True)
+    print(f"{'impl':<8}{'d':>6}{'L':>6}{'ms fwd+bwd':>12}{'CPU ms':>10}{'peak MiB':>10}", flush=True)
     for d in args.dims:
         for L in args.lengths:
             for impl in args.impls:
@@ -115,13 +118,15 @@ def main() -> None:
                     continue
                 row = json.loads(res.stdout.strip().splitlines()[-1])
                 rows.append(row)
-                print(f"{impl:<8}{d:>6}{L:>6}{row['ms']:>12.1f}{row['peak_mib']:>10.1f}", flush=True)
+                print(f"{impl:<8}{d:>6}{L:>6}{row['ms']:>12.1f}{row['cpu_ms']:>10.1f}{row['peak_mib']:>10.1f}",
+                      flush=True)
     by = {(r["impl"], r["d"], r["L"]): r for r in rows}
-    print("\nratios (same run): naive loop / fast scan")
-    for (impl, d, L), r in sorted(by.items()):
-        if impl == "ref" and ("fast", d, L) in by:
-            f = by[("fast", d, L)]
-            print(f"  d={d:<4} L={L:<5} time x{r['ms'] / f['ms']:.1f}   peak memory x{r['peak_mib'] / max(f['peak_mib'], 1e-9):.2f}")
+    print("\nratios (same run): naive loop / each scan")
+    for (impl, d, L), f in sorted(by.items()):
+        r = by.get(("ref", d, L))
+        if impl != "ref" and r is not None:
+            print(f"  {impl:<8} d={d:<4} L={L:<5} time x{r['ms'] / f['ms']:.1f}   CPU time x{r['cpu_ms'] / f['cpu_ms']:.1f}"
+                  f"   peak memory x{r['peak_mib'] / max(f['peak_mib'], 1e-9):.2f}")
 
 
 if __name__ == "__main__":

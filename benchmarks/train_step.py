@@ -6,6 +6,8 @@ data pipeline excluded (tensors already on the device) and included (decode + Ra
     python benchmarks/train_step.py --model roma_base --img-size 192 --batch 64 --device cuda
     python benchmarks/train_step.py --data ../shared/data/AID        # real images (else synthetic PNGs)
     python benchmarks/train_step.py --compare ../base --rounds 4     # this tree against another checkout
+    python benchmarks/train_step.py --precision bf16                 # bf16 autocast (fast on CPUs with AMX)
+    python benchmarks/train_step.py --compare ../base --precision bf16 --other-precision fp32
 
 The step is the training loop's own (roma.train.pretrain.forward_backward, build_optimizer,
 WarmupCosine), with ARES + MSP as configured by default in roma.config. Printed: images/s over
@@ -20,6 +22,7 @@ the largest relative difference between the two trees' per-step losses (0 = bitw
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -57,8 +60,16 @@ def build(args, device):
     torch.manual_seed(0)
     model = create_model(args.model, img_size=img, ares=ares, msp=msp, cluster_size=args.cluster_size or None,
                          decoder_dim=args.decoder_dim or None).to(device)
-    tc = TrainConfig(global_batch=args.batch)
+    old = "global_batch" not in {f.name for f in dataclasses.fields(TrainConfig)}  # --compare with a tree before it
+    tc = TrainConfig(**{("batch_size" if old else "global_batch"): args.batch})
     opt = build_optimizer(model, tc)
+    if device.type == "cpu":  # as the training loop does on a CPU, in trees that have it
+        try:
+            from roma.allocator import keep_freed_memory
+        except ImportError:
+            pass
+        else:
+            keep_freed_memory()
     if device.type == "cuda":  # the fused kernel: what a GPU run would use (the CPU loop keeps foreach=False)
         opt = torch.optim.AdamW(opt.param_groups, lr=opt.defaults["lr"], betas=tc.betas, fused=True)
     sched = WarmupCosine(opt, 10, 10_000)
@@ -67,14 +78,14 @@ def build(args, device):
     return model, opt, sched, img, ares, msp
 
 
-def run_steps(model, opt, sched, batches, device, steps: int, warmup: int, losses: list | None = None
-              ) -> tuple[float, float]:
+def run_steps(model, opt, sched, batches, device, steps: int, warmup: int, losses: list | None = None,
+              precision: str = "auto") -> tuple[float, float]:
     """(images per wall-clock second, images per CPU second of this process) over `steps` steps after
     `warmup` steps; appends every step's loss to `losses`. CPU time counts all of the process's
     threads but not DataLoader workers; on a shared machine it is the steadier of the two."""
     from roma.train.pretrain import autocast_dtype, forward_backward
 
-    amp = autocast_dtype("auto", device)
+    amp = autocast_dtype(precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
 
     def step(i, batch):
@@ -153,7 +164,8 @@ def compare(args, passthrough: list[str]) -> dict:
         order = list(trees) if r % 2 == 0 else list(trees)[::-1]  # alternate who goes first
         for name in order:
             env = {**os.environ, "PYTHONPATH": str(trees[name])}
-            cmd = [sys.executable, __file__, "--worker", str(trees[name]), *passthrough]
+            precision = args.other_precision if name == "other" and args.other_precision else args.precision
+            cmd = [sys.executable, __file__, "--worker", str(trees[name]), *passthrough, "--precision", precision]
             res = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if res.returncode:
                 raise SystemExit(f"{name} tree ({trees[name]}) failed:\n{res.stderr[-3000:]}")
@@ -163,7 +175,8 @@ def compare(args, passthrough: list[str]) -> dict:
                 f"data {m} {row[f'images_per_s_data_{m}']:.1f}" for m in args.modes) + " images/s", flush=True)
     out = {"this": str(trees["this"]), "this_commit": runs["this"][0]["commit"],
            "other": str(trees["other"]), "other_commit": runs["other"][0]["commit"],
-           "model": args.model, "batch": args.batch, "rounds": args.rounds, "threads": runs["this"][0]["threads"]}
+           "model": args.model, "batch": args.batch, "rounds": args.rounds, "threads": runs["this"][0]["threads"],
+           "precision": args.precision, "other_precision": args.other_precision or args.precision}
     for m in args.modes:
         key = f"images_per_s_data_{m}"
         a = [row[key] for row in runs["this"]]
@@ -208,13 +221,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--modes", nargs="+", default=["excluded", "included"], choices=["excluded", "included"])
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--precision", default="auto", help="train.precision (auto: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--compare", default="", help="another checkout to time against, alternating subprocesses")
     p.add_argument("--rounds", type=int, default=3, help="with --compare: subprocess pairs")
+    p.add_argument("--other-precision", default="", help="with --compare: the other tree's precision (default: --precision)")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)  # a --compare subprocess: the tree it must import
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     if args.compare:
-        drop = {"--compare": 2, "--rounds": 2, "--json": 2}
+        drop = {"--compare": 2, "--rounds": 2, "--json": 2, "--precision": 2, "--other-precision": 2}
         passthrough, i = [], 0
         while i < len(argv):
             key = argv[i].split("=")[0]
@@ -237,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"worker for {args.worker} imported roma from {roma.__file__}")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     model, opt, sched, img, ares, _ = build(args, device)
-    result = {"model": args.model, "img_size": img, "batch": args.batch, "device": str(device),
+    result = {"model": args.model, "img_size": img, "batch": args.batch, "device": str(device), "precision": args.precision,
               "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "threads": torch.get_num_threads(), "workers": args.workers}
     losses: list[float] = []
@@ -246,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
             batches = in_memory_batches(args.batch, img, device) if mode == "excluded" else \
                 loader_batches(args, img, ares, device, Path(tmp))
             ips, ipc = run_steps(model, opt, sched, batches, device, args.steps, args.warmup,
-                                 losses if mode == args.modes[0] else None)
+                                 losses if mode == args.modes[0] else None, args.precision)
             result[f"images_per_s_data_{mode}"] = round(ips, 2)
             result[f"images_per_cpu_s_data_{mode}"] = round(ipc, 2)
             print(f"data {mode:<9} {ips:10.1f} images/s {ipc:10.1f} images per CPU second", flush=True)

@@ -1,10 +1,15 @@
-"""The fast selective scan against the sequential reference: outputs and every gradient."""
+"""The fast selective scans (PyTorch and C) against the sequential reference: outputs and every gradient."""
+import platform
+
 import pytest
 import torch
 
-from roma.models import scan
+from roma import allocator
+from roma.models import native_scan, scan
 from roma.models.scan import (resolve_backend, selective_scan, selective_scan_chunked, selective_scan_fast,
-                              selective_scan_ref)
+                              selective_scan_native, selective_scan_ref)
+
+IMPLS = {"fast": selective_scan_fast, "native": selective_scan_native}
 
 
 def _inputs(b, d, n, L, dt_bias_scale, seed=0, gate=True):
@@ -30,10 +35,11 @@ def _run(fn, inputs):
 @pytest.mark.parametrize("L", [1, 2, 17, 33, 64])
 @pytest.mark.parametrize("dt_bias_scale", [1.0, 100.0])  # 100: large dt, exp(dt A) underflows to 0
 @pytest.mark.parametrize("gate", [True, False])
-def test_fast_matches_reference(L, dt_bias_scale, gate):
-    inputs = _inputs(2, 8, 4, L, dt_bias_scale, seed=L, gate=gate)
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_fast_matches_reference(L, dt_bias_scale, gate, impl):
+    inputs = _inputs(3, 8, 4, L, dt_bias_scale, seed=L, gate=gate)
     y_ref, g_ref = _run(selective_scan_ref, inputs)
-    y_fast, g_fast = _run(selective_scan_fast, inputs)
+    y_fast, g_fast = _run(IMPLS[impl], inputs)
     assert torch.isfinite(y_fast).all()
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-5, atol=1e-5 * y_ref.abs().max().item())
     for k in g_ref:
@@ -94,9 +100,64 @@ def test_gradcheck_fast_float64():
     assert torch.autograd.gradcheck(fn, leaves)
 
 
+def test_native_scan_builds_where_a_compiler_exists():
+    """CI and the dev machines have gcc: the C scan must build there, not silently fall back."""
+    if native_scan._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    assert native_scan.available()
+    assert resolve_backend(torch.device("cpu")) in ("native", "ref", "fast", "chunked")  # ROMA_SCAN may force one
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_native_scan_same_result_over_any_thread_split(threads):
+    """The batch rows are split over threads; every row is computed the same way, so bits agree."""
+    inputs = _inputs(5, 8, 4, 40, 1.0, seed=3)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1, g1 = _run(selective_scan_native, inputs)
+        torch.set_num_threads(threads)
+        yn, gn = _run(selective_scan_native, inputs)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(y1, yn) and all(torch.equal(g1[k], gn[k]) for k in g1)
+
+
+def test_native_scan_falls_back_without_a_compiler(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROMA_CACHE_DIR", str(tmp_path))  # nothing built here yet
+    monkeypatch.delenv("ROMA_SCAN", raising=False)
+    monkeypatch.setattr(native_scan, "_compiler", lambda: None)
+    native_scan.library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="no C compiler"):
+            assert resolve_backend(torch.device("cpu")) == "fast"
+        monkeypatch.setenv("ROMA_SCAN", "native")
+        with pytest.raises(RuntimeError, match="C scan could not be built"):
+            selective_scan(**_inputs(1, 2, 2, 3, 1.0))
+    finally:
+        native_scan.library.cache_clear()
+
+
+def test_native_scan_falls_back_when_the_build_fails(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROMA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native_scan, "_compiler", lambda: "/bin/false")  # a "compiler" that always fails
+    native_scan.library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="could not build scan_kernel.c"):
+            assert native_scan.library() is None
+        assert not list((tmp_path / "kernels").glob("*.so"))  # no half-written library left behind
+    finally:
+        native_scan.library.cache_clear()
+
+
+def test_allocator_keeps_freed_memory_on_glibc():
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert allocator.keep_freed_memory() is expected
+
+
 def test_backend_selection(monkeypatch):
     monkeypatch.delenv("ROMA_SCAN", raising=False)
-    assert resolve_backend(torch.device("cpu")) == "fast"
+    assert resolve_backend(torch.device("cpu")) == ("native" if native_scan.available() else "fast")
     monkeypatch.setattr(scan, "mamba_ssm_kernels", lambda: None)
     assert resolve_backend(torch.device("cuda"), length=128) == "fast"
     assert resolve_backend(torch.device("cuda"), length=6084) == "chunked"

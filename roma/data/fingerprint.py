@@ -12,8 +12,7 @@ rewritten in place under the same name is the same data to the id.
 
 Cost: listing 4M images and ranking them for a subset takes minutes on a network file system, so
 results are cached per source, <cache_dir>/<sha256 of the absolute root>.json (counts and checksums,
-a few kB, never the keys; cache_dir: $ROMA_CACHE_DIR, else $XDG_CACHE_HOME/roma/data, else
-~/.cache/roma/data), and reused while a stamp that is cheap to re-check is unchanged:
+a few kB, never the keys; cache_dir: roma.cache.cache_dir("data"), ~/.cache/roma/data by default), and reused while a stamp that is cheap to re-check is unchanged:
   folder tree   the mtime of every folder in it (adding, removing or renaming an image changes its
                 folder's mtime); re-checking is one stat per folder, no listing
   tar shards    name, size and mtime of every shard, and the bytes of the shard index (index.json, with
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from roma import atomic
+from roma.cache import cache_dir
 
 from .sources import (MANIFEST_EXTS, expand_shard_pattern, is_shard_pattern, list_folder, list_images, manifest_key,
                       manifest_paths)
@@ -126,9 +126,7 @@ def _absolute(root: str | os.PathLike) -> str:
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get("ROMA_CACHE_DIR"):
-        return Path(os.environ["ROMA_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "roma" / "data"
+    return cache_dir("data")
 
 
 def _cache_file(cache_dir: str | os.PathLike | None, src: str) -> Path | None:

@@ -32,9 +32,16 @@ class CrossAttention(nn.Module):
         """q: (B, Q, C); kv: (B, M, C); mask: (Q, M) bool, True = may attend."""
         B, Q, C = q.shape
         h = self.heads
-        q = self.q(q).view(B, Q, h, C // h).transpose(1, 2)
-        k, v = self.kv(kv).view(B, -1, 2, h, C // h).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        q = self.q(q).view(B, Q, h, C // h).transpose(1, 2)  # (B, h, Q, c)
+        k, v = self.kv(kv).view(B, -1, 2, h, C // h).permute(2, 0, 3, 1, 4)  # (B, h, M, c) each
+        if q.device.type == "cpu" and q.dtype != torch.float32:
+            # bf16 on a CPU: two matmuls beat SDPA's flash kernel, whose bf16 backward alone took a
+            # fifth of a bf16 micro step (these maps are small, queries x encoder tokens); in fp32
+            # that kernel is the faster one. GPUs keep SDPA: a roma_base map at batch 64 would not fit.
+            attn = (q * (C // h) ** -0.5) @ k.transpose(-2, -1)  # (B, h, Q, M)
+            out = attn.masked_fill(~mask, float("-inf")).softmax(-1).to(v.dtype) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(B, Q, C))
 
 

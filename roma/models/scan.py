@@ -3,7 +3,7 @@
     h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t        h: (B, D, N) per step
     y_t = <C_t, h_t> + D * u_t,  then  y *= silu(z)           y: (B, D) per step
 
-Four interchangeable implementations with mamba-ssm's `selective_scan_fn` signature
+Five interchangeable implementations with mamba-ssm's `selective_scan_fn` signature
 (u, delta: (B, D, L); A: (D, N); B, C: (B, N, L); D: (D,); z: (B, D, L); delta_bias: (D,)):
 
 - ``ref``  : the plain per-step loop, differentiated by autograd. Slow (its backward is
@@ -12,13 +12,17 @@ Four interchangeable implementations with mamba-ssm's `selective_scan_fn` signat
              scan is memory-bound, so one in-place pass per step over a (B, D, N) slice that
              stays in cache beats chunked / parallel scans (measured in
              ../shared/docs/mamba-on-cpu.md and benchmarks/scan.py).
+- ``native``: ``fast`` with its training recurrences in C (roma/models/native_scan.py), compiled
+             once per machine with the system C compiler: each step's state is updated, reduced and
+             differentiated while in cache. fp32 only (fp64 inputs, e.g. gradcheck, run ``fast``).
 - ``chunked``: closed form inside chunks, a loop over chunks only: for GPUs without mamba-ssm,
              where a per-step loop is bound by kernel launches.
 - ``cuda`` : mamba-ssm's fused kernel, imported lazily, used for CUDA tensors when installed.
 
 Selection: ``ROMA_SCAN=ref|fast|chunked|cuda`` forces a backend (an unavailable one is an error);
 otherwise CUDA tensors use ``cuda`` when mamba-ssm imports, else ``chunked`` for long sequences
-(L > CHUNKED_MIN_LENGTH) and ``fast`` for short ones; CPU tensors use ``fast``.
+(L > CHUNKED_MIN_LENGTH) and ``fast`` for short ones; CPU tensors use ``native`` when a C compiler
+built it, else ``fast``.
 """
 from __future__ import annotations
 
@@ -33,7 +37,9 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("ref", "fast", "chunked", "cuda")
+from roma.models import native_scan
+
+BACKENDS = ("ref", "fast", "native", "chunked", "cuda")
 
 
 # ----------------------------------------------------------------------------- reference
@@ -135,17 +141,30 @@ def _scan_streaming(dt, u, A, Bm, Cm):
     return y
 
 
-def selective_scan_fast(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+def selective_scan_fast(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                        native: bool = False):
     dtype_in = u.dtype
     work = torch.float64 if dtype_in == torch.float64 else torch.float32  # bf16/fp16 inputs scan in fp32
     with torch.autocast(device_type=u.device.type, enabled=False):
         u32, delta, A, B, C = _to_work(work, u, delta, A, B, C, delta_bias, delta_softplus)
         tm = lambda t: t.permute(2, 0, 1).contiguous()  # (B, X, L) -> (L, B, X)
         tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
-        core = _ScanCore.apply if tracked else _scan_streaming
+        if not tracked:
+            core = _scan_streaming
+        elif native and work == torch.float32 and u.device.type == "cpu":
+            core = native_scan.NativeScan.apply
+        else:
+            core = _ScanCore.apply
         y = core(tm(delta), tm(u32), A.contiguous(), tm(B), tm(C)).permute(1, 2, 0)
         y = _skip_and_gate(y, u32, D, z)
     return y.to(dtype_in)
+
+
+def selective_scan_native(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    if not native_scan.available():
+        raise RuntimeError("ROMA_SCAN=native but the C scan could not be built here (see the warning above; "
+                           "set CC to a working C compiler, or use ROMA_SCAN=fast)")
+    return selective_scan_fast(u, delta, A, B, C, D, z, delta_bias, delta_softplus, native=True)
 
 
 # ----------------------------------------------------------------------------- chunked (GPU, no mamba-ssm)
@@ -278,8 +297,8 @@ def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     return kernels.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-_IMPLS = {"ref": selective_scan_ref, "fast": selective_scan_fast, "chunked": selective_scan_chunked,
-          "cuda": selective_scan_cuda}
+_IMPLS = {"ref": selective_scan_ref, "fast": selective_scan_fast, "native": selective_scan_native,
+          "chunked": selective_scan_chunked, "cuda": selective_scan_cuda}
 
 
 # On a GPU without mamba-ssm the per-step loop wins for short sequences (H200, roma_base at 192 px,
@@ -301,12 +320,14 @@ def resolve_backend(device: torch.device, forced: str | None = None, length: int
         if name == "cuda" and not _kernels_run_on(device):
             why = "mamba-ssm is not importable" if mamba_ssm_kernels() is None else "tensors are on " + device.type
             raise RuntimeError(f"scan backend 'cuda' was forced but is unavailable: {why}")
+        if name == "native" and device.type != "cpu":
+            raise RuntimeError(f"scan backend 'native' runs on CPU tensors only, got {device.type}")
         return name
     if _kernels_run_on(device):
         return "cuda"
-    if device.type == "cuda" and length > CHUNKED_MIN_LENGTH:
-        return "chunked"
-    return "fast"
+    if device.type == "cuda":
+        return "chunked" if length > CHUNKED_MIN_LENGTH else "fast"
+    return "native" if native_scan.available() else "fast"
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend=None):

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.utils.data import DataLoader
 
+from roma.allocator import keep_freed_memory
 from roma.config import CHOICES, RunConfig, identity
 from roma.train import checkpoint as ckpt_io
 from roma.train.distributed import (
@@ -175,6 +176,8 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
         cleanup(dist)
         raise
     amp_dtype = autocast_dtype(tc.precision, dev)
+    if dev.type == "cpu":
+        keep_freed_memory()  # the step's multi-MB activations stay in the heap (roma/allocator.py)
 
     # same initial weights on every rank and on every restart (then overwritten by last.pt)
     ckpt_io.seed_everything(tc.seed)
