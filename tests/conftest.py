@@ -10,8 +10,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-# the data-listing cache (roma.data.fingerprint) of this test session, not the user's
-os.environ["ROMA_CACHE_DIR"] = tempfile.mkdtemp(prefix="roma-test-cache-")
+# the caches (data listings, the compiled scan, downloads) of this test session, not the user's
+os.environ["ROMA_CACHE"] = tempfile.mkdtemp(prefix="roma-test-cache-")
 
 
 @pytest.fixture(autouse=True)

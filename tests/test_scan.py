@@ -124,7 +124,7 @@ def test_native_scan_same_result_over_any_thread_split(threads):
 
 
 def test_native_scan_falls_back_without_a_compiler(monkeypatch, tmp_path):
-    monkeypatch.setenv("ROMA_CACHE_DIR", str(tmp_path))  # nothing built here yet
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path))  # nothing built here yet
     monkeypatch.delenv("ROMA_SCAN", raising=False)
     monkeypatch.setattr(native_scan, "_compiler", lambda: None)
     native_scan.library.cache_clear()
@@ -139,7 +139,7 @@ def test_native_scan_falls_back_without_a_compiler(monkeypatch, tmp_path):
 
 
 def test_native_scan_falls_back_when_the_build_fails(monkeypatch, tmp_path):
-    monkeypatch.setenv("ROMA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path))
     monkeypatch.setattr(native_scan, "_compiler", lambda: "/bin/false")  # a "compiler" that always fails
     native_scan.library.cache_clear()
     try:

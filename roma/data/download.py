@@ -3,7 +3,7 @@
     root = ucm_root()              # UC Merced class folders: $ROMA_UCM, else the cache (downloaded once)
     python -m roma.data.download ucm
 
-Cache: $ROMA_CACHE, else ~/.cache/roma. An archive downloads to `<cache>/<name>/<file>.part` (an
+Cache: roma.cache.cache_root() ($ROMA_CACHE, else ~/.cache/roma). An archive downloads to `<cache>/<name>/<file>.part` (an
 interrupted download resumes from there with an HTTP Range request), is checked against its
 published checksum (a mismatch deletes the partial file and stops), then extracted into a temporary
 folder that is renamed to `<cache>/<name>/extracted` only when complete; the archive is then deleted.
@@ -33,9 +33,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from roma.cache import cache_root
 from roma.progress import progress
 
-CACHE_ENV = "ROMA_CACHE"
 CHUNK = 1 << 20
 
 
@@ -82,10 +82,6 @@ UCM = Archive(
 ARCHIVES = {"ucm": UCM}
 
 
-def cache_dir() -> Path:
-    """$ROMA_CACHE, else ~/.cache/roma."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "roma"
 
 
 def sources(archive: Archive) -> tuple[Source, ...]:
@@ -211,7 +207,7 @@ def extract_zip(zip_path: Path, out: Path, desc: str = "") -> Path:
 
 def fetch(archive: Archive, cache: Path | None = None) -> Path:
     """The dataset root inside the extracted archive, downloading and extracting it the first time."""
-    folder = (cache or cache_dir()) / archive.name
+    folder = (cache or cache_root()) / archive.name
     extracted = folder / "extracted"
     root = extracted / archive.inner
     if root.is_dir():

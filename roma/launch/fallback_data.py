@@ -27,9 +27,10 @@ class Loaded(NamedTuple):
 
 
 def halves_dir() -> Path:
-    from roma.data.download import UCM, cache_dir
+    from roma.cache import cache_root
+    from roma.data.download import UCM
 
-    return cache_dir() / UCM.name / "halves"
+    return cache_root() / UCM.name / "halves"
 
 
 def load_with_fallback(name: str, overrides: dict[str, Any], data_root: str | None, fetch: bool = True,
