@@ -19,7 +19,7 @@ Five interchangeable implementations with mamba-ssm's `selective_scan_fn` signat
              where a per-step loop is bound by kernel launches.
 - ``cuda`` : mamba-ssm's fused kernel, imported lazily, used for CUDA tensors when installed.
 
-Selection: ``ROMA_SCAN=ref|fast|chunked|cuda`` forces a backend (an unavailable one is an error);
+Selection: ``ROMA_SCAN=ref|fast|native|chunked|cuda`` forces a backend (an unavailable one is an error);
 otherwise CUDA tensors use ``cuda`` when mamba-ssm imports, else ``chunked`` for long sequences
 (L > CHUNKED_MIN_LENGTH) and ``fast`` for short ones; CPU tensors use ``native`` when a C compiler
 built it, else ``fast``.

@@ -19,7 +19,8 @@ class TrainHooks:
         """Model and data are built; training starts (or resumes) after `step`.
 
         facts: param_count, data_size (unique images), data_checksum, global_batch, world_size,
-        device_batch, accum_steps, steps_per_epoch, total_steps, images_seen (total_steps x global_batch)."""
+        device_batch, accum_steps, steps_per_epoch, total_steps, images_seen (total_steps x global_batch),
+        scan_backend (roma.models.scan: which selective scan the encoder runs)."""
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         """A log step: loss terms, lr, images_per_s, bad_images, grad_norm (averaged over ranks)."""

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from roma.allocator import keep_freed_memory
 from roma.config import CHOICES, RunConfig, identity
+from roma.models.scan import resolve_backend
 from roma.train import checkpoint as ckpt_io
 from roma.train.distributed import (
     all_reduce_mean,
@@ -212,7 +213,9 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
                                  "global_batch": lay.global_batch, "world_size": lay.world_size,
                                  "device_batch": lay.device_batch, "accum_steps": lay.accum_steps,
                                  "steps_per_epoch": steps_per_epoch, "total_steps": total,
-                                 "images_seen": sch.images_seen})
+                                 "images_seen": sch.images_seen,
+                                 # native and fast agree to fp32 round-off, not bit for bit: say which ran
+                                 "scan_backend": resolve_backend(dev, length=model.encoder.grid[0] * model.encoder.grid[1])})
 
     def save(keep_epoch: int | None = None) -> None:
         if not dist.is_main:
