@@ -3,10 +3,11 @@
     root = ucm_root()              # UC Merced class folders: $ROMA_UCM, else the cache (downloaded once)
     python -m roma.data.download ucm
 
-Cache: roma.cache.cache_root() ($ROMA_CACHE, else ~/.cache/roma). An archive downloads to `<cache>/<name>/<file>.part` (an
-interrupted download resumes from there with an HTTP Range request), is checked against its
-published checksum (a mismatch deletes the partial file and stops), then extracted into a temporary
-folder that is renamed to `<cache>/<name>/extracted` only when complete; the archive is then deleted.
+Cache: roma.cache.cache_root() ($ROMA_CACHE, else $XDG_CACHE_HOME/roma, else ~/.cache/roma). An
+archive downloads to `<cache>/<name>/<file>.part` (an interrupted download resumes from there with
+an HTTP Range request), is checked against its published checksum (a mismatch deletes the partial
+file and stops), then extracted into a temporary folder that is renamed to `<cache>/<name>/extracted`
+only when complete; the archive is then deleted.
 A file already at `<cache>/<name>/<file>` (put there by hand, e.g. on a machine without internet)
 is checked and used instead of downloading.
 

@@ -12,7 +12,8 @@ rewritten in place under the same name is the same data to the id.
 
 Cost: listing 4M images and ranking them for a subset takes minutes on a network file system, so
 results are cached per source, <cache_dir>/<sha256 of the absolute root>.json (counts and checksums,
-a few kB, never the keys; cache_dir: roma.cache.cache_dir("data"), ~/.cache/roma/data by default), and reused while a stamp that is cheap to re-check is unchanged:
+a few kB, never the keys; cache_dir: roma.cache.cache_dir("data"), ~/.cache/roma/data by default),
+and reused while a stamp that is cheap to re-check is unchanged:
   folder tree   the mtime of every folder in it (adding, removing or renaming an image changes its
                 folder's mtime); re-checking is one stat per folder, no listing
   tar shards    name, size and mtime of every shard, and the bytes of the shard index (index.json, with

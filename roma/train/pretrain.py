@@ -18,6 +18,7 @@ each step (bitwise equal on the same layout, equal up to float summation order o
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -215,7 +216,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
                                  "steps_per_epoch": steps_per_epoch, "total_steps": total,
                                  "images_seen": sch.images_seen,
                                  # native and fast agree to fp32 round-off, not bit for bit: say which ran
-                                 "scan_backend": resolve_backend(dev, length=model.encoder.grid[0] * model.encoder.grid[1])})
+                                 "scan_backend": resolve_backend(dev, length=math.prod(model.encoder.grid))})
 
     def save(keep_epoch: int | None = None) -> None:
         if not dist.is_main:
