@@ -44,7 +44,9 @@ NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment", 
 # content (data.checksum: its manifest's sha256, with data.subset and data.subset_seed; a config
 # that nobody gave a checksum, built without the launcher, keeps data.root instead); an
 # evaluation's data by its name (probe `dataset`, dense `task`).
-PATHS_NOT_IN_ID = {"data": ("root",), "eval.probes": ("root",), "eval.dense": ("root", "labels_root")}
+PATHS_NOT_IN_ID = {"data": ("root", "heldout_root"), "eval.probes": ("root",), "eval.dense": ("root", "labels_root")}
+# A data path leaves the id only where the content checksum that replaces it is there.
+DATA_PATH_CHECKSUM = {"root": "checksum", "heldout_root": "heldout_checksum"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,13 @@ class DataConfig:
     num_workers: int = 2
     crop_scale: tuple[float, float] = (0.2, 1.0)
     hflip: bool = True
+    # The held-out images of the pretraining objective (val_loss; roma.data.heldout): heldout_size
+    # images (0: none), from heldout_root, a source disjoint from `root` (the micro study: the
+    # pool's complement), or, with heldout_root "", the last heldout_size images of `root` in
+    # subset_seed's order, which no nested subset ever reaches (data.subset <= total - heldout_size).
+    heldout_root: str = ""
+    heldout_size: int = 0
+    heldout_checksum: str = ""  # sha256 of the held-out keys, filled in by the launcher (in the id)
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,8 @@ class TrainConfig:
     ckpt_every_steps: int = 200
     keep_epochs: tuple[int, ...] = ()
     log_every_steps: int = 10
+    # held-out loss every this many steps and at the last one (0: at the last step only); needs data.heldout_size
+    val_every_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -243,9 +254,11 @@ def identity(plain: dict[str, Any]) -> dict[str, Any]:
             out[section] = {k: v for k, v in out[section].items() if k != name}
     for section, fields in PATHS_NOT_IN_ID.items():
         head, _, tail = section.partition(".")
-        if head not in out or (section == "data" and not out["data"].get("checksum")):
+        if head not in out:
             continue
         out[head] = dict(out[head])
+        if section == "data":  # a config that nobody gave a checksum keeps the path in its id
+            fields = tuple(f for f in fields if out["data"].get(DATA_PATH_CHECKSUM[f]))
         if not tail:
             out[head] = {k: v for k, v in out[head].items() if k not in fields}
         elif isinstance(out[head].get(tail), list):

@@ -256,8 +256,18 @@ def finalize_tracking(tracker, cfg: RunConfig, result: dict[str, Any]) -> None:
     curve = plot_loss_curve(tracker.metric_history("loss"), rd / "loss_curve.png", title=cfg.run_id)
     tracker.log_artifact(curve)
     tracker.set_tags({"encoder_path": str(Path(result["encoder"]).resolve())})
+    # final_loss: the last training batch's loss (a noisy one-batch number); the held-out losses
+    # (val_loss, ...) are step metrics whose last value is the run's
     if result["final_loss"] is not None:
         tracker.log_metrics({"final_loss": result["final_loss"]}, step=result["step"])
+    tracker.log_metrics(compute_metrics(result), step=result["step"])
+
+
+def compute_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """What a pretraining cost: train_flops (forward FLOPs per image x images trained x 3, the usual
+    forward + backward estimate) and device_hours (wall clock of its steps x devices, all attempts)."""
+    return {"train_flops": 3.0 * result["flops_per_image"] * result["images_trained"],
+            "pretrain_flops_per_image": result["flops_per_image"], "device_hours": result["device_hours"]}
 
 
 def _rank() -> int:

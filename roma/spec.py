@@ -77,8 +77,9 @@ BASES: dict[str, dict[str, Any]] = {
     # The paper's recipe (roma-reference.md section 5; the RunConfig defaults, written out) and its
     # downstream suite (section 6); data roots come from the environment. Large: 300 epochs (scaling_model).
     "paper": {
-        "data": {"root": "${ROMA_PRETRAIN_DATA}"},
-        "train": {"global_batch": 256, "epochs": 400, "warmup_epochs": 40, "blr": 1.5e-4},
+        # held-out loss (val_loss): 512 images of the source that no nested subset reaches (roma.data.heldout)
+        "data": {"root": "${ROMA_PRETRAIN_DATA}", "heldout_size": 512},
+        "train": {"global_batch": 256, "epochs": 400, "warmup_epochs": 40, "blr": 1.5e-4, "val_every_steps": 2000},
         "eval": {"probes": [PAPER_PROBE | {"dataset": "aid", "root": _env("aid"), "train_ratios": [0.2]},
                             PAPER_PROBE | {"dataset": "aid", "root": _env("aid"), "train_ratios": [0.5]},
                             PAPER_PROBE | {"dataset": "ucm", "root": _env("ucm"), "train_ratios": [0.5]}],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -206,8 +207,9 @@ def count_images(root: str) -> int:
 
 
 def with_data_checksum(cfg: RunConfig, where: Where = lambda key: "config") -> tuple[RunConfig, list[str]]:
-    """cfg with data.checksum computed from its data (the run id's data part), and the problems:
-    data that cannot be listed, or that does not give the checksum the spec pins."""
+    """cfg with data.checksum and data.heldout_checksum computed from its data (the run id's data
+    part), and the problems: data that cannot be listed, that does not give the checksum the spec
+    pins, or held-out images that a training subset could reach (roma.data.heldout)."""
     from roma.data.fingerprint import data_fingerprint, default_cache_dir
 
     d = cfg.data
@@ -222,7 +224,10 @@ def with_data_checksum(cfg: RunConfig, where: Where = lambda key: "config") -> t
         what = "all images" if d.subset is None else f"subset {d.subset}, seed {d.subset_seed}"
         return cfg, [f"{where('data.checksum')}: data.checksum: pinned to {d.checksum[:12]}.., but the data at "
                      f"{d.root} ({what}) gives {fp.checksum[:12]}..: these are other images"]
-    return dataclasses.replace(cfg, data=dataclasses.replace(d, checksum=fp.checksum)), []
+    from roma.data.heldout import with_heldout_checksum
+
+    d, problems = with_heldout_checksum(dataclasses.replace(d, checksum=fp.checksum), default_cache_dir())
+    return dataclasses.replace(cfg, data=d), [f"{where(key)}: {key}: {msg}" for key, msg in problems]
 
 
 def root_exists(root: str) -> bool:
@@ -304,6 +309,11 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
         err("train.betas", f"Adam betas lie in [0, 1), got {list(t.betas)}")
     if any(e < 0 for e in t.keep_epochs):
         err("train.keep_epochs", f"epochs are >= 0, got {list(t.keep_epochs)}")
+    if t.val_every_steps < 0:
+        err("train.val_every_steps", f"must be >= 0 (0: the held-out loss at the last step only), got {t.val_every_steps}")
+    elif t.val_every_steps and not cfg.data.heldout_size:
+        err("train.val_every_steps", f"{t.val_every_steps} asks for a held-out loss, but data.heldout_size is 0 "
+            "(no held-out images)")
     r = cfg.resources
     for k in ("nodes", "cpus_per_task", "mem_gb", "time_min"):
         if getattr(r, k) <= 0:
@@ -346,6 +356,13 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
                 err(f"eval.{section}[{i}].num_workers", f"must be >= 0, got {item.num_workers}")
     if cfg.data.subset is not None and cfg.data.subset <= 0:
         err("data.subset", f"must be positive or null, got {cfg.data.subset}")
+    if dc.heldout_size < 0:
+        err("data.heldout_size", f"must be >= 0 (0: no held-out loss), got {dc.heldout_size}")
+    elif dc.heldout_root and not dc.heldout_size:
+        err("data.heldout_root", f"{dc.heldout_root} is given but data.heldout_size is 0: say how many held-out images")
+    elif dc.heldout_root and dc.root and os.path.abspath(dc.heldout_root) == os.path.abspath(dc.root):
+        err("data.heldout_root", f"is data.root itself ({dc.root}): leave it empty to draw the held-out images "
+            "from data.root, beyond every subset")
     if check_data:
         if not cfg.data.root:
             err("data.root", "missing data root (set data.root in the spec, --data-root or --set data.root=...)")
@@ -363,6 +380,8 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
             elif n is not None and cfg.data.subset is not None and cfg.data.subset > n:
                 err("data.subset", f"subset of {cfg.data.subset} images is larger than the dataset at "
                     f"{cfg.data.root} ({n} images)")
+        if cfg.data.heldout_root and not root_exists(cfg.data.heldout_root):
+            err("data.heldout_root", f"held-out data root {cfg.data.heldout_root} does not exist")
         for section, items in (("probes", cfg.eval.probes), ("dense", cfg.eval.dense)):
             for i, item in enumerate(items):
                 key = f"eval.{section}[{i}].root"

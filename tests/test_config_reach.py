@@ -54,9 +54,16 @@ def test_data_keys_reach_the_dataset(tmp_path):
 
     from roma.data.fingerprint import data_fingerprint
 
+    from roma.data.heldout import build_heldout_dataset, with_heldout_checksum
+
     root = write_pngs(tmp_path / "imgs", n=12)
+    held = write_pngs(tmp_path / "held", n=6, seed=1)
+    for f in sorted(held.iterdir()):
+        f.rename(held / f"h_{f.name}")
+    heldout_checksum = with_heldout_checksum(DataConfig(root=str(root), heldout_root=str(held), heldout_size=4))[0]
     data = {"root": str(root), "subset": 5, "subset_seed": 3, "max_bad_fraction": 0.2, "num_workers": 0,
-            "crop_scale": [0.5, 0.9], "hflip": False, "checksum": data_fingerprint(root, 5, 3).checksum}
+            "crop_scale": [0.5, 0.9], "hflip": False, "checksum": data_fingerprint(root, 5, 3).checksum,
+            "heldout_root": str(held), "heldout_size": 4, "heldout_checksum": heldout_checksum.heldout_checksum}
     assert set(data) == {f.name for f in dataclasses.fields(DataConfig)}
     cfg = _run(tmp_path, {"model": "roma_micro_tiny", "data": data, "ares": {"descriptor": "wavelet", "p": 0.25}})
     ds, info = build_pretrain_dataset(cfg.data, cfg.model, cfg.ares, tmp_path / "run", cfg.train.seed)
@@ -65,6 +72,12 @@ def test_data_keys_reach_the_dataset(tmp_path):
     with pytest.raises(ValueError, match="changed since this run was launched"):
         build_pretrain_dataset(dataclasses.replace(cfg.data, checksum="f" * 64), cfg.model, cfg.ares,
                                tmp_path / "run2", cfg.train.seed)
+    held_ds, held_info = build_heldout_dataset(cfg.data, cfg.model, cfg.ares)
+    assert len(held_ds) == 4 and held_info["heldout_checksum"] == data["heldout_checksum"]
+    assert all(str(held) in held_ds.path(i) for i in range(4))
+    with pytest.raises(ValueError, match="held-out data .* changed since this run was launched"):
+        build_heldout_dataset(dataclasses.replace(cfg.data, heldout_checksum="f" * 64), cfg.model, cfg.ares)
+    assert (held_ds.transform.crop_scale, held_ds.transform.hflip) == ((0.5, 0.9), False)
     t = ds.transform
     assert (t.crop_scale, t.hflip, t.img_size, t.patch_size) == ((0.5, 0.9), False, 96, 8)
     assert t.ares_cfg == cfg.ares and (t.ares_cfg.descriptor, t.ares_cfg.p) == ("wavelet", 0.25)

@@ -119,7 +119,7 @@ def test_study_plan_runs_each_config_once_seed_major_with_floors(tmp_path):
     # a fixed number of epochs per subset: steps (images) grow with the subset
     tiny = {int(j.name.split("-")[1].replace("K", "000").replace("1.25000", "1250").replace("2.5000", "2500")): j.images
             for j in runs if j.seed == 0 and j.model == "roma_micro_tiny" and j.name.count("-") == 2}
-    assert tiny[312] == (312 // 32) * 32 * 4 and tiny[5000] == (5000 // 32) * 32 * 4
+    assert tiny[312] == (312 // 32) * 32 * 8 and tiny[5000] == (5000 // 32) * 32 * 8
     assert facts["floor_root"] == tmp_path / "micro_test" / "floor"
     # the launcher command carries the experiment, so every spec writes into one experiment folder
     assert all(f"experiment=micro_test" in j.cmd and "--only" in j.cmd for j in runs)

@@ -26,7 +26,10 @@ STUDY_SPECS = {n for n in EXPECTED_RUNS if n.endswith("_micro")}
 
 
 def probe_at(root) -> dict:
-    return {"eval.probes": [{"dataset": "aid", "root": str(root), "train_ratios": [0.5], "protocol": "fast"}]}
+    """The probe at `root`; the held-out images (data.heldout_root, the probe half in the study) at the
+    image_folder fixture's second manifest."""
+    return {"eval.probes": [{"dataset": "aid", "root": str(root), "train_ratios": [0.5], "protocol": "fast"}],
+            "data.heldout_root": str(Path(root).with_name("heldout.txt"))}
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +37,7 @@ def image_folder(tmp_path_factory) -> Path:
     """A 6000-image manifest (one path per line): a data root counted without touching images."""
     root = tmp_path_factory.mktemp("data") / "images.txt"
     root.write_text("".join(f"class{i % 3}/{i}.jpg\n" for i in range(6000)))
+    root.with_name("heldout.txt").write_text("".join(f"class{i % 3}/h{i}.jpg\n" for i in range(300)))
     return root
 
 
@@ -43,8 +47,8 @@ def test_folder_roots_are_counted(tmp_path):
         for i in range(5):
             (tmp_path / f"class{c}" / f"{i}.jpg").touch()
     (tmp_path / "class0" / "notes.txt").touch()  # not an image
-    load_spec("quickstart", {"data.subset": 10}, data_root=str(tmp_path))
-    assert "(10 images)" in errors_of("quickstart", {"data.subset": 11}, data_root=str(tmp_path))
+    load_spec("quickstart", {"data.subset": 10, "data.heldout_size": 0, "train.val_every_steps": 0}, data_root=str(tmp_path))
+    assert "(10 images)" in errors_of("quickstart", {"data.subset": 11, "data.heldout_size": 0, "train.val_every_steps": 0}, data_root=str(tmp_path))
 
 
 @pytest.fixture
@@ -95,8 +99,8 @@ def test_builtin_specs_validate_and_expand(name, image_folder, paper_env):
         assert cfg.model.img_size % (cfg.model.patch_size * cfg.model.cluster_size) == 0
         if micro:
             assert cfg.model.name.startswith("roma_micro_")
-            # a few hundred steps, or (the study) a few epochs over at most 5000 images
-            assert cfg.train.max_steps <= 300 if cfg.train.max_steps else cfg.train.epochs * cfg.data.subset <= 25000
+            # a few hundred steps, or (the study) 8 epochs over at most 5000 images
+            assert cfg.train.max_steps <= 300 if cfg.train.max_steps else cfg.train.epochs * cfg.data.subset <= 40000
             assert cfg.eval.probes and cfg.eval.probes[0].root == str(image_folder)
 
 
@@ -198,8 +202,10 @@ def test_impossible_values(image_folder):
 def test_subset_checked_against_manifest(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,class\n" + "".join(f"a/{i}.jpg,a\n" for i in range(300)))
-    load_spec("quickstart", {"data.subset": 300, "eval.probes": []}, data_root=str(manifest))
-    msg = errors_of("quickstart", {"data.subset": 301, "eval.probes": []}, data_root=str(manifest))
+    load_spec("quickstart", {"data.subset": 300, "data.heldout_size": 0, "train.val_every_steps": 0, "eval.probes": []}, data_root=str(manifest))
+    msg = errors_of("quickstart", {"data.subset": 301, "data.heldout_size": 0, "train.val_every_steps": 0,
+                                   "eval.probes": []},
+                    data_root=str(manifest))
     assert "(300 images)" in msg
 
 
@@ -303,4 +309,4 @@ def test_micro_study_specs_default_to_the_disjoint_split():
         for cfg in load_spec(name, check_data=False).runs:
             assert Path(cfg.data.root) == pool and [Path(p.root) for p in cfg.eval.probes] == [probe], name
             # the paper's compute design: a fixed number of epochs per subset, no step cap
-            assert cfg.train.max_steps is None and cfg.train.epochs == 4, name
+            assert cfg.train.max_steps is None and cfg.train.epochs == 8, name

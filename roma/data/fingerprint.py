@@ -121,6 +121,14 @@ def _listing(src: str, kind: str) -> tuple[list[str], dict[str, Any]]:
     return [r.key for r in list_images(src)], stamp
 
 
+def source_keys(root: str | os.PathLike) -> tuple[str, str, list[str]]:
+    """(kind: folder | manifest | shards, absolute root, sorted keys) by one listing, not cached: a
+    manifest's entries whether or not each file exists yet (that is the job's check)."""
+    src = _absolute(root)
+    kind = _kind(src)
+    return kind, src, _listing(src, kind)[0]
+
+
 # ----------------------------------------------------------------------------- the cache
 def _absolute(root: str | os.PathLike) -> str:
     return os.path.abspath(str(root))  # patterns too: only the folder part changes
@@ -153,9 +161,11 @@ _RANKED: dict[tuple[str, int], list[str]] = {}
 
 
 def data_fingerprint(root: str | os.PathLike, subset: int | None = None, seed: int = 0,
-                     cache_dir: str | os.PathLike | None = None) -> Fingerprint:
+                     cache_dir: str | os.PathLike | None = None, tail: bool = False) -> Fingerprint:
     """Size and checksum of the images a run with this data root, subset and seed trains on.
 
+    tail=True: of the `subset` images of HIGHEST rank under `seed` instead (a held-out set drawn
+    from the source, which no nested subset of at most total - subset images reaches).
     Raises FileNotFoundError / ValueError (as roma.data.sources does) for a missing or empty source,
     and ValueError when the subset is larger than the source."""
     src = _absolute(root)
@@ -171,7 +181,7 @@ def data_fingerprint(root: str | os.PathLike, subset: int | None = None, seed: i
         info = _shard_index(src)[1]
         if info is not None:
             entry["total"], entry["checksums"]["all"] = info["images"], info["keys_sha256"]
-    want = "all" if subset is None else f"{subset}/{seed}"
+    want = "all" if subset is None else f"{'tail' if tail else ''}{subset}/{seed}"
     if entry["total"] is None or want not in entry["checksums"]:
         memo = _KEYS.get(src)
         if memo is None or stamp is None or memo[0] != stamp:
@@ -189,7 +199,7 @@ def data_fingerprint(root: str | os.PathLike, subset: int | None = None, seed: i
             ranked = _RANKED.get((src, seed))
             if ranked is None:
                 ranked = _RANKED[(src, seed)] = ranked_keys(keys, seed)
-            entry["checksums"][want] = keys_checksum(ranked[:subset])
+            entry["checksums"][want] = keys_checksum(ranked[len(ranked) - subset:] if tail else ranked[:subset])
         if cache is not None:
             try:
                 atomic.write_json(cache, entry)

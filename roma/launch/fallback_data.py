@@ -69,6 +69,14 @@ def load_with_fallback(name: str, overrides: dict[str, Any], data_root: str | No
     probes = [{**to_plain(p), "dataset": "ucm", "root": str(probe)} if p.root == runs_root else to_plain(p)
               for p in spec.runs[0].eval.probes]
     extra = {"data.subset": None, "eval.probes": probes}
+    heldout = spec.runs[0].data.heldout_size
+    if heldout:  # the whole pool half trains: the held-out images (val_loss) come from the probe half
+        extra["data.heldout_root"] = str(probe)
+        if probe.is_dir():  # a probe half smaller than the spec's held-out set gives all its images
+            from roma.validation import count_images
+
+            extra["data.heldout_size"] = min(heldout, count_images(str(probe)))
+            note += f"; held-out loss on {extra['data.heldout_size']:,} probe-half images"
     spec = load_spec(name, {**overrides, **extra}, data_root=str(pool), check_data=check_data and not pending,
                      dry_run=dry_run and not pending)
     return Loaded(spec, note, pending)

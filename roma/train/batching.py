@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 from roma.config import TrainConfig
+
+BATCH_KEYS = ("image", "target", "region", "angle")  # what a collated batch gives the model
 
 
 class BatchLayoutError(ValueError):
@@ -82,3 +87,12 @@ def schedule(cfg: TrainConfig, data_size: int) -> Schedule:
     total = min(total, cfg.max_steps) if cfg.max_steps else total
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
     return Schedule(data_size, steps_per_epoch, total, warmup, total * cfg.global_batch)
+
+
+def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor | None]:
+    """A collated batch -> the model's keyword arguments on `device` (missing keys -> None)."""
+    out = {}
+    for k in BATCH_KEYS:
+        v = batch.get(k)
+        out["images" if k == "image" else k] = v.to(device, non_blocking=True) if v is not None else None
+    return out

@@ -41,12 +41,10 @@ from roma.train.distributed import (
     wrap_ddp,
 )
 from roma.train.hooks import TrainHooks
-from roma.train.batching import BatchLayout, layout, schedule
+from roma.train.batching import BatchLayout, layout, model_inputs, schedule
+from roma.train.heldout import heldout_losses
 from roma.train.optim import WarmupCosine, build_optimizer
 from roma.train.sampler import ResumableSampler
-
-BATCH_KEYS = ("image", "target", "region", "angle")
-
 
 class NonFiniteLossError(FloatingPointError):
     pass
@@ -60,15 +58,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-
-
-def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor | None]:
-    """A collated batch -> the model's keyword arguments on `device` (missing keys -> None)."""
-    out = {}
-    for k in BATCH_KEYS:
-        v = batch.get(k)
-        out["images" if k == "image" else k] = v.to(device, non_blocking=True) if v is not None else None
-    return out
 
 
 def forward_backward(model: torch.nn.Module, micro_batches: list[dict[str, Any]], device: torch.device,
@@ -107,6 +96,21 @@ def build_model(cfg: RunConfig) -> torch.nn.Module:
                         ares=cfg.ares, msp=cfg.msp)
 
 
+def build_heldout(cfg: RunConfig):
+    """The held-out dataset of val_loss (roma.data.heldout), or None when data.heldout_size is 0."""
+    from roma.data.heldout import build_heldout_dataset
+
+    return build_heldout_dataset(cfg.data, cfg.model, cfg.ares)[0]
+
+
+def pretrain_flops(model: torch.nn.Module) -> float:
+    """Forward FLOPs of one image (roma.models.registry), counted without touching the RNG streams."""
+    from roma.models.registry import pretrain_flops as count
+
+    with torch.random.fork_rng(devices=[]):
+        return count(model)
+
+
 def build_data(cfg: RunConfig, run_dir: Path, seed: int):
     """(dataset, collate, info) from roma.data (imported here: the loop needs no data at import)."""
     from roma.data import build_pretrain_dataset, collate
@@ -123,6 +127,8 @@ class LoopState:
     epoch: int = 0
     position: int = 0  # images of `epoch` consumed by all ranks (a multiple of the global batch)
     last_loss: float | None = None
+    last_val: dict[str, float] = field(default_factory=dict)  # the held-out losses of the last evaluation
+    seconds: float = 0.0  # wall-clock seconds of the steps of earlier attempts (last.pt), for device_hours
     rng: dict[str, Any] = field(default_factory=dict)
     updating: bool = False  # True while optimizer.step changes the weights (no consistent state)
 
@@ -184,7 +190,10 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
     # same initial weights on every rank and on every restart (then overwritten by last.pt)
     ckpt_io.seed_everything(tc.seed)
     dataset, collate, info = (data or build_data)(cfg, run_dir, tc.seed)
-    model = build_model(cfg).to(dev)
+    heldout = build_heldout(cfg)  # None without data.heldout_size
+    model = build_model(cfg)
+    flops_per_image = pretrain_flops(model) if dist.is_main else 0.0
+    model = model.to(dev)
     optimizer = build_optimizer(model, tc)
     sch = schedule(tc, len(dataset))
     sampler = ResumableSampler(len(dataset), tc.global_batch, seed=tc.seed, rank=dist.rank,
@@ -203,6 +212,10 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
         check_resumable(last, cfg, run_dir)
         check_sampler(last, sampler, lay, run_dir, announce=dist.is_main)
         restore(last, st, model, optimizer, scheduler, scaler, bad_tracker)
+    started = time.perf_counter()
+
+    def seconds() -> float:  # pretraining wall clock over all attempts, up to the last checkpoint of each
+        return st.seconds + time.perf_counter() - started
     if dist.is_main:  # lines a killed attempt appended after its checkpoint are found again: drop them
         bad_tracker.write_listing()
     ddp_model = wrap_ddp(model, dist)
@@ -225,7 +238,8 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                  "sampler": sampler.state_dict(st.position), "rng": st.rng or ckpt_io.rng_state(),
                  "step": st.step, "epoch": st.epoch, "bad_tracker": bad_tracker.state_dict(),
-                 "last_loss": st.last_loss, "total_steps": total, "config": cfg.to_dict()}
+                 "last_loss": st.last_loss, "last_val": st.last_val, "seconds": seconds(),
+                 "total_steps": total, "config": cfg.to_dict()}
         ckpt_io.save_last(run_dir, state, keep_epoch)
 
     def checkpoint(keep_epoch: int | None = None) -> None:
@@ -278,7 +292,9 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
                 st.updating = False
                 images_since += lay.global_batch
 
-                log_now = st.step % tc.log_every_steps == 0 or st.step == total
+                val_now = heldout is not None and (st.step == total or (
+                    tc.val_every_steps > 0 and st.step % tc.val_every_steps == 0))
+                log_now = st.step % tc.log_every_steps == 0 or st.step == total or val_now
                 metrics = {}
                 if log_now:
                     metrics = {k: all_reduce_mean(v, dist).item() for k, v in losses.items()}
@@ -286,7 +302,10 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
                     now = time.perf_counter()
                     metrics.update(lr=lr, images_per_s=images_since / max(now - t_log, 1e-9),
                                    bad_images=bad_tracker.count, grad_norm=float(grad_norm))
-                    images_since, t_log = 0, now
+                    if val_now:  # in the same report as the step: a resumed run logs each step once
+                        st.last_val = heldout_losses(model, heldout, collate, lay.device_batch, dev, amp_dtype, dist)
+                        metrics.update(st.last_val)
+                    images_since, t_log = 0, time.perf_counter()
                     if dist.is_main:
                         hooks.on_log(st.step, metrics)
                 progress.update(st.step, total, {**metrics, "epoch": st.epoch}, log_now)
@@ -314,8 +333,11 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
         unhook()
         cleanup(dist)
     # trained: this call ran steps or wrote encoder.pt (False: a relaunch of a finished run)
-    return {"step": st.step, "epoch": st.epoch, "final_loss": st.last_loss, "encoder": str(encoder_path),
-            "bad_images": bad_tracker.count, "total_steps": total, "rank": dist.rank, "trained": not already_done}
+    # final_loss: the last logged training batch's loss; val: the held-out losses at the last step
+    return {"step": st.step, "epoch": st.epoch, "final_loss": st.last_loss, "val": st.last_val,
+            "encoder": str(encoder_path), "bad_images": bad_tracker.count, "total_steps": total, "rank": dist.rank,
+            "trained": not already_done, "images_trained": st.step * lay.global_batch,
+            "flops_per_image": flops_per_image, "device_hours": seconds() * lay.world_size / 3600}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -344,6 +366,7 @@ def restore(last: dict[str, Any], st: LoopState, model, optimizer, scheduler, sc
     ckpt_io.set_rng_state(last["rng"])
     st.step, st.epoch, st.position = last["step"], last["epoch"], last["sampler"]["position"]
     st.last_loss, st.rng = last.get("last_loss"), last["rng"]
+    st.last_val, st.seconds = last.get("last_val") or {}, float(last.get("seconds", 0.0))
 
 
 def check_resumable(last: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None:
