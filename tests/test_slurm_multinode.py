@@ -192,7 +192,8 @@ def test_killed_rank_fails_job_then_relaunch_resumes(mn_env, slurm_multinode, ca
     t0 = time.time()
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: slurm.job_state(job_id) == "failed", FAIL_BOUND_S, f"job {job_id} to end FAILED")
-    print(f"rank 1 killed -> job FAILED in {time.time() - t0:.0f} s")
+    with capsys.disabled():
+        print(f"rank 1 killed -> job FAILED in {time.time() - t0:.0f} s")
     capsys.readouterr()
     assert cli.main(["status", str(env.spec)]) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(env.cfg.run_id)]

@@ -95,6 +95,8 @@ main() {
         log "leaving munged running: the other test cluster ($OTHER_STATE) uses it"
     else
         stop_daemon "$MUNGE_RUN/munged.pid" munged
+        # one the other cluster's start.sh started and left to us when it stopped first
+        stop_daemon "$OTHER_STATE/run/munge/munged.pid" munged
     fi
     ((NODES_WANTED == 1)) || remove_network
     rm -f "$STATE/.started-by-tests"
