@@ -11,6 +11,10 @@ started is stopped by the last session to finish (one started by hand or by CI i
 Tests skip with the reason when no cluster can be had; with ROMA_SLURM_REQUIRED=1 (CI) they fail
 instead. ROMA_SLURM_KEEP=1 leaves the cluster running.
 
+`slurm_multinode` (session): the same for the two-node cluster (`start.sh --nodes 2`: slurmd
+roma-n1 and roma-n2, each in its own network namespace and hostname); its clients need its
+SLURM_CONF (facts.slurm_conf), which the tests set with monkeypatch.
+
 `submitit_folder` (function): a fresh folder per test (job ids restart at 1 after a wipe, so
 folders are never shared) whose still-queued jobs are cancelled when the test ends.
 """
@@ -43,13 +47,18 @@ class SlurmCluster:
     mem_mb: int
     state_dir: Path
     started_here: bool
+    nodes: tuple[str, ...] = ()
+    slurm_conf: Path | None = None
 
     def __getitem__(self, key: str):
         return getattr(self, key)
 
 
-def state_dir() -> Path:
-    return Path(os.environ.get("ROMA_SLURM_STATE", "/var/lib/roma-slurm"))
+def state_dir(nodes: int = 1) -> Path:
+    """The state folder of the one-node (nodes=1) or two-node cluster; the defaults are start.sh's."""
+    if nodes == 1:
+        return Path(os.environ.get("ROMA_SLURM_STATE", "/var/lib/roma-slurm"))
+    return Path(os.environ.get("ROMA_SLURM_MN_STATE", "/var/lib/roma-slurm-multinode"))
 
 
 def read_facts(state: Path) -> dict[str, str]:
@@ -66,10 +75,11 @@ def read_facts(state: Path) -> dict[str, str]:
     return facts
 
 
-def cluster_up() -> bool:
-    if shutil.which("sinfo") is None or not (state_dir() / "cluster.env").exists():
+def cluster_up(nodes: int = 1) -> bool:
+    if shutil.which("sinfo") is None or not (state_dir(nodes) / "cluster.env").exists():
         return False
-    return subprocess.run(["bash", str(LOCAL / "status.sh"), "-q"], timeout=120).returncode == 0
+    return subprocess.run(["bash", str(LOCAL / "status.sh"), "-q", "--nodes", str(nodes)],
+                          timeout=120).returncode == 0
 
 
 def _unavailable(reason: str):
@@ -89,38 +99,51 @@ def hold_users_lock(state: Path):
     return fh
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    state = state_dir()
+def _cluster(nodes: int):
+    """Generator behind slurm_cluster / slurm_multinode: reuse, or start (and later stop), a cluster."""
+    state = state_dir(nodes)
+    flag = ["--nodes", str(nodes)]
     users = hold_users_lock(state)
     started = False
-    if not cluster_up():
+    if not cluster_up(nodes):
         if users is not None:
             users.close()  # start.sh runs alone; a failed start then skips without a held lock
             users = None
         if os.geteuid() != 0:
-            _unavailable("no SLURM test cluster is running and starting one needs root: "
-                         "run `sudo bash slurm/local/start.sh`")
+            _unavailable(f"no SLURM test cluster of {nodes} node(s) is running and starting one needs root: "
+                         f"run `sudo bash slurm/local/start.sh --nodes {nodes}`")
         if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
             _unavailable("SLURM is not installed and apt-get is absent: slurm/local/start.sh needs Debian")
-        proc = subprocess.run(["bash", str(LOCAL / "start.sh")], capture_output=True, text=True,
+        proc = subprocess.run(["bash", str(LOCAL / "start.sh"), *flag], capture_output=True, text=True,
                               timeout=START_TIMEOUT_S)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            _unavailable(f"slurm/local/start.sh failed (exit {proc.returncode}):\n{tail}")
+            _unavailable(f"slurm/local/start.sh --nodes {nodes} failed (exit {proc.returncode}):\n{tail}")
         started = True
         (state / ".started-by-tests").touch()
         users = users or hold_users_lock(state)
     facts = read_facts(state)
     yield SlurmCluster(partition=facts["PARTITION"], cluster=facts["CLUSTER"], node=facts["NODE"],
                        cpus=int(facts["CPUS"]), mem_mb=int(facts["MEM_MB"]), state_dir=state,
-                       started_here=started)
+                       started_here=started,
+                       nodes=tuple(filter(None, facts.get("NODES", facts["NODE"]).split(","))),
+                       slurm_conf=Path(facts.get("SLURM_CONF") or state / "etc" / "slurm.conf"))
     if users is not None:
         users.close()  # releases the shared lock
     ours = started or (state / ".started-by-tests").exists()
     if ours and os.geteuid() == 0 and os.environ.get("ROMA_SLURM_KEEP") != "1":
         # refuses (and leaves the cluster up) while another session still holds .users
-        subprocess.run(["bash", str(LOCAL / "stop.sh")], capture_output=True, timeout=300)
+        subprocess.run(["bash", str(LOCAL / "stop.sh"), *flag], capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    yield from _cluster(1)
+
+
+@pytest.fixture(scope="session")
+def slurm_multinode():
+    yield from _cluster(2)
 
 
 _SUBMITTED = re.compile(r"^(\d+)(?:_\d+)?_submitted\.pkl$")  # <job>[_<task>]_submitted.pkl

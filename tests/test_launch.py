@@ -210,6 +210,10 @@ def test_slurm_resources_profile_then_spec(tmp_path, env):
     assert params["ntasks_per_node"] == 2 and params["additional_parameters"] == {"exclusive": True}
     cpu = slurm_parameters(dataclasses.replace(res, gpus_per_node=0), "x")
     assert "gpus_per_node" not in cpu and cpu["ntasks_per_node"] == 1 and "array_parallelism" not in cpu
+    # more than one task: a rank that dies ends the step (no rank left hanging in a collective)
+    assert params["srun_args"] == ["--kill-on-bad-exit=1"] and "srun_args" not in cpu
+    two_nodes = slurm_parameters(dataclasses.replace(res, gpus_per_node=0, nodes=2), "x")
+    assert two_nodes["nodes"] == 2 and two_nodes["srun_args"] == ["--kill-on-bad-exit=1"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("partiton: x\n")
     with pytest.raises(ValueError, match="did you mean 'partition'"):

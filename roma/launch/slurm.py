@@ -45,6 +45,10 @@ def slurm_parameters(res: ResourcesConfig, job_name: str, parallelism: int = 0,
     }
     if res.gpus_per_node > 0:
         params["gpus_per_node"] = res.gpus_per_node
+    if res.nodes * tasks > 1:
+        # A rank that dies (OOM kill, segfault, lost node) must end the whole step: without this,
+        # srun waits for the others, which block in their next collective until the time limit.
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(res, key):
             params[key] = getattr(res, key)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Stop the one-node cluster that slurm/local/start.sh started: cancel its jobs, then stop slurmd,
+# Stop the test cluster that slurm/local/start.sh started: cancel its jobs, then stop slurmd,
 # slurmctld, slurmdbd, MariaDB and (only when start.sh started it) munged, each by its pid file.
+# --nodes 2: the two-node cluster; also removes its network namespaces, veth roma-ctl and its
+# tagged /etc/hosts lines (nothing else).
 #
-#   sudo bash slurm/local/stop.sh [--wipe] [--force]
+#   sudo bash slurm/local/stop.sh [--wipe] [--force] [--nodes 2]
 #     --wipe   also delete the state folder (jobs, accounting, configs, logs) and the
 #              /etc/slurm/slurm.conf link; job ids then restart at 1
 #     --force  stop even while a test session uses the cluster (holds a shared flock on
@@ -14,14 +16,16 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/common.sh"
 
 WIPE=0 FORCE=0
-for arg in "$@"; do
+parse_nodes_arg "$@"
+for arg in "${ARGS[@]}"; do
     case $arg in
         --wipe) WIPE=1 ;;
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-        *) die "unknown argument '$arg' (known: --wipe, --force)" ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) die "unknown argument '$arg' (known: --wipe, --force, --nodes 1|2)" ;;
     esac
 done
+configure
 
 # stop_daemon PIDFILE NAME: TERM, wait up to 30 s, then KILL.
 stop_daemon() {
@@ -50,10 +54,27 @@ cancel_jobs() {
         || log "jobs still listed after 30 s: $(squeue -h -o '%A %T' 2>&1 | tr '\n' ' ')"
 }
 
+# The two-node cluster's namespaces, veth and /etc/hosts lines (each only when present).
+remove_network() {
+    local n
+    for n in "${MN_NODES[@]}" "$MN_HUB"; do
+        if [[ -e /run/netns/$n ]]; then log "removing network namespace $n"; ip netns del "$n"; fi
+    done
+    # gone with roma-hub's end of the pair; deleted here in case that end was moved or missing
+    if ip link show "$MN_CTL_LINK" >/dev/null 2>&1; then ip link del "$MN_CTL_LINK"; fi
+    if grep -qF "$MN_HOSTS_TAG" /etc/hosts; then
+        # rewritten in place (not replaced): /etc/hosts may be a bind mount in containers
+        local kept
+        kept=$(grep -vF " $MN_HOSTS_TAG" /etc/hosts || true)
+        printf '%s\n' "$kept" >/etc/hosts
+    fi
+}
+
 main() {
     require_root
     check_settings
     if [[ ! -e $MARKER ]]; then
+        ((NODES_WANTED == 1)) || remove_network
         log "no cluster state in $STATE: nothing to stop"
         return 0
     fi
@@ -65,11 +86,19 @@ main() {
         log "a test session is using the cluster: stopping anyway (--force)"
     fi
     cancel_jobs
-    stop_daemon "$STATE/run/slurmd.pid" slurmd
+    local f
+    for f in "${SLURMD_PIDFILES[@]}"; do stop_daemon "$f" slurmd; done
     stop_daemon "$STATE/run/slurmctld.pid" slurmctld
     stop_daemon "$STATE/run/slurmdbd.pid" slurmdbd
     stop_daemon "$DB_RUN/mysqld.pid" mariadbd
-    stop_daemon "$MUNGE_RUN/munged.pid" munged
+    if alive "$OTHER_STATE/run/slurmctld.pid" slurmctld; then
+        log "leaving munged running: the other test cluster ($OTHER_STATE) uses it"
+    else
+        stop_daemon "$MUNGE_RUN/munged.pid" munged
+        # one the other cluster's start.sh started and left to us when it stopped first
+        stop_daemon "$OTHER_STATE/run/munge/munged.pid" munged
+    fi
+    ((NODES_WANTED == 1)) || remove_network
     rm -f "$STATE/.started-by-tests"
     if ((WIPE)); then
         [[ $(readlink /etc/slurm/slurm.conf 2>/dev/null) == "$STATE/etc/slurm.conf" ]] && rm -f /etc/slurm/slurm.conf
