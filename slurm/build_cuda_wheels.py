@@ -30,6 +30,7 @@ quack-kernels, which roma does not use; roma imports only the selective-scan int
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 PINS = {"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.7.0"}
@@ -82,6 +84,160 @@ def restrict_setup_to_torch_arch_list(text: str) -> str:
     return new
 
 
+# --- drop_unused_dtypes: roma runs the selective scan with fp32 or bf16 inputs and real fp32 A ---
+# mamba-ssm compiles 9 kernel files (fp32/fp16/bf16 input x real/complex weight, fwd and bwd); the
+# patch keeps the 4 that roma calls (fp32 and bf16 input, real weight) and makes the two dispatch
+# macros in selective_scan.cpp refuse fp16 input and complex A with an error naming this flag,
+# so the dropped kernels are never referenced (no undefined symbol at import).
+DROPPED_SOURCES = ("selective_scan_fwd_fp16.cu", "selective_scan_bwd_fp32_complex.cu",
+                   "selective_scan_bwd_fp16_real.cu", "selective_scan_bwd_fp16_complex.cu",
+                   "selective_scan_bwd_bf16_complex.cu")
+KEPT_SOURCES = ("selective_scan.cpp", "selective_scan_fwd_fp32.cu", "selective_scan_fwd_bf16.cu",
+                "selective_scan_bwd_fp32_real.cu", "selective_scan_bwd_bf16_real.cu")
+COMPLEX_FWD = {"selective_scan_fwd_fp32.cu": "float", "selective_scan_fwd_bf16.cu": "at::BFloat16"}
+DROPPED_MSG = ("mamba-ssm was built by slurm/build_cuda_wheels.py without fp16 inputs and complex weights; "
+               "rebuild with --all-dtypes")
+ITYPE_MACRO = "DISPATCH_ITYPE_FLOAT_AND_HALF_AND_BF16"
+WTYPE_MACRO = "DISPATCH_WTYPE_FLOAT_AND_COMPLEX"
+NEW_ITYPE = f"""#define {ITYPE_MACRO}(ITYPE, NAME, ...)                    \\
+    if (ITYPE == at::ScalarType::BFloat16) {{                                      \\
+        using input_t = at::BFloat16;                                               \\
+        __VA_ARGS__();                                                              \\
+    }} else if (ITYPE == at::ScalarType::Float)  {{                                 \\
+        using input_t = float;                                                      \\
+        __VA_ARGS__();                                                              \\
+    }} else {{                                                                      \\
+        AT_ERROR(#NAME, " not implemented for input type '", toString(ITYPE), "': {DROPPED_MSG}"); \\
+    }}
+"""
+NEW_WTYPE = f"""#define {WTYPE_MACRO}(WTYPE, NAME, ...)                           \\
+    if (WTYPE == at::ScalarType::Float) {{                                          \\
+        using weight_t = float;                                                     \\
+        __VA_ARGS__();                                                              \\
+    }} else {{                                                                      \\
+        AT_ERROR(#NAME, " not implemented for weight type '", toString(WTYPE), "': {DROPPED_MSG}"); \\
+    }}
+"""
+
+
+class PatchError(SystemExit):
+    """The upstream source does not look as the patch expects: never build all silently."""
+
+
+def _refuse(file: str, what: str) -> None:
+    raise PatchError(f"drop_unused_dtypes: {file}: {what}; the mamba-ssm source is not the expected "
+                     f"{'mamba_ssm-' + PINS['mamba-ssm']} layout. Pass --all-dtypes to build every dtype.")
+
+
+def replace_macro(text: str, name: str, new: str, file: str = "selective_scan.cpp") -> str:
+    """text with the multi-line `#define name(...)` (its continuation lines included) replaced by new."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith(f"#define {name}(")]
+    if len(starts) != 1:
+        _refuse(file, f"expected one '#define {name}(' line, found {len(starts)}")
+    end = starts[0]
+    while lines[end].rstrip("\r\n").endswith("\\"):
+        end += 1
+        if end == len(lines):
+            _refuse(file, f"the macro {name} never ends")
+    old = "".join(lines[starts[0]:end + 1])
+    for needed in ("__VA_ARGS__", "AT_ERROR"):
+        if needed not in old:
+            _refuse(file, f"the macro {name} has no {needed}")
+    return "".join(lines[:starts[0]]) + new + "".join(lines[end + 1:])
+
+
+def drop_unused_dtypes_setup(text: str) -> str:
+    """mamba-ssm's setup.py without the fp16 and complex selective-scan sources."""
+    for name in DROPPED_SOURCES + KEPT_SOURCES:
+        n = len(re.findall(rf'^\s*"csrc/selective_scan/{re.escape(name)}",\s*$', text, re.MULTILINE))
+        if n != 1:
+            _refuse("setup.py", f'expected the source line "csrc/selective_scan/{name}", once, found {n}')
+    for name in DROPPED_SOURCES:
+        text = re.sub(rf'^\s*"csrc/selective_scan/{re.escape(name)}",\s*\n', "", text, flags=re.MULTILINE)
+    return text
+
+
+def drop_complex_instantiation(text: str, file: str, input_t: str) -> str:
+    line = re.compile(rf"^template void selective_scan_fwd_cuda<{re.escape(input_t)}, complex_t>\([^;\n]*\);[ \t]*(?:\n|\Z)",
+                      re.MULTILINE)
+    if len(line.findall(text)) != 1 or f"selective_scan_fwd_cuda<{input_t}, float>" not in text:
+        _refuse(file, f"expected one selective_scan_fwd_cuda<{input_t}, complex_t> and one <{input_t}, float> "
+                      "instantiation")
+    return line.sub("", text)
+
+
+def drop_unused_dtypes(root: Path) -> list[str]:
+    """Patch an unpacked mamba-ssm source tree in place (checked in full before anything is written).
+
+    Returns the patched files. Raises PatchError naming the file and pattern when the tree differs.
+    """
+    csrc = root / "csrc" / "selective_scan"
+    for name in KEPT_SOURCES + DROPPED_SOURCES:
+        if not (csrc / name).is_file():
+            _refuse(f"csrc/selective_scan/{name}", "missing")
+    new = {root / "setup.py": drop_unused_dtypes_setup((root / "setup.py").read_text())}
+    cpp = (csrc / "selective_scan.cpp").read_text()
+    for macro in (ITYPE_MACRO, WTYPE_MACRO):
+        uses = len(re.findall(rf"\b{macro}\(\w+\.scalar_type\(\)", cpp))
+        if uses != 2:  # forward and backward; a new call site could need a dropped dtype
+            _refuse("selective_scan.cpp", f"expected {macro} used twice (fwd, bwd), found {uses}")
+    cpp = replace_macro(cpp, ITYPE_MACRO, NEW_ITYPE)
+    new[csrc / "selective_scan.cpp"] = replace_macro(cpp, WTYPE_MACRO, NEW_WTYPE)
+    for name, input_t in COMPLEX_FWD.items():
+        new[csrc / name] = drop_complex_instantiation((csrc / name).read_text(), name, input_t)
+    for path, text in new.items():
+        path.write_text(text)
+    return [str(p.relative_to(root)) for p in new]
+
+
+# --- cross-build: a venv with the GPU machine's Python and CUDA torch, on a machine without a GPU ---
+def resolve_python(spec: str) -> Path:
+    """An interpreter for --python: a path, a pyenv version (3.12 -> newest ~/.pyenv/versions/3.12.*), or pythonX.Y."""
+    if os.sep in spec:
+        return Path(spec)
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    major_minor = ".".join(spec.split(".")[:2])
+    candidates = sorted((p for p in root.glob(f"{spec}*") if (p / "bin" / f"python{major_minor}").exists()
+                         and re.fullmatch(rf"{re.escape(spec)}(\.\d+)?", p.name)),
+                        key=lambda p: [int(x) for x in p.name.split(".")])
+    if candidates:
+        return candidates[-1] / "bin" / f"python{major_minor}"
+    found = shutil.which(f"python{major_minor}")
+    if found is None:
+        raise SystemExit(f"--python {spec}: no such interpreter (pyenv versions under {root}, or python{major_minor})")
+    return Path(found)
+
+
+def venv_commands(python: Path, venv: Path, torch_version: str) -> list[list[str]]:
+    """Create the build venv and install the CUDA torch plus the build tools (never mamba-ssm's runtime deps)."""
+    return [[str(python), "-m", "venv", str(venv)],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", f"torch=={torch_version}",
+             "packaging", "ninja", "wheel", "setuptools"]]
+
+
+def venv_torch(venv: Path) -> str | None:
+    """The torch version (e.g. '2.11.0+cu130') installed in venv, None when missing."""
+    py = venv / "bin" / "python"
+    if not py.exists():
+        return None
+    out = subprocess.run([str(py), "-c", "import torch; print(torch.__version__, torch.version.cuda)"],
+                         capture_output=True, text=True)
+    return out.stdout.split()[0] if out.returncode == 0 and out.stdout.split() else None
+
+
+def ensure_venv(python_spec: str, venv: Path, torch_version: str, dry_run: bool) -> Path:
+    have = venv_torch(venv)
+    if have is not None and have.split("+")[0] == torch_version:
+        print(f"build venv {venv}: torch {have} already there", flush=True)
+        return venv / "bin" / "python"
+    for cmd in venv_commands(resolve_python(python_spec), venv, torch_version):
+        print("$ " + shlex.join(cmd), flush=True)
+        if not dry_run:
+            subprocess.run(cmd, check=True)
+    return venv / "bin" / "python"
+
+
 def find_sdist(src: Path, package: str) -> Path:
     prefix = PACKAGES[package][0]
     hits = sorted(src.glob(f"{prefix}-{PINS[package]}.tar.gz"))
@@ -96,8 +252,8 @@ def build_env(package: str, arch: str, jobs: int) -> dict[str, str]:
     return {"TORCH_CUDA_ARCH_LIST": arch, "MAX_JOBS": str(jobs), f"{flag}_FORCE_BUILD": "TRUE"}
 
 
-def build_command(source_dir: Path, dest: Path) -> list[str]:
-    return [sys.executable, "-m", "pip", "wheel", "--no-index", "--no-deps", "--no-build-isolation",
+def build_command(source_dir: Path, dest: Path, python: Path | str = sys.executable) -> list[str]:
+    return [str(python), "-m", "pip", "wheel", "--no-index", "--no-deps", "--no-build-isolation",
             "--wheel-dir", str(dest), str(source_dir)]
 
 
@@ -106,16 +262,27 @@ def install_command(wheels: list[Path]) -> list[str]:
             *map(str, wheels)]
 
 
-def unpack(sdist: Path, into: Path, all_archs: bool) -> Path:
+def unpack(sdist: Path, into: Path, all_archs: bool, all_dtypes: bool = True) -> Path:
+    """Unpack and patch sdist under into; an already patched tree (a kept --work) is reused as is,
+    so its build/ folder lets ninja skip what was compiled before."""
+    root = into / sdist.name[: -len(".tar.gz")]
+    stamp = root / ".roma-patched"
+    want = f"all_archs={all_archs} all_dtypes={all_dtypes}"
+    if stamp.exists() and stamp.read_text() == want:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
     with tarfile.open(sdist) as tar:
         try:
             tar.extractall(into, filter="data")
         except TypeError:  # Python without extraction filters (< 3.10.12)
             tar.extractall(into)  # noqa: S202 - our own pinned download
-    root = into / sdist.name[: -len(".tar.gz")]
     if not all_archs:
         setup = root / "setup.py"
         setup.write_text(restrict_setup_to_torch_arch_list(setup.read_text()))
+    if not all_dtypes and root.name.startswith(PACKAGES["mamba-ssm"][0] + "-"):
+        print(f"drop_unused_dtypes: patched {', '.join(drop_unused_dtypes(root))}", flush=True)
+    stamp.write_text(want)
     return root
 
 
@@ -130,42 +297,66 @@ def cmd_fetch(args) -> None:
 
 
 def cmd_build(args) -> list[Path]:
+    cross = args.python is not None or args.torch is not None
+    if cross and not (args.python and args.torch and args.arch):
+        raise SystemExit("a cross-build needs all of --arch, --python and --torch (e.g. --arch 9.0 --python 3.12 "
+                         "--torch 2.11.0): there is no GPU to detect them from")
     arch = args.arch or detect_arch()
     jobs = args.jobs or os.cpu_count() or 1
     sdists = {p: find_sdist(args.src, p) for p in PACKAGES}
+    python: Path | str = sys.executable
+    if cross:
+        python = ensure_venv(args.python, args.venv, args.torch, args.dry_run)
     print(f"building {', '.join(f'{p} {PINS[p]}' for p in PACKAGES)} for sm_{arch.replace('.', '')} only, "
-          f"MAX_JOBS={jobs}, into {args.dest}", flush=True)
+          f"MAX_JOBS={jobs}, {'fp32/bf16 real scans only' if not args.all_dtypes else 'all dtypes'}, "
+          f"with {python}, into {args.dest}", flush=True)
     if not args.dry_run and shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"):
         raise SystemExit("nvcc not found: load the CUDA toolkit (e.g. `module load cuda`) or set CUDA_HOME")
-    try:
-        import ninja  # noqa: F401 - without it torch compiles the .cu files one by one
-    except ImportError:
-        print("warning: ninja is not installed (pip install ninja): the build will be serial", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="roma-cuda-build-"))
-    procs = []
+    if not cross:
+        try:
+            import ninja  # noqa: F401 - without it torch compiles the .cu files one by one
+        except ImportError:
+            print("warning: ninja is not installed (pip install ninja): the build will be serial", flush=True)
+    keep = args.keep or args.work is not None
+    work = args.work if args.work is not None else Path(tempfile.mkdtemp(prefix="roma-cuda-build-"))
+    work.mkdir(parents=True, exist_ok=True)
+    procs, times = [], {}
     try:
         for package, sdist in sdists.items():
             env = build_env(package, arch, jobs)
-            source = unpack(sdist, work, args.all_archs)  # also in a dry run: checks the setup.py patch
-            cmd = build_command(source, args.dest)
+            source = unpack(sdist, work, args.all_archs, args.all_dtypes)  # also in a dry run: checks the patch
+            cmd = build_command(source, args.dest, python)
             print(f"$ {' '.join(f'{k}={v}' for k, v in env.items())} {shlex.join(cmd)}", flush=True)
             if not args.dry_run:
                 args.dest.mkdir(parents=True, exist_ok=True)
-                log = open(work / f"{package}.log", "w")  # noqa: SIM115 - closed below
-                procs.append((package, subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log,
-                                                        stderr=subprocess.STDOUT), log))
+                log = open(work / f"{package}.log", "a")  # noqa: SIM115 - closed below
+                t0 = time.time()
+                proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+                procs.append((package, proc, log, t0))
+                if args.sequential:  # one package at a time: MAX_JOBS is then the whole load
+                    proc.wait()
+                    times[package] = time.time() - t0
         failed = []
-        for package, proc, log in procs:  # both packages compile at once: ninja keeps all cores busy
+        for package, proc, log, t0 in procs:  # in parallel: both packages compile at once
             proc.wait()
+            times.setdefault(package, time.time() - t0)
             log.close()
             if proc.returncode:
                 failed.append(package)
                 print(f"--- {package} build failed; the end of its log:\n" +
                       "".join((work / f"{package}.log").read_text().splitlines(True)[-40:]), flush=True)
+        if times:
+            record = {"arch": arch, "jobs": jobs, "sequential": args.sequential, "all_dtypes": args.all_dtypes,
+                      "python": str(python), "torch": venv_torch(args.venv) if cross else None,
+                      "nice": os.nice(0), "loadavg_end": os.getloadavg(), "finished_utc": time.time(),
+                      "wall_s": {p: round(t, 1) for p, t in times.items()}, "failed": failed}
+            with open(args.dest / "build_times.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(f"wall time per package (s): {record['wall_s']}", flush=True)
         if failed:
             raise SystemExit(f"build failed: {', '.join(failed)}")
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(work, ignore_errors=True)
     wheels = [w for p in PACKAGES for w in sorted(args.dest.glob(f"{PACKAGES[p][0]}-{PINS[p]}-*.whl"))]
     if args.dry_run:
@@ -196,6 +387,15 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--install", action="store_true", help="pip install the wheels (--no-deps) and check the import")
     b.add_argument("--all-archs", action="store_true", help="keep the packages' own architecture list")
     b.add_argument("--keep", action="store_true", help="keep the build folder and logs")
+    b.add_argument("--all-dtypes", action="store_true",
+                   help="skip drop_unused_dtypes: also compile fp16-input and complex-weight scans")
+    b.add_argument("--python", default=None, help="cross-build: the GPU machine's Python, e.g. 3.12 (pyenv) or a path")
+    b.add_argument("--torch", default=None, help="cross-build: the GPU machine's torch, e.g. 2.11.0 (its CUDA build)")
+    b.add_argument("--venv", type=Path, default=Path("build/cuda/venv"),
+                   help="cross-build: the build venv, reused (not under .whl: that folder travels to the GPU)")
+    b.add_argument("--work", type=Path, default=None,
+                   help="build folder, kept: a rerun reuses its compiled objects (default: a temporary one)")
+    b.add_argument("--sequential", action="store_true", help="build one package after the other")
     b.add_argument("--dry-run", action="store_true", help="print the plan and commands, build nothing")
     args = p.parse_args(argv)
     if args.command == "build" and args.arch and not re.fullmatch(r"\d+\.\d+a?", args.arch):
