@@ -373,6 +373,125 @@ def cmd_build(args) -> list[Path]:
     return wheels
 
 
+CARRY_LIMIT = 64 * 2**20  # the GPU call's working tree + carried paths
+CHECK_DEPS = ("einops", "numpy")  # roma.models imports them; the build venv has torch only
+KEPT_SYMBOLS = ("selective_scan_fwd_cuda<float, float>", "selective_scan_fwd_cuda<c10::BFloat16, float>",
+                "selective_scan_bwd_cuda<float, float>", "selective_scan_bwd_cuda<c10::BFloat16, float>")
+IMPORT_CHECK = """
+import time; t0 = time.time()
+import torch
+import selective_scan_cuda, causal_conv1d_cuda
+print('torch', torch.__version__, 'cuda available:', torch.cuda.is_available())
+print('import selective_scan_cuda:', selective_scan_cuda.__file__)
+print('import causal_conv1d_cuda:', causal_conv1d_cuda.__file__)
+from roma.models import fused, scan
+k = scan.mamba_ssm_kernels()
+assert k is not None, 'roma.models.scan.mamba_ssm_kernels() is None: mamba-ssm does not import'
+assert k.mamba_inner_fn is not None, 'no mamba_inner_fn'
+print('roma.models.fused sees mamba_inner_fn:', k.mamba_inner_fn.__module__ + '.' + k.mamba_inner_fn.__qualname__)
+print('selective_scan_fn:', k.selective_scan_fn.__module__, ' causal_conv1d_fn:', k.causal_conv1d_fn.__module__)
+print(f'imports took {time.time() - t0:.1f} s')
+"""
+
+
+def _run(cmd: list[str], **kw) -> tuple[int, str]:
+    res = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    return res.returncode, (res.stdout + res.stderr).strip()
+
+
+def shipped_bytes(repo: Path, carried: list[Path]) -> tuple[int, int]:
+    """(bytes of the working tree the device call copies: tracked + untracked not ignored, bytes of carried)."""
+    out = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "-co", "--exclude-standard"],
+                         capture_output=True, check=True).stdout.decode().split("\0")
+    tree = sum((repo / f).lstat().st_size for f in out if f and (repo / f).is_file() and not (repo / f).is_symlink())
+    carry = sum(f.lstat().st_size for c in carried for f in ([c] if c.is_file() else c.rglob("*")) if f.is_file())
+    return tree, carry
+
+
+def cmd_check(args) -> int:
+    """The CPU-side evidence for cross-built wheels, as a log: build times, sizes, the 64 MiB fit,
+    the architectures in each extension, the kept kernels, and the imports in the build venv."""
+    repo = Path(__file__).resolve().parents[1]
+    wheels = [w for p in PACKAGES for w in sorted(args.dest.glob(f"{PACKAGES[p][0]}-{PINS[p]}-*.whl"))[-1:]]
+    lines, failures = [], []
+    say = lambda s="": (lines.append(s), print(s, flush=True))
+    say(f"# cross-built CUDA wheels, checked on {os.uname().nodename} (no GPU) {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    say(f"$ python slurm/build_cuda_wheels.py check --dest {args.dest} --venv {args.venv}")
+    if len(wheels) != len(PACKAGES):
+        raise SystemExit(f"{args.dest}: expected one wheel per package ({', '.join(PACKAGES)}), found "
+                         f"{[w.name for w in wheels]}; build them first")
+    say("\n## build (build_times.jsonl, one line per build run)")
+    times = args.dest / "build_times.jsonl"
+    for line in (times.read_text().splitlines() if times.exists() else ["(none recorded)"]):
+        say(line)
+    say("\n## wheels")
+    for w in wheels:
+        say(f"{w.name}: {w.stat().st_size:,} bytes ({w.stat().st_size / 2**20:.2f} MiB)")
+    tree, carry = shipped_bytes(repo, [args.dest])
+    total = tree + carry
+    say(f"project working tree (git ls-files -co --exclude-standard): {tree:,} bytes; carried {args.dest}/ (all of it): "
+        f"{carry:,} bytes; total {total:,} bytes = {total / 2**20:.2f} MiB of the {CARRY_LIMIT / 2**20:.0f} MiB limit: "
+        f"{'fits' if total <= CARRY_LIMIT else 'DOES NOT FIT'}")
+    if total > CARRY_LIMIT:
+        failures.append("64 MiB")
+    cuobjdump = shutil.which("cuobjdump") or "/usr/local/cuda/bin/cuobjdump"
+    with tempfile.TemporaryDirectory(prefix="roma-wheel-check-") as tmp:
+        site = Path(tmp) / "site"
+        say("\n## architectures in each extension (cuobjdump --list-elf / --list-ptx)")
+        import zipfile
+
+        for w in wheels:
+            with zipfile.ZipFile(w) as z:
+                for so in (n for n in z.namelist() if n.endswith(".so")):
+                    path = Path(z.extract(so, Path(tmp) / "so"))
+                    rc, elf = _run([cuobjdump, "--list-elf", str(path)])
+                    _, ptx = _run([cuobjdump, "--list-ptx", str(path)])
+                    arches = sorted(set(re.findall(r"\.(sm_\d+a?)\.cubin", elf)))
+                    say(f"$ cuobjdump --list-elf {so}   ({path.stat().st_size:,} bytes)")
+                    say(elf or f"(rc {rc}, no output)")
+                    say(f"$ cuobjdump --list-ptx {so}")
+                    say(ptx or "(no PTX)")
+                    say(f"-> {so}: SASS for {', '.join(arches) or 'nothing'}")
+                    if arches != [f"sm_{args.arch.replace('.', '')}"]:
+                        failures.append(f"{so} arches {arches}")
+                    if so.startswith("selective_scan_cuda"):
+                        _, syms = _run(["nm", "-DC", "--defined-only", str(path)])
+                        say("kernel instantiations exported (nm -DC --defined-only):")
+                        inst = sorted(set(re.findall(r"selective_scan_(?:fwd|bwd)_cuda<[^>]*>", syms)))
+                        for sym in inst:
+                            say(f"  {sym}")
+                        missing = [k for k in KEPT_SYMBOLS if k not in inst]
+                        extra = [k for k in inst if "Half" in k or "complex" in k]
+                        if missing:
+                            failures.append(f"missing {missing}")
+                        say(f"-> fp32/bf16 real kept: {'yes' if not missing else 'NO ' + str(missing)}; "
+                            f"fp16/complex: {'dropped' if not extra else 'present (--all-dtypes build)'}")
+        say("\n## imports in the build venv (no GPU)")
+        py = args.venv / "bin" / "python"
+        rc, _ = _run([str(py), "-c", "import " + ", ".join(CHECK_DEPS)])
+        if rc:
+            cmd = [str(py), "-m", "pip", "install", *CHECK_DEPS]
+            say(f"$ {shlex.join(cmd)}")
+            rc, out = _run(cmd)
+            say(out.splitlines()[-1] if out else "")
+        cmd = [str(py), "-m", "pip", "install", "--no-index", "--no-deps", "--target", str(site), *map(str, wheels)]
+        say(f"$ {shlex.join(cmd).replace(tmp, '<tmp>')}")
+        rc, out = _run(cmd)
+        say(out.splitlines()[-1].replace(tmp, "<tmp>") if out else f"rc {rc}")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(repo)])}
+        say(f"$ PYTHONPATH=<tmp>/site:<repo> {py} -c '<import torch, selective_scan_cuda, causal_conv1d_cuda; "
+            "roma.models.scan.mamba_ssm_kernels().mamba_inner_fn>'")
+        rc, out = _run([str(py), "-c", IMPORT_CHECK], env=env, cwd=tmp)
+        say(out.replace(tmp, "<tmp>"))
+        if rc:
+            failures.append("imports")
+    say(f"\nresult: {'OK' if not failures else 'FAILED: ' + '; '.join(failures)}")
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    args.log.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.log}")
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -397,7 +516,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="build folder, kept: a rerun reuses its compiled objects (default: a temporary one)")
     b.add_argument("--sequential", action="store_true", help="build one package after the other")
     b.add_argument("--dry-run", action="store_true", help="print the plan and commands, build nothing")
+    c = sub.add_parser("check", help="on the build machine: the log of cross-built wheels (no GPU needed)")
+    c.add_argument("--dest", type=Path, default=Path(".whl"), help="folder with the built wheels")
+    c.add_argument("--venv", type=Path, default=Path("build/cuda/venv"), help="the build venv")
+    c.add_argument("--arch", default="9.0", help="the one architecture the extensions must hold")
+    c.add_argument("--log", type=Path, default=Path("benchmarks/results/cuda_build/cross_build.log"))
     args = p.parse_args(argv)
+    if args.command == "check":
+        raise SystemExit(cmd_check(args))
     if args.command == "build" and args.arch and not re.fullmatch(r"\d+\.\d+a?", args.arch):
         p.error(f"--arch {args.arch!r}: expected a compute capability such as 9.0 or 8.6")
     (cmd_fetch if args.command == "fetch" else cmd_build)(args)

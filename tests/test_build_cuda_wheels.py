@@ -283,3 +283,24 @@ def test_cross_build_dry_run_plans_venv_and_builds_with_its_python(tmp_path, cap
               "--venv", str(venv), "--work", str(work), "--all-dtypes", "--dry-run"])
     assert "all dtypes" in capsys.readouterr().out and not marker.exists()  # other options: unpacked afresh
     assert "at::Half" in (work / f"mamba_ssm-{bcw.PINS['mamba-ssm']}" / "csrc/selective_scan/selective_scan.cpp").read_text()
+
+
+def test_check_needs_the_built_wheels(tmp_path):
+    with pytest.raises(SystemExit, match="one wheel per package"):
+        bcw.main(["check", "--dest", str(tmp_path), "--log", str(tmp_path / "log")])
+    assert not (tmp_path / "log").exists()
+
+
+def test_shipped_bytes_counts_the_tree_git_would_copy_and_the_carried_folder(tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("/.whl/\n/build/\n")
+    (tmp_path / "a.py").write_bytes(b"x" * 100)
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "big.o").write_bytes(b"x" * 10_000)  # ignored: not copied
+    (tmp_path / ".whl" / "src").mkdir(parents=True)
+    (tmp_path / ".whl" / "m.whl").write_bytes(b"x" * 1000)
+    (tmp_path / ".whl" / "src" / "m.tar.gz").write_bytes(b"x" * 10)
+    tree, carry = bcw.shipped_bytes(tmp_path, [tmp_path / ".whl"])
+    assert tree == 100 + len("/.whl/\n/build/\n") and carry == 1010
