@@ -3,23 +3,40 @@
 Both packages ship only source distributions on PyPI (prebuilt wheels live on GitHub, and only
 for torch <= 2.10), so a cluster with a newer torch, or without internet on its GPU nodes, has to
 compile them with nvcc. Their setup.py files compile for every architecture from sm_75 to sm_121
-(nine targets under CUDA 13); one architecture compiles in a few minutes instead of the better
-part of an hour. Two steps:
+(nine targets under CUDA 13); one architecture compiles in a fraction of the time.
 
-    # 1. anywhere with internet (a login node), in the project's environment (torch installed):
-    python slurm/build_cuda_wheels.py fetch --dest .whl/src
-    # 2. on a GPU node (no internet needed), in the environment the jobs will use:
+Recommended (docs/cuda.md): cross-build on any machine with nvcc and internet but no GPU, for
+the GPU nodes' Python, torch and architecture, and carry the wheels:
+
+    python slurm/build_cuda_wheels.py fetch --dest .whl/src           # or pip download / curl the sdists
+    python slurm/build_cuda_wheels.py build --arch 9.0 --python 3.12 --torch 2.11.0 \
+        --work build/cuda/work --jobs 2 --sequential                  # venv build/cuda/venv, wheels in .whl/
+    python slurm/build_cuda_wheels.py check                           # log: benchmarks/results/cuda_build/
+
+--python/--torch make (once, reused) a build venv at --venv with that interpreter (a pyenv
+version such as 3.12, or a path) and `torch==<version>` from PyPI (2.11.0 resolves to +cu130) plus
+packaging, ninja, wheel, setuptools; the packages are then built with that venv's python. --work
+keeps the unpacked, patched sources and their build/ folders, so an interrupted build resumes
+where ninja stopped. On a GPU node (no internet needed), in the environment the jobs will use:
+
     python slurm/build_cuda_wheels.py build --src .whl/src --dest .whl --install
     python slurm/build_cuda_wheels.py build --src .whl/src --dry-run     # print the plan only
 
-`build` detects the architecture (torch.cuda.get_device_capability(), else nvidia-smi; or
---arch 9.0), unpacks each sdist, removes the hard-coded -gencode list from its setup.py so that
+`build` takes the architecture from --arch (else torch.cuda.get_device_capability(), else
+nvidia-smi), unpacks each sdist, removes the hard-coded -gencode list from its setup.py so that
 torch's TORCH_CUDA_ARCH_LIST (set to that one architecture) decides, and runs
-`pip wheel --no-index --no-deps --no-build-isolation` for both packages at once, with ninja and
-MAX_JOBS = all cores. --install then installs the two wheels with --no-deps and checks that
-roma's loader finds mamba_inner_fn. All dtypes stay compiled: selective_scan.cpp dispatches every
-(input, weight) dtype pair at compile time, so dropping the fp16/complex sources leaves undefined
-symbols at import; with one architecture the ten .cu files compile in parallel anyway.
+`pip wheel --no-index --no-deps --no-build-isolation` for both packages (at once, or one after the
+other with --sequential), with ninja and MAX_JOBS = --jobs (default all cores). Each run appends
+its wall times to <dest>/build_times.jsonl. --install then installs the two wheels with --no-deps
+and checks that roma's loader finds mamba_inner_fn.
+
+drop_unused_dtypes (default; --all-dtypes skips it): roma runs the selective scan with fp32 or bf16
+inputs and real fp32 A only. The patch removes the five fp16-input and complex-weight kernel files
+from mamba-ssm's setup.py, the complex instantiations from the two forward files it keeps, and
+restricts the two dispatch macros of selective_scan.cpp (DISPATCH_ITYPE_FLOAT_AND_HALF_AND_BF16,
+DISPATCH_WTYPE_FLOAT_AND_COMPLEX) to those dtypes, so nothing references a dropped kernel; fp16 or
+complex inputs raise "... rebuild with --all-dtypes". Every pattern is checked before any file is
+written; a source that differs stops the build naming the file and the pattern.
 
 Pinned versions (PINS below): mamba-ssm 2.3.2.post1 with causal-conv1d 1.7.0, for torch >= 2.9
 (mamba-ssm 2.3.2 requires triton >= 3.5, which torch 2.9+ brings; its mamba_inner_fn calls
