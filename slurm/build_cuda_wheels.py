@@ -264,13 +264,36 @@ def find_sdist(src: Path, package: str) -> Path:
     return hits[0]
 
 
+def cuda_home(nvcc: str | None = None, env: dict[str, str] | None = None) -> str | None:
+    """The CUDA toolkit root: CUDA_HOME/CUDA_PATH if set, else the folder above the real nvcc's bin/.
+
+    torch guesses it from `which nvcc`; when that is a wrapper script (/usr/local/bin/nvcc here)
+    the guess (/usr/local) has no include/cuda_runtime_api.h and the .cpp files fail to compile.
+    """
+    env = os.environ if env is None else env
+    for key in ("CUDA_HOME", "CUDA_PATH"):
+        if env.get(key):
+            return env[key]
+    nvcc = nvcc or shutil.which("nvcc")
+    candidates = [Path(nvcc).parent.parent, Path(os.path.realpath(nvcc)).parent.parent] if nvcc else []
+    candidates.append(Path("/usr/local/cuda"))
+    for root in candidates:
+        if (root / "include" / "cuda_runtime_api.h").exists() and (root / "bin" / "nvcc").exists():
+            return str(root)
+    return None
+
+
 def build_env(package: str, arch: str, jobs: int) -> dict[str, str]:
     flag = PACKAGES[package][1]
-    return {"TORCH_CUDA_ARCH_LIST": arch, "MAX_JOBS": str(jobs), f"{flag}_FORCE_BUILD": "TRUE"}
+    env = {"TORCH_CUDA_ARCH_LIST": arch, "MAX_JOBS": str(jobs), f"{flag}_FORCE_BUILD": "TRUE"}
+    home = cuda_home()
+    if home:
+        env["CUDA_HOME"] = home
+    return env
 
 
 def build_command(source_dir: Path, dest: Path, python: Path | str = sys.executable) -> list[str]:
-    return [str(python), "-m", "pip", "wheel", "--no-index", "--no-deps", "--no-build-isolation",
+    return [str(python), "-m", "pip", "wheel", "-v", "--no-index", "--no-deps", "--no-build-isolation",
             "--wheel-dir", str(dest), str(source_dir)]
 
 

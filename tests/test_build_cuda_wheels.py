@@ -266,7 +266,7 @@ def test_cross_build_dry_run_plans_venv_and_builds_with_its_python(tmp_path, cap
     assert f"$ {exe} -m venv {venv}" in out
     assert f"{venv}/bin/python -m pip install torch==2.11.0 packaging ninja wheel setuptools" in out
     builds = [line for line in out.splitlines() if " pip wheel " in line]
-    assert len(builds) == 2 and all(f"{venv}/bin/python -m pip wheel --no-index --no-deps --no-build-isolation" in b
+    assert len(builds) == 2 and all(f"{venv}/bin/python -m pip wheel -v --no-index --no-deps --no-build-isolation" in b
                                     and "TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=2" in b for b in builds)
     assert "fp32/bf16 real scans only" in out and "drop_unused_dtypes: patched" in out
     assert not venv.exists() and not (tmp_path / "wheels").exists()  # nothing created, nothing built
