@@ -343,10 +343,17 @@ def cmd_build(args) -> list[Path]:
                          "--torch 2.11.0): there is no GPU to detect them from")
     arch = args.arch or detect_arch()
     jobs = args.jobs or os.cpu_count() or 1
-    sdists = {p: find_sdist(args.src, p) for p in PACKAGES}
     python: Path | str = sys.executable
     if cross:
         python = ensure_venv(args.python, args.venv, args.torch, args.dry_run)
+        missing = [p for p in PACKAGES if not (args.src / f"{PACKAGES[p][0]}-{PINS[p]}.tar.gz").exists()]
+        if missing:  # a cross-build machine has internet: fetch with the venv's torch (metadata needs it)
+            cmd = [str(python), str(Path(__file__).resolve()), "fetch", "--dest", str(args.src)]
+            print("$ " + shlex.join(cmd), flush=True)
+            if args.dry_run:
+                return []
+            subprocess.run(cmd, check=True)
+    sdists = {p: find_sdist(args.src, p) for p in PACKAGES}
     print(f"building {', '.join(f'{p} {PINS[p]}' for p in PACKAGES)} for sm_{arch.replace('.', '')} only, "
           f"MAX_JOBS={jobs}, {'fp32/bf16 real scans only' if not args.all_dtypes else 'all dtypes'}, "
           f"with {python}, into {args.dest}", flush=True)

@@ -304,3 +304,29 @@ def test_shipped_bytes_counts_the_tree_git_would_copy_and_the_carried_folder(tmp
     (tmp_path / ".whl" / "src" / "m.tar.gz").write_bytes(b"x" * 10)
     tree, carry = bcw.shipped_bytes(tmp_path, [tmp_path / ".whl"])
     assert tree == 100 + len("/.whl/\n/build/\n") and carry == 1010
+
+
+def test_cuda_home_looks_past_a_wrapper_nvcc(tmp_path):
+    wrapper = tmp_path / "usr/local/bin/nvcc"  # a shell script in front of the toolkit: no include/ beside it
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text("#!/bin/sh\nexec /usr/local/cuda/bin/nvcc \"$@\"\n")
+    toolkit = tmp_path / "cuda"
+    (toolkit / "include").mkdir(parents=True)
+    (toolkit / "bin").mkdir()
+    (toolkit / "include" / "cuda_runtime_api.h").write_text("")
+    (toolkit / "bin" / "nvcc").write_text("")
+    assert bcw.cuda_home(str(toolkit / "bin" / "nvcc"), env={}) == str(toolkit)
+    assert bcw.cuda_home(str(wrapper), env={"CUDA_HOME": "/opt/cuda-13"}) == "/opt/cuda-13"
+    found = bcw.cuda_home(str(wrapper), env={})  # falls back to /usr/local/cuda, never the wrapper's parent
+    assert found != str(tmp_path / "usr/local")
+
+
+def test_cross_build_fetches_missing_sdists_with_the_venv_python(tmp_path, capsys, monkeypatch):
+    exe = tmp_path / "pyenv" / "versions" / "3.12.1" / "bin" / "python3.12"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    bcw.main(["build", "--src", str(tmp_path / "src"), "--arch", "9.0", "--python", "3.12", "--torch", "2.11.0",
+              "--venv", str(tmp_path / "venv"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'venv'}/bin/python " in out and f"build_cuda_wheels.py fetch --dest {tmp_path / 'src'}" in out
