@@ -455,6 +455,17 @@ def shipped_bytes(repo: Path, carried: list[Path]) -> tuple[int, int]:
     return tree, carry
 
 
+def find_cuobjdump(venv: Path | None = None) -> str | None:
+    """cuobjdump from PATH, the CUDA toolkit, or (a toolkit without it, as here) triton's copy in venv."""
+    home = cuda_home()
+    for cand in [shutil.which("cuobjdump"), home and str(Path(home) / "bin" / "cuobjdump"),
+                 *(sorted(map(str, venv.glob("lib/python*/site-packages/triton/backends/nvidia/bin/cuobjdump")))
+                   if venv else [])]:
+        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
 def cmd_check(args) -> int:
     """The CPU-side evidence for cross-built wheels, as a log: build times, sizes, the 64 MiB fit,
     the architectures in each extension, the kept kernels, and the imports in the build venv."""
@@ -481,10 +492,14 @@ def cmd_check(args) -> int:
         f"{'fits' if total <= CARRY_LIMIT else 'DOES NOT FIT'}")
     if total > CARRY_LIMIT:
         failures.append("64 MiB")
-    cuobjdump = shutil.which("cuobjdump") or "/usr/local/cuda/bin/cuobjdump"
+    cuobjdump = find_cuobjdump(args.venv)
+    if cuobjdump is None:
+        raise SystemExit("no cuobjdump: not on PATH, in $CUDA_HOME/bin, nor in the build venv's triton")
     with tempfile.TemporaryDirectory(prefix="roma-wheel-check-") as tmp:
         site = Path(tmp) / "site"
-        say("\n## architectures in each extension (cuobjdump --list-elf / --list-ptx)")
+        _, ver = _run([cuobjdump, "--version"])
+        say(f"\n## architectures in each extension (cuobjdump --list-elf / --list-ptx)\ncuobjdump: {cuobjdump} "
+            f"({ver.splitlines()[-1] if ver else '?'})")
         import zipfile
 
         for w in wheels:
@@ -514,7 +529,7 @@ def cmd_check(args) -> int:
                         say(f"-> fp32/bf16 real kept: {'yes' if not missing else 'NO ' + str(missing)}; "
                             f"fp16/complex: {'dropped' if not extra else 'present (--all-dtypes build)'}")
         say("\n## imports in the build venv (no GPU)")
-        py = args.venv / "bin" / "python"
+        py = Path(os.path.abspath(args.venv)) / "bin" / "python"
         rc, _ = _run([str(py), "-c", "import " + ", ".join(CHECK_DEPS)])
         if rc:
             cmd = [str(py), "-m", "pip", "install", *CHECK_DEPS]
@@ -525,6 +540,8 @@ def cmd_check(args) -> int:
         say(f"$ {shlex.join(cmd).replace(tmp, '<tmp>')}")
         rc, out = _run(cmd)
         say(out.splitlines()[-1].replace(tmp, "<tmp>") if out else f"rc {rc}")
+        if rc:
+            failures.append("pip install --target")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(repo)])}
         say(f"$ PYTHONPATH=<tmp>/site:<repo> {py} -c '<import torch, selective_scan_cuda, causal_conv1d_cuda; "
             "roma.models.scan.mamba_ssm_kernels().mamba_inner_fn>'")
