@@ -21,8 +21,8 @@
    paper's numbers and targets;
 5. roma_large as in 3.
 Sections run in that order while the time budget (--budget-s) lasts (PLANNED_S: the planned
-seconds per section, about 6 min in all, so that the run ends well inside an 8-minute call); each reports its own failure
-and the script goes on. Everything printed is also written to <out>/<gpu>/gpu_check.log, with
+seconds per section, about 6 min in all, so that the run ends well inside an 8-minute call);
+each reports its own failure and the script goes on. Everything printed is also written to <out>/<gpu>/gpu_check.log, with
 train_step.json, throughput.csv (one row per measured model/backend), highres/, and
 throughput_table_rows.csv: the images/s in the planning table's format (experiments/throughput.csv),
 merged into it by `python benchmarks/gpu_check.py --merge-rows <that file>` on any machine.
