@@ -3,9 +3,13 @@
     PYTHONPATH=. python benchmarks/gpu_check.py [--out DIR] [--wheels .whl]     # on the GPU
     PYTHONPATH=. python benchmarks/gpu_check.py --smoke                         # CPU, tiny: no bugs
 
-0. mamba-ssm: used if it imports; else the carried wheels under --wheels are installed, else
-   they are built there from the carried sdists in --wheels/src (slurm/build_cuda_wheels.py;
-   the built wheels are copied to the output folder for the next run to carry);
+0. mamba-ssm: used if it imports; else the carried wheels under --wheels (cross-built without a GPU:
+   `slurm/build_cuda_wheels.py build --arch 9.0 --python 3.12 --torch 2.11.0`, docs/cuda.md) are
+   installed with `pip install --no-index --no-deps --target <wheels>/site` and that folder is put
+   on the import path. When wheels are there nothing is ever compiled on the GPU, even if they fail
+   to import (the error is printed and the run goes on with the PyTorch scans). Only with no wheels
+   and the carried sdists in --wheels/src are they built there (minutes; the built wheels are
+   copied to the output folder for the next run to carry);
 1. the GPU-marked tests (PyTorch scans on CUDA; the fused kernel against the fast scan, uni and
    v3, fp32 and bf16, outputs and every gradient);
 2. mamba-ssm's selective scan against our scans;
@@ -16,8 +20,9 @@
    4 directions) against ViT-B/16 with fused SDPA and with materialised attention, beside the
    paper's numbers and targets;
 5. roma_large as in 3.
-Sections run in that order while the time budget (--budget-s) lasts; each reports its own failure
-and the script goes on. Everything printed is also written to <out>/<gpu>/gpu_check.log, with
+Sections run in that order while the time budget (--budget-s) lasts (PLANNED_S: the planned
+seconds per section, about 6 min in all, so that the run ends well inside an 8-minute call);
+each reports its own failure and the script goes on. Everything printed is also written to <out>/<gpu>/gpu_check.log, with
 train_step.json, throughput.csv (one row per measured model/backend), highres/, and
 throughput_table_rows.csv: the images/s in the planning table's format (experiments/throughput.csv),
 merged into it by `python benchmarks/gpu_check.py --merge-rows <that file>` on any machine.
@@ -49,6 +54,12 @@ TARGET_STEP_IPS = 1500.0  # roma_base training step, images/s (the issue's targe
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0}
 HIGHRES_TARGETS = {1248: (6526.0, 11.43), 4096: (66357.0, None)}  # px -> (max MB, min samples/s): the paper's
 MAX_RETURNED_FILE = 16 * 2**20  # the device machine returns files up to this size
+# Planned seconds per section on one H100/H200 (the h200 run of 2026-12 took 91 s for tests + base +
+# highres without mamba-ssm); with carried wheels the kernels step is a pip install of two small
+# wheels and one import. The default --budget-s starts no section after 300 s, so the worst case
+# is 300 s + the longest section (large, 90 s) = 6.5 min, well inside 8 min.
+PLANNED_S = {"kernels": 30, "tests": 60, "scan": 15, "base": 90, "highres": 90, "large": 90}
+DEFAULT_BUDGET_S = 300.0
 
 
 class Tee:
@@ -91,15 +102,29 @@ def peak_tflops(override: float | None) -> float | None:
 
 
 # ----------------------------------------------------------------------------- 0. kernels
+def wheel_install_command(wheels: list[Path], target: Path) -> list[str]:
+    """Offline, without dependencies (the environment's torch, triton and einops serve), into target:
+    never a source build (only .whl files are named) and the environment itself is left untouched."""
+    bad = [w for w in wheels if w.suffix != ".whl"]
+    if bad:
+        raise ValueError(f"not wheels: {bad}")
+    return [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--upgrade", "--target", str(target),
+            *map(str, wheels)]
+
+
 def _pip_install(wheels: list[Path], target: Path) -> None:
-    """Into the environment, or (read-only environment) into `target`, put on the import path."""
-    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--force-reinstall", *map(str, wheels)]
-    if subprocess.run(cmd).returncode == 0:
-        return
-    print(f"environment not writable: installing into {target}", flush=True)
-    subprocess.run(cmd + ["--target", str(target)], check=True)
+    """pip install --no-index --no-deps --target target, then target first on the import path (and subprocesses')."""
+    t0 = time.time()
+    subprocess.run(wheel_install_command(wheels, target), check=True)
+    print(f"installed into {target} in {time.time() - t0:.1f} s", flush=True)
     sys.path.insert(0, str(target))
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH")) if p)
+
+
+def carried_wheels(wheel_dir: Path, bcw) -> list[Path]:
+    """One wheel per package (the newest name) from wheel_dir, or [] when any is missing."""
+    found = [sorted(wheel_dir.glob(f"{prefix}-{bcw.PINS[p]}-*.whl"))[-1:] for p, (prefix, _) in bcw.PACKAGES.items()]
+    return [w for ws in found for w in ws] if all(found) else []
 
 
 def _kernels_now():
@@ -131,16 +156,19 @@ def ensure_kernels(wheel_dir: Path, out: Path, smoke: bool) -> None:
             subprocess.run([sys.executable, str(bcw_path), "build", "--src", str(src), "--dest", str(wheel_dir),
                             "--arch", "9.0", "--dry-run"], check=True)
         return
-    wheels = [w for p, (prefix, _) in bcw.PACKAGES.items()
-              for w in sorted(wheel_dir.glob(f"{prefix}-{bcw.PINS[p]}-*.whl"))]
+    wheels = carried_wheels(wheel_dir, bcw)
     site = wheel_dir / "site"
-    if len(wheels) == len(bcw.PACKAGES):
+    if wheels:
         print("installing the carried wheels: " + ", ".join(w.name for w in wheels), flush=True)
         _pip_install(wheels, site)
+        t0 = time.time()
         if _kernels_now() is not None:
-            print(_kernel_versions())
+            print(f"{_kernel_versions()} (import {time.time() - t0:.1f} s)")
             return
-        print("the carried wheels do not import here (built for another torch/GPU?): building", flush=True)
+        print("the carried wheels do not import here (built for another torch, Python or GPU?); not compiling "
+              "on the GPU: measuring without mamba-ssm. The import error:", flush=True)
+        _print_import_error()
+        return
     if not (src.is_dir() and any(src.glob("*.tar.gz"))):
         print(f"no wheels and no sdists under {wheel_dir}: run `python slurm/build_cuda_wheels.py fetch --dest {src}` "
               "where there is internet and carry the folder; measuring without mamba-ssm")
@@ -157,6 +185,16 @@ def ensure_kernels(wheel_dir: Path, out: Path, smoke: bool) -> None:
             shutil.copy2(w, out / "wheels" / w.name)
         print(f"{w.name}: {w.stat().st_size / 2**20:.1f} MiB", flush=True)
     print(_kernel_versions() if _kernels_now() is not None else "mamba-ssm still does not import after the build")
+
+
+def _print_import_error() -> None:
+    for mod in ("selective_scan_cuda", "causal_conv1d_cuda"):
+        try:
+            import torch  # noqa: F401 - the extensions need its libraries loaded first
+
+            importlib.import_module(mod)
+        except Exception as err:  # noqa: BLE001 - reported, not handled
+            print(f"  import {mod}: {type(err).__name__}: {err}")
 
 
 def _cpu_stand_in() -> None:
@@ -429,7 +467,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--smoke", action="store_true", help="tiny sizes on any device: checks the script, measures nothing")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--budget-s", type=float, default=450.0, help="start no section after this many seconds")
+    p.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                   help=f"start no section after this many seconds (planned per section: {PLANNED_S})")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
     p.add_argument("--skip", nargs="*", default=[], choices=["kernels", "tests", "scan", "base", "highres", "large"])
     p.add_argument("--merge-rows", type=Path, default=None, metavar="ROWS_CSV",
@@ -462,6 +501,7 @@ def main(argv: list[str] | None = None) -> None:
               ("base", lambda: train_step(base, img, batch, steps, backends, peak, True, rows, warmup)),
               ("highres", lambda: check_highres(out, args.smoke)),
               ("large", lambda: train_step(large, img, batch, steps, backends, peak, False, rows, warmup))]
+    print(f"planned seconds per section: {PLANNED_S}; no section starts after {args.budget_s:.0f} s")
     t0 = time.time()
     for name, check in checks:
         if name in args.skip:

@@ -52,3 +52,73 @@ def test_merge_replaces_the_measurement_and_rescales_what_depends_on_it(tmp_path
     assert float(got[("roma_tiny", "h200")]["images_per_s"]) == round(3.6631 * 1600, 1)
     assert float(got[("roma_tiny", "h100")]["images_per_s"]) == round(0.9 * round(3.6631 * 1600, 1), 1)  # chained
     assert float(got[("roma_base", "a100")]["images_per_s"]) == 640.0
+
+
+# ----------------------------------------------------------------------------- carried wheels
+def test_wheel_install_is_offline_without_deps_into_a_target(tmp_path):
+    wheels = [tmp_path / "causal_conv1d-1.7.0-cp312-cp312-linux_x86_64.whl",
+              tmp_path / "mamba_ssm-2.3.2.post1-cp312-cp312-linux_x86_64.whl"]
+    cmd = gc.wheel_install_command(wheels, tmp_path / "site")
+    assert cmd[1:4] == ["-m", "pip", "install"]
+    i = cmd.index("--target")
+    assert {"--no-index", "--no-deps"} <= set(cmd) and cmd[i + 1] == str(tmp_path / "site")
+    assert cmd[-2:] == [str(w) for w in wheels]
+    try:
+        gc.wheel_install_command([tmp_path / "mamba_ssm-2.3.2.post1.tar.gz"], tmp_path / "site")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an sdist must never reach pip (it would compile)")
+
+
+def _fake_gpu(monkeypatch, imports_after_install: bool):
+    """A CUDA machine as ensure_kernels sees it; every subprocess is recorded, none runs."""
+    import torch
+
+    from roma.models import scan
+
+    calls, state = [], {"installed": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gc.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or state.update(
+        installed="install" in cmd) or type("R", (), {"returncode": 0})())
+    kernels = scan.Kernels(None, None, object(), "cuda")
+    monkeypatch.setattr(gc, "_kernels_now", lambda: kernels if state["installed"] and imports_after_install else None)
+    monkeypatch.setattr(gc, "_kernel_versions", lambda: "mamba-ssm 2.3.2.post1: mamba_inner_fn (fused path on)")
+    monkeypatch.setattr(gc, "_print_import_error", lambda: print("  import selective_scan_cuda: ImportError: test"))
+    monkeypatch.setattr(gc.sys, "path", list(gc.sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    return calls
+
+
+def _carried(tmp_path, with_sdists=True):
+    wheel_dir = tmp_path / ".whl"
+    (wheel_dir / "src").mkdir(parents=True)
+    for name in ("causal_conv1d-1.7.0-cp312-cp312-linux_x86_64.whl", "mamba_ssm-2.3.2.post1-cp312-cp312-linux_x86_64.whl"):
+        (wheel_dir / name).write_text("")
+    if with_sdists:
+        for name in ("causal_conv1d-1.7.0.tar.gz", "mamba_ssm-2.3.2.post1.tar.gz"):
+            (wheel_dir / "src" / name).write_text("")
+    return wheel_dir
+
+
+def test_carried_wheels_are_installed_into_a_target_on_the_path(tmp_path, monkeypatch, capsys):
+    calls = _fake_gpu(monkeypatch, imports_after_install=True)
+    wheel_dir = _carried(tmp_path)
+    gc.ensure_kernels(wheel_dir, tmp_path / "out", smoke=False)
+    assert len(calls) == 1 and "--target" in calls[0] and "--no-index" in calls[0] and "--no-deps" in calls[0]
+    assert gc.sys.path[0] == str(wheel_dir / "site") and str(wheel_dir / "site") in gc.os.environ["PYTHONPATH"]
+    assert "fused path on" in capsys.readouterr().out
+
+
+def test_carried_wheels_that_fail_to_import_are_never_rebuilt_on_the_gpu(tmp_path, monkeypatch, capsys):
+    calls = _fake_gpu(monkeypatch, imports_after_install=False)
+    gc.ensure_kernels(_carried(tmp_path, with_sdists=True), tmp_path / "out", smoke=False)
+    assert len(calls) == 1 and "install" in calls[0]  # no build_cuda_wheels.py build
+    assert not any("build_cuda_wheels.py" in " ".join(map(str, c)) for c in calls)
+    out = capsys.readouterr().out
+    assert "not compiling on the GPU" in out and "ImportError: test" in out
+
+
+def test_budget_fits_well_inside_eight_minutes():
+    assert gc.DEFAULT_BUDGET_S + max(gc.PLANNED_S.values()) <= 7 * 60
+    assert sum(gc.PLANNED_S.values()) <= 7 * 60
