@@ -5,6 +5,10 @@ D (data axis, `--data-axis`):
                (62.5K / 250K / 1M / 4M), hence the default
   images_seen  images drawn in pretraining (epochs x data size, or fewer for a shortened run); the
                paper does not give it per point, so its points are left out of that figure
+Compute (`fit_scaling.py --x`, both axes at once: each curve keeps its model or its data fixed as above
+and is placed at the compute its runs used; the paper's points, which give no compute, are left out):
+  train_flops  pretraining FLOPs, 3 x forward FLOPs per image x images seen (logged by roma.run)
+  device_hours measured wall-clock hours x devices of the pretraining
 N (model axis, `--param-convention`):
   ours         encoder parameters of the released pretraining configs, which our models match
                (Tiny 5.22M, Small 20.28M, Base 79.93M, Large 282.31M): the default; the paper's
@@ -17,10 +21,13 @@ from __future__ import annotations
 import pandas as pd
 
 DATA_AXES = ("data_size", "images_seen")
+COMPUTE_AXES = ("train_flops", "device_hours")
 PARAM_CONVENTIONS = ("ours", "paper")
 # The paper's model-scaling points (paper_results.csv, section model_scaling) and our registered sizes.
 PAPER_MODELS = {"RoMA-T": "roma_tiny", "RoMA-S": "roma_small", "RoMA-B": "roma_base", "RoMA-L": "roma_large"}
 XLABELS = {"data_size": "pretraining images (unique)", "images_seen": "images seen in pretraining",
+           "train_flops": "pretraining FLOPs (3 x forward x images seen)",
+           "device_hours": "pretraining device-hours (measured)",
            "ours": "encoder parameters (released configs)", "paper": "parameters (the paper's axis labels)"}
 
 
@@ -65,14 +72,16 @@ def paper_param_x(points: pd.DataFrame, convention: str) -> pd.Series:
 
 
 def data_x(df: pd.DataFrame, data_axis: str) -> pd.Series:
-    """Our runs' data-axis positions; every run must have logged the chosen quantity."""
-    if data_axis not in DATA_AXES:
-        raise AxisError(f"unknown data axis {data_axis!r}; choose from {DATA_AXES}")
+    """Our runs' data-axis positions (or, for a compute axis, their compute); every run must have
+    logged the chosen quantity."""
+    if data_axis not in DATA_AXES + COMPUTE_AXES:
+        raise AxisError(f"unknown data axis {data_axis!r}; choose from {DATA_AXES + COMPUTE_AXES}")
     col = df[data_axis] if data_axis in df else pd.Series(float("nan"), index=df.index)
     missing = col.isna() | (col <= 0)
     if missing.any():
         names = df.loc[missing, "run_name"].tolist() if "run_name" in df else df.index[missing].tolist()
         raise AxisError(f"--data-axis {data_axis}: {int(missing.sum())} of {len(df)} runs did not log a positive "
                         f"{data_axis!r}: {names[:10]}" + (" (runs from before it was logged: use --data-axis "
-                                                          "data_size)" if data_axis == "images_seen" else ""))
+                                                          "data_size)" if data_axis == "images_seen" else "")
+                        + (" (runs from before per-run compute was logged)" if data_axis in COMPUTE_AXES else ""))
     return col.astype(float)

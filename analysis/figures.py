@@ -20,7 +20,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.runs import LABELS, from_error_like, load_paper  # noqa: E402
+from analysis.laws import LAWS  # noqa: E402
+from analysis.runs import LABELS, LOSS_METRICS, from_error_like, load_paper  # noqa: E402
 
 STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 7,
          "legend.frameon": False, "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 200}
@@ -65,11 +66,30 @@ def _draw_fit(ax, f: dict, color, linestyle: str, label: str) -> None:
     if res.samples is not None and len(res.samples):
         lo, hi = res.predict_band(grid[:, None])
         ax.fill_between(grid, from_error_like(metric, lo), from_error_like(metric, hi), color=color, alpha=0.15, lw=0)
+    _draw_extrapolation(ax, res, metric, color)
+
+
+def _draw_extrapolation(ax, res, metric: str, color) -> None:
+    """The hold-largest-out check: the law fitted without the largest size, dashed, and its prediction
+    there as a hollow marker with the bootstrap 95% interval as an error bar."""
+    ho = res.holdout or {}
+    pts = [p for p in ho.get("points") or [] if not isinstance(p["x"], list)]
+    if not ho.get("available") or not pts or "params" not in ho:
+        return
+    x = np.array([p["x"] for p in pts])
+    grid = np.geomspace(x.min() / 2, x.max(), 50)
+    law = LAWS[res.form]
+    ax.plot(grid, from_error_like(metric, law.predict(ho["params"], grid[:, None])), color=color, ls=":", lw=1)
+    pred = np.array([p["predicted"] for p in pts])
+    band = np.array([p["pred_ci95"] or [p["predicted"]] * 2 for p in pts])
+    y, lo, hi = (from_error_like(metric, v) for v in (pred, band[:, 0], band[:, 1]))
+    ax.errorbar(x, y, yerr=[np.abs(y - np.minimum(lo, hi)), np.abs(np.maximum(lo, hi) - y)], fmt="o", mfc="none",
+                color=color, ms=7, capsize=3, lw=1, label=f"extrapolated to the largest ({ho['mean_abs_rel_err']:.1%} off)")
 
 
 # One panel per metric, in this order: the paper's figures have AID (TR 50%), OSCD and SpaceNet;
 # our suite adds AID at TR 20%, UCM and the pretraining loss.
-PANELS = ("aid_oa_tr50", "aid_oa_tr20", "oscd_f1", "spacenet_mf1", "ucm_oa_tr50", "final_loss")
+PANELS = ("aid_oa_tr50", "aid_oa_tr20", "oscd_f1", "spacenet_mf1", "ucm_oa_tr50", "val_loss", "final_loss")
 PAPER_ONLY = " (paper only: no runs)"
 
 
@@ -115,7 +135,7 @@ def scaling_figure(fits: list[dict], axis: str, xlabel: str, note: str = ""):
             ax.set_title(LABELS.get(metric, metric) + ("" if ours else PAPER_ONLY), fontsize=9)
             ax.set_xscale("log")
             ax.set_xlabel(xlabel)
-            ax.set_ylabel(LABELS.get(metric, metric) + (" (%)" if metric != "final_loss" else ""))
+            ax.set_ylabel(LABELS.get(metric, metric) + (" (%)" if metric not in LOSS_METRICS else ""))
             _tidy_log_x(ax)
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below the panel: never over the points
         for ax in list(axes.flat)[len(metrics):]:

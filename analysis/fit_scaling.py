@@ -9,7 +9,10 @@ From a table (any source), writing OUT/fit.json:
 From finished MLflow runs (params model.name, param_count, data_size; metrics aid_oa_tr50, ...):
     python analysis/fit_scaling.py --experiment scaling_data --tracking-uri sqlite:///outputs/scaling_data/mlflow.db \\
         --out outputs/analysis/scaling_data [--form auto|power|saturating] [--format markdown|latex|csv]
-        [--data-axis data_size|images_seen] [--param-convention ours|paper]
+        [--data-axis data_size|images_seen] [--param-convention ours|paper] [--x train_flops|device_hours]
+  --x train_flops (or device_hours) fits and draws every curve against the compute its runs used.
+  Every law is also checked by extrapolation: refitted without its largest size, which it then
+  predicts with a bootstrap 95% interval (fits.json "holdout"; the fits table; a hollow marker).
   -> OUT/runs.csv, fits.json, {data,model}_scaling.{png,pdf} (one panel per metric), ablation.{png,pdf},
      tables/*.{md,tex,csv}; the report (fits, the paper's main table with ours, ours vs paper,
      ablation) on stdout, notes (panels left out, ...) on stderr.
@@ -31,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import numpy as np  # noqa: E402
 
-from analysis.axes import DATA_AXES, PARAM_CONVENTIONS, AxisError  # noqa: E402
+from analysis.axes import COMPUTE_AXES, DATA_AXES, PARAM_CONVENTIONS, AxisError  # noqa: E402
 from analysis.fits import FitInputError, fit_scaling  # noqa: E402
 from analysis.runs import RunTableError, read_table, row_labels  # noqa: E402
 from analysis.tables import FORMATS, params_table, render  # noqa: E402
@@ -104,13 +107,19 @@ def run_mlflow(args) -> dict:
         raise SystemExit("--experiment needs --tracking-uri (or MLFLOW_TRACKING_URI)")
     form = args.form or "auto"
     if form == "chinchilla":
-        raise SystemExit("--form chinchilla is for --csv; from MLflow the joint law is fitted on final_loss "
+        raise SystemExit("--form chinchilla is for --csv; from MLflow the joint law is fitted on val_loss (else final_loss) "
                          "whenever the runs vary both param_count and data_size")
     df = load_mlflow(args.experiment, uri, args.allow_missing)
     paper = load_paper(args.paper)
     # Where each run sits on the data and model axes (analysis.axes): the columns study.AXES fits on.
-    df[study.AXES["data"]] = axes.data_x(df, args.data_axis)
-    df[study.AXES["model"]] = axes.param_x(df, args.param_convention, paper)
+    if args.x and args.x not in COMPUTE_AXES:
+        raise SystemExit(f"--x {args.x}: from MLflow, --x is a compute axis, one of {COMPUTE_AXES}")
+    if args.x:  # both kinds of curve placed at their compute; the paper gives none: its points stay out
+        df[study.AXES["data"]] = df[study.AXES["model"]] = axes.data_x(df, args.x)
+        args.no_paper = True
+    else:
+        df[study.AXES["data"]] = axes.data_x(df, args.data_axis)
+        df[study.AXES["model"]] = axes.param_x(df, args.param_convention, paper)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / "runs.csv.tmp"
     df.to_csv(tmp, index=False)
@@ -120,12 +129,13 @@ def run_mlflow(args) -> dict:
     if not args.no_paper:
         fits += study.fit_paper(paper, form, args.bootstrap, args.seed, args.data_axis, args.param_convention)
     n_name = "param_count" if args.param_convention == "ours" else "param_count (paper's labels)"
-    joint = study.fit_joint(df, args.bootstrap, args.seed, args.exclude_top, (n_name, args.data_axis))
+    joint = None if args.x else study.fit_joint(df, args.bootstrap, args.seed, args.exclude_top, (n_name, args.data_axis))
     all_fits = study.fitted(fits) + ([joint] if joint else [])
     notes = {"data": "", "model": ""}
     if not args.no_paper and args.data_axis != "data_size":
         notes["data"] = "the paper's points are left out: its figure counts unique images, not images seen"
-    xlabels = {"data": axes.XLABELS[args.data_axis], "model": axes.XLABELS[args.param_convention]}
+    xlabels = ({"data": axes.XLABELS[args.x], "model": axes.XLABELS[args.x]} if args.x else
+               {"data": axes.XLABELS[args.data_axis], "model": axes.XLABELS[args.param_convention]})
     drawn = {}
     for axis in ("data", "model"):
         drawn[axis] = figures.plot_scaling(fits, axis, args.out, xlabels[axis], notes[axis])
@@ -149,7 +159,8 @@ def run_mlflow(args) -> dict:
         stem = name.split(" ")[0]
         for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
             write_text(args.out / "tables" / f"{stem}.{ext}", render(t, fmt, caption=name))
-    axes_info = {"data_axis": args.data_axis, "param_convention": args.param_convention}
+    axes_info = ({"data_axis": args.x, "param_convention": args.x} if args.x else
+                 {"data_axis": args.data_axis, "param_convention": args.param_convention})
     write_json(args.out / "fits.json", [{k: v for k, v in f.items() if k not in ("fit", "points")} | axes_info
                                         | f["fit"].to_json() for f in all_fits])
     print("\n".join(render(t, args.format, caption=name) for name, t in report.items()))
@@ -169,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the law (CSV: required; MLflow: auto = saturating with > 4 sizes, else power)")
     p.add_argument("--n", help="CSV column of parameter counts (chinchilla)")
     p.add_argument("--d", help="CSV column of data sizes (chinchilla)")
-    p.add_argument("--x", help="CSV column of sizes (power, saturating)")
+    p.add_argument("--x", help="CSV: the column of sizes (power, saturating); MLflow: a compute axis, "
+                              f"one of {', '.join(COMPUTE_AXES)}, for every curve")
     p.add_argument("--y", help="CSV column of the fitted quantity (loss, error)")
     p.add_argument("--exclude-top", type=int, default=0, metavar="K",
                    help="fit without the points at the K largest sizes (N*D for chinchilla; all their seeds) and "

@@ -302,13 +302,38 @@ def hold_largest_out(form: str, X: np.ndarray, y: np.ndarray, k: int = 1, **kw) 
             "params": sub.params}, sub
 
 
+def holdout_points(sub: FitResult, law: Law, X: np.ndarray, y: np.ndarray, out: np.ndarray) -> list[dict]:
+    """Per held-out size: its seeds' mean (observed), the law's prediction from the fit without it, the
+    bootstrap 95% interval of that prediction (when `sub` was bootstrapped), the relative error of the
+    prediction against the mean, and whether the mean lies in the interval."""
+    size = law.size(X[out])
+    rows = []
+    for s in np.unique(size):
+        idx = out[size == s]
+        x0 = X[idx[:1]]
+        observed = float(np.mean(y[idx]))
+        predicted = float(sub.predict(x0)[0])
+        row = {"x": x0[0].tolist() if x0.shape[1] > 1 else float(x0[0, 0]), "n": int(len(idx)),
+               "observed": observed, "predicted": predicted, "rel_err": abs(predicted - observed) / abs(observed),
+               "pred_ci95": None, "observed_in_ci95": None}
+        if sub.samples is not None and len(sub.samples):
+            lo, hi = (float(v[0]) for v in sub.predict_band(x0))
+            row["pred_ci95"] = [lo, hi]
+            row["observed_in_ci95"] = bool(lo <= observed <= hi)
+        rows.append(row)
+    return rows
+
+
 def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, bootstrap_b: int = 1000,
                 seed: int = 0, exclude_top: int = 0) -> FitResult:
     """The full analysis of one law: fit, bootstrap CIs, leave-one-out and hold-largest-out errors.
 
     exclude_top K > 0: the law is fitted without the points at the K largest sizes (compute N*D for
     chinchilla; every seed of a size), and `holdout` reports how well it predicts them; with K = 0 the
-    fit uses every point and the hold-out check refits once without the largest size."""
+    fit uses every point and the hold-out check refits once without the largest size (bootstrapped
+    like the full fit). `holdout["points"]`: per held-out size, observed mean, prediction, its 95%
+    interval, relative error and whether the observation lies in the interval (holdout_points). The
+    check needs at least as many distinct sizes left as the law has parameters."""
     X = np.asarray(X, float).reshape(len(y), -1)
     y = np.asarray(y, float)
     x_names = tuple(x_names or get_law(form).x_names)
@@ -318,15 +343,22 @@ def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, b
         holdout, res = hold_largest_out(form, X, y, exclude_top, **kw)
         if res is None:
             raise FitInputError(f"--exclude-top {exclude_top}: {holdout['reason']} of the {form} law")
-        keep, _ = split_largest(law, X, exclude_top)
+        keep, held = split_largest(law, X, exclude_top)
         Xf, yf = X[keep], y[keep]
         holdout.pop("params")
     else:
         res = fit_law(form, X, y, **kw, labels=labels)
         Xf, yf = X, y
-        holdout, _ = hold_largest_out(form, X, y, 1, **kw)
+        holdout, sub = hold_largest_out(form, X, y, 1, **kw)
+        if sub is not None:  # the extrapolation check's own interval: the held-out fit, bootstrapped
+            keep, out = split_largest(law, X, 1)
+            if bootstrap_b > 0:
+                bootstrap(sub, X[keep], y[keep], bootstrap_b, seed)
+            holdout["points"] = holdout_points(sub, law, X, y, out)
     res.holdout = holdout
     res.loo = leave_one_out(res, Xf, yf)
     if bootstrap_b > 0:
         bootstrap(res, Xf, yf, bootstrap_b, seed)
+    if exclude_top:  # the fit is the held-out fit: its own bootstrap gives the prediction intervals
+        holdout["points"] = holdout_points(res, law, X, y, held)
     return res

@@ -3,7 +3,8 @@
 The names are the tracking contract of docs/architecture.md: params `model.name`, `param_count`,
 `data_size` (or `data.subset`), `train.seed` and the ablation switches; `images_seen` (a param or a
 metric, optional); single-value metrics
-`aid_oa_tr50`, `aid_oa_tr20`, `ucm_oa_tr50`, `oscd_f1`, `spacenet_mf1` (percent) and `final_loss`.
+`aid_oa_tr50`, `aid_oa_tr20`, `ucm_oa_tr50`, `oscd_f1`, `spacenet_mf1` (percent), `val_loss` (held-out)
+and `final_loss` (last batch); `train_flops` and `device_hours` (optional).
 """
 from __future__ import annotations
 
@@ -18,9 +19,15 @@ import pandas as pd
 from roma.naming import format_size as fmt_size  # one size format for run names, tables, figures
 
 PERCENT_METRICS = ("aid_oa_tr50", "aid_oa_tr20", "ucm_oa_tr50", "oscd_f1", "spacenet_mf1")
-METRICS = PERCENT_METRICS + ("final_loss",)
+# The pretraining losses: val_loss on the run's fixed held-out set (the loss axis of every law), and
+# final_loss, the loss of the last training batch (kept for older runs; never a scaling-law axis by default).
+LOSS_METRICS = ("val_loss", "final_loss")
+METRICS = PERCENT_METRICS + LOSS_METRICS
 LABELS = {"aid_oa_tr50": "AID OA (TR 50%)", "aid_oa_tr20": "AID OA (TR 20%)", "ucm_oa_tr50": "UCM OA (TR 50%)",
-          "oscd_f1": "OSCD F1", "spacenet_mf1": "SpaceNet mF1", "final_loss": "pretraining loss"}
+          "oscd_f1": "OSCD F1", "spacenet_mf1": "SpaceNet mF1", "val_loss": "held-out pretraining loss",
+          "final_loss": "last training batch loss"}
+# Per-run compute, logged by roma.run (optional: older runs lack it): the x of `fit_scaling.py --x`.
+COMPUTE_COLUMNS = ("train_flops", "device_hours")
 ABLATION_PARAMS = ("ares.enabled", "msp.enabled", "ares.descriptor", "msp.scales", "msp.weight")
 SIZE_COLUMNS = ("param_count", "data_size")
 
@@ -146,6 +153,8 @@ def load_mlflow(experiment: str, tracking_uri: str, allow_missing: bool = False)
                 raise RunTableError(f"{where}: 'images_seen': {err}") from None
             if not math.isnan(row["images_seen"]):
                 break
+        for col in COMPUTE_COLUMNS:
+            row[col] = m.get(col, math.nan)
         row["seed"] = int(float(p.get("train.seed", 0)))
         for k in ABLATION_PARAMS:
             row[k] = p.get(k)

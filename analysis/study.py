@@ -14,7 +14,7 @@ import pandas as pd
 from analysis.axes import paper_param_x
 from analysis.fits import FitInputError, fit_scaling
 from analysis.laws import LAWS
-from analysis.runs import available_metrics, error_like, group_seeds, scaling_curves
+from analysis.runs import LOSS_METRICS, available_metrics, error_like, group_seeds, scaling_curves
 
 # The columns of a run table that hold each axis' x (analysis.axes fills them per the chosen convention).
 AXES = {"data": "data_x", "model": "param_x"}
@@ -47,6 +47,16 @@ def _fit(form, x, metric, labels, bootstrap_b, seed, where):
                         x_names=("x",), y_name=metric, labels=labels, bootstrap_b=bootstrap_b, seed=seed)
 
 
+def fitted_as(metric: str) -> str:
+    """What a law of `metric` fits (analysis.runs.error_like): the loss itself, or the error."""
+    return "loss" if metric in LOSS_METRICS else "1 - metric/100"
+
+
+def joint_metric(df: pd.DataFrame) -> str | None:
+    """The loss the joint law is fitted on: the held-out loss, or (older runs) the last batch's."""
+    return next((m for m in LOSS_METRICS if m in available_metrics(df)), None)
+
+
 def fitted(fits: list[dict]) -> list[dict]:
     """The entries that hold a law (an entry without one still has its points drawn)."""
     return [f for f in fits if f.get("fit") is not None]
@@ -69,7 +79,7 @@ def fit_ours(df: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, seed
                            bootstrap_b, seed, f"{axis} scaling, {name}, {metric}")
                 pts = group_seeds(s, [xcol], [metric]).rename(columns={xcol: "x"})
                 out.append({"source": "ours", "axis": axis, "curve": name, "metric": metric, "fit": res,
-                            "fitted": "1 - metric/100" if metric != "final_loss" else "loss", "points": pts})
+                            "fitted": fitted_as(metric), "points": pts})
     return out
 
 
@@ -96,24 +106,25 @@ def fit_paper(paper: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, 
             pts = pd.DataFrame({"x": x, f"{metric}_mean": s["value"].to_numpy(float), f"{metric}_std": 0.0,
                                 "measured": measured})
             out.append({"source": "paper", "axis": axis, "curve": "paper (read off its figure)", "metric": metric,
-                        "fit": res, "fitted": "1 - metric/100" if metric != "final_loss" else "loss", "points": pts})
+                        "fit": res, "fitted": fitted_as(metric), "points": pts})
     return out
 
 
 def fit_joint(df: pd.DataFrame, bootstrap_b: int = 1000, seed: int = 0, exclude_top: int = 0,
               x_names: tuple[str, str] = ("param_count", "data_size")) -> dict | None:
-    """Chinchilla L(N, D) on the pretraining loss when the runs vary both N and D (>= 6 runs);
-    x_names: what N and D are, for fits.json."""
-    if "final_loss" not in available_metrics(df):
+    """Chinchilla L(N, D) on the pretraining loss (joint_metric) when the runs vary both N and D (>= 6
+    runs); x_names: what N and D are, for fits.json."""
+    metric = joint_metric(df)
+    if metric is None:
         return None
     n, d = AXES["model"], AXES["data"]
-    s = df[df["final_loss"].notna()]
+    s = df[df[metric].notna()]
     if s[n].nunique() < 2 or s[d].nunique() < 2 or len(s) <= LAWS["chinchilla"].n_params:
         return None
-    res = _fit_or_warn("joint L(N, D) on final_loss", "chinchilla", s[[n, d]].to_numpy(float),
-                       s["final_loss"].to_numpy(float), x_names=x_names, y_name="final_loss",
+    res = _fit_or_warn(f"joint L(N, D) on {metric}", "chinchilla", s[[n, d]].to_numpy(float),
+                       s[metric].to_numpy(float), x_names=x_names, y_name=metric,
                        labels=[f"run {r!r}" for r in s["run_name"]], bootstrap_b=bootstrap_b, seed=seed,
                        exclude_top=exclude_top)
     if res is None:
         return None
-    return {"source": "ours", "axis": "joint", "curve": "all runs", "metric": "final_loss", "fitted": "loss", "fit": res}
+    return {"source": "ours", "axis": "joint", "curve": "all runs", "metric": metric, "fitted": "loss", "fit": res}

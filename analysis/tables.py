@@ -74,8 +74,23 @@ def fits_table(fits: list[dict]) -> pd.DataFrame:
                      "metric": LABELS.get(f["metric"], f["metric"]), "fitted": f.get("fitted", ""),
                      "form": res.form, "n": res.n_points, "params [95% CI]": params_ci(res),
                      "LOO rel. err": loo.get("mean_abs_rel_err", math.nan) if loo.get("available") else math.nan,
-                     "hold-largest-out rel. err": ho.get("mean_abs_rel_err", math.nan) if ho.get("available") else math.nan})
+                     "hold-largest-out rel. err": ho.get("mean_abs_rel_err", math.nan) if ho.get("available") else math.nan,
+                     **extrapolation_cells(ho)})
     return pd.DataFrame(rows)
+
+
+def extrapolation_cells(holdout: dict) -> dict:
+    """The hold-largest-out check of one law as table cells: the held-out size, its observed mean, the
+    prediction of the law fitted without it with the bootstrap 95% interval, and whether the
+    observation lies inside (one row per law: with several held-out sizes, the largest)."""
+    pts = holdout.get("points") or []
+    if not holdout.get("available") or not pts:
+        return {"held-out x": "", "observed": math.nan, "predicted [95% CI]": "", "in CI": ""}
+    p = pts[-1]
+    ci = f" [{p['pred_ci95'][0]:.4g}, {p['pred_ci95'][1]:.4g}]" if p.get("pred_ci95") else ""
+    x = p["x"] if not isinstance(p["x"], list) else math.prod(p["x"])
+    return {"held-out x": f"{x:.4g}", "observed": p["observed"], "predicted [95% CI]": f"{p['predicted']:.4g}{ci}",
+            "in CI": "" if p.get("observed_in_ci95") is None else ("yes" if p["observed_in_ci95"] else "no")}
 
 
 def _best_ours(df: pd.DataFrame) -> pd.DataFrame:

@@ -35,6 +35,10 @@ from roma import atomic  # noqa: E402
 
 BEGIN, END = "<!-- micro-study:begin -->", "<!-- micro-study:end -->"
 METRIC = "aid_oa_tr50"
+LOSS = "val_loss"  # the held-out pretraining loss (final_loss is only the last batch's)
+# What every run of the study must have logged (roma.run): a store without them predates the held-out
+# loss and per-run compute, and its laws would not be the ones this report describes.
+REQUIRED_METRICS = (LOSS, "train_flops", "device_hours")
 TINY = "roma_micro_tiny"
 ABLATION_ROWS = (("ARM baseline", False, False), ("+ARES", True, False), ("+ARES+MSP", True, True))
 
@@ -49,10 +53,15 @@ def load(analysis: Path, floor_dir: Path) -> tuple[pd.DataFrame, list[dict], dic
         if not p.is_file():
             raise SystemExit(f"micro_report: {p} not found (run analysis/fit_scaling.py --out {analysis} first)")
     df = pd.read_csv(runs_csv)
-    missing = [c for c in ("model", "param_count", "data_size", "seed", METRIC, "final_loss", "ares.enabled",
+    missing = [c for c in ("model", "param_count", "data_size", "seed", METRIC, *REQUIRED_METRICS, "ares.enabled",
                            "msp.enabled") if c not in df.columns]
     if missing:
         raise SystemExit(f"micro_report: {runs_csv} lacks column(s) {missing}")
+    for c in REQUIRED_METRICS:
+        bad = df[df[c].isna()]
+        if len(bad):
+            raise SystemExit(f"micro_report: {len(bad)} of {len(df)} runs in {runs_csv} did not log {c!r} "
+                             f"(runs from before it was logged?): {list(bad.run_name)[:10] if 'run_name' in bad else ''}")
     df["ares"] = df["ares.enabled"].map(_on)
     df["msp"] = df["msp.enabled"].map(_on)
     floors = {}
@@ -67,12 +76,12 @@ def load(analysis: Path, floor_dir: Path) -> tuple[pd.DataFrame, list[dict], dic
 def grouped(df: pd.DataFrame, key: str) -> pd.DataFrame:
     g = df.groupby(key, sort=True)
     acc = g[METRIC].agg(["mean", "std", "count"])
-    loss = g["final_loss"].agg(["mean", "std"]).rename(columns={"mean": "loss_mean", "std": "loss_std"})
+    loss = g[LOSS].agg(["mean", "std"]).rename(columns={"mean": "loss_mean", "std": "loss_std"})
     return acc.join(loss).reset_index()
 
 
-def fmt(mean: float, std: float) -> str:
-    return f"{mean:.2f} ± {0.0 if math.isnan(std) else std:.2f}"
+def fmt(mean: float, std: float, digits: int = 2) -> str:
+    return f"{mean:.{digits}f} ± {0.0 if math.isnan(std) else std:.{digits}f}"
 
 
 def tables(df, fits, floors) -> tuple[str, dict]:
@@ -82,22 +91,22 @@ def tables(df, fits, floors) -> tuple[str, dict]:
     model["model"] = [full[full.param_count == p].model.iloc[0] for p in model.param_count]
     abl_df = df[(df.model == TINY) & (df.data_size == 2500)]
     lines = ["**Data scaling** (micro-tiny, ARES+MSP; AID OA % at TR 50% of the probe set, mean ± std over seeds)", "",
-             "| pretraining images | AID OA | seeds | final pretraining loss |", "|---:|---:|---:|---:|"]
-    lines += [f"| {int(r.data_size)} | {fmt(r['mean'], r['std'])} | {int(r['count'])} | {fmt(r.loss_mean, r.loss_std)} |"
+             "| pretraining images | AID OA | seeds | held-out loss |", "|---:|---:|---:|---:|"]
+    lines += [f"| {int(r.data_size)} | {fmt(r['mean'], r['std'])} | {int(r['count'])} | {fmt(r.loss_mean, r.loss_std, 4)} |"
               for _, r in data.iterrows()]
     if TINY in floors:
         lines.append(f"| random init (floor) | {fmt(floors[TINY]['mean'], floors[TINY]['std'])} | "
                      f"{floors[TINY]['n']} probe seeds | - |")
     lines += ["", f"**Model scaling** ({int(full.data_size.max())} pretraining images)", "",
-              "| model | encoder params | AID OA | seeds | random-init floor | gain over floor | final pretraining loss |",
+              "| model | encoder params | AID OA | seeds | random-init floor | gain over floor | held-out loss |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for _, r in model.iterrows():
         fl = floors.get(r.model)
         gain = f"{r['mean'] - fl['mean']:+.2f}" if fl else "-"
         lines.append(f"| {r.model} | {int(r.param_count):,} | {fmt(r['mean'], r['std'])} | {int(r['count'])} | "
-                     f"{fmt(fl['mean'], fl['std']) if fl else '-'} | {gain} | {fmt(r.loss_mean, r.loss_std)} |")
+                     f"{fmt(fl['mean'], fl['std']) if fl else '-'} | {gain} | {fmt(r.loss_mean, r.loss_std, 4)} |")
     lines += ["", "**Ablation** (micro-tiny, 2500 pretraining images)", "",
-              "| variant | AID OA | seeds | final pretraining loss |", "|---|---:|---:|---:|"]
+              "| variant | AID OA | seeds | held-out loss |", "|---|---:|---:|---:|"]
     abl, samples = [], {}
     for label, ares, msp in ABLATION_ROWS:
         s = abl_df[(abl_df.ares == ares) & (abl_df.msp == msp)]
@@ -105,21 +114,32 @@ def tables(df, fits, floors) -> tuple[str, dict]:
             m, sd = s[METRIC].mean(), s[METRIC].std()
             abl.append((label, m, sd, len(s)))
             samples[label] = list(s[METRIC])
-            lines.append(f"| {label} | {fmt(m, sd)} | {len(s)} | {fmt(s.final_loss.mean(), s.final_loss.std())} |")
+            lines.append(f"| {label} | {fmt(m, sd)} | {len(s)} | {fmt(s[LOSS].mean(), s[LOSS].std(), 4)} |")
     lines += ["", *ablation_tests(samples)]
-    lines += ["", "**Fitted laws** (ours; error = 1 - OA/100; 95% bootstrap CIs; relative errors of leave-one-out"
-              " and hold-largest-out predictions)", "",
-              "| axis | metric | form | exponent b [95% CI] | LOO rel. err | hold-largest-out rel. err |",
-              "|---|---|---|---|---:|---:|"]
+    lines += ["", "**Fitted laws** (ours; error = 1 - OA/100, loss = held-out pretraining loss; 95% bootstrap "
+              "CIs; leave-one-out error; the extrapolation check: the law refitted without its largest size "
+              "predicts it, with the bootstrap 95% interval of that prediction)", "",
+              "| axis | curve | metric | form | exponent b [95% CI] | CI excludes 0 | LOO rel. err | held-out x "
+              "| observed | predicted [95% CI] | rel. err | observed in CI |",
+              "|---|---|---|---|---|---|---:|---:|---:|---|---:|---|"]
     for f in fits:
         if f.get("source") != "ours" or "b" not in f.get("params", {}):
             continue
         lo, hi = f["ci95"].get("b", [float("nan")] * 2)
         loo = f.get("loo", {}).get("mean_abs_rel_err")
-        ho = f.get("holdout", {}).get("mean_abs_rel_err")
-        what = "AID error" if f["metric"] == METRIC else f["metric"]
-        lines.append(f"| {f['axis']} | {what} | {f['form']} | {f['params']['b']:.4f} [{lo:.4f}, {hi:.4f}] | "
-                     f"{'-' if loo is None else f'{loo:.4f}'} | {'-' if ho is None else f'{ho:.4f}'} |")
+        what = {METRIC: "AID error", LOSS: "held-out loss"}.get(f["metric"], f["metric"])
+        axis = f["axis"] if f.get("data_axis") in (None, "data_size", "images_seen") else f"{f['axis']} vs {f['data_axis']}"
+        pts = (f.get("holdout") or {}).get("points") or []
+        if pts:
+            p = pts[-1]
+            ci = f" [{p['pred_ci95'][0]:.4g}, {p['pred_ci95'][1]:.4g}]" if p.get("pred_ci95") else ""
+            inci = "-" if p.get("observed_in_ci95") is None else ("yes" if p["observed_in_ci95"] else "no")
+            check = f"{p['x']:.4g} | {p['observed']:.4g} | {p['predicted']:.4g}{ci} | {p['rel_err']:.2%} | {inci}"
+        else:
+            check = "- | - | - | - | " + (f.get("holdout") or {}).get("reason", "-")
+        excl = "yes" if (lo > 0 or hi < 0) else "no"
+        lines.append(f"| {axis} | {f.get('curve', '')} | {what} | {f['form']} | {f['params']['b']:.4f} [{lo:.4f}, "
+                     f"{hi:.4f}] | {excl} | {'-' if loo is None else f'{loo:.4f}'} | {check} |")
     return "\n".join(lines), {"data": data, "model": model, "ablation": abl, "full": full}
 
 
@@ -187,7 +207,7 @@ def cpu_model() -> str:
 
 
 def readme_section(text: str, fits: list[dict], name: str, out: Path, readme: Path, timings: dict,
-                   have_curves: bool) -> str:
+                   have_curves: bool, compute: dict | None = None) -> str:
     """The README's results section: how it was made, the tables, the verdicts, the figures."""
     def git(*a):
         r = subprocess.run(["git", "-C", str(readme.parent), *a], capture_output=True, text=True)
@@ -206,6 +226,10 @@ def readme_section(text: str, fits: list[dict], name: str, out: Path, readme: Pa
     if timings:
         lines += [f"Wall time of the runs and floors: {timings.get('wall_min', 0):.0f} min "
                   f"({timings.get('cpu_min', 0):.0f} CPU-min in {timings.get('jobs_count', 0)} jobs).", ""]
+    if compute:
+        lines += [f"Pretraining compute of the {compute['runs']} runs: {compute['train_flops']:.3g} FLOPs "
+                  f"(`train_flops`: 3 x forward FLOPs per image x images seen), {compute['device_hours']:.2f} "
+                  f"device-hours measured.", ""]
     lines += [text, ""]
     if data_fit:
         lo, hi = data_fit["ci95"]["b"]
@@ -240,7 +264,8 @@ def figure(parts: dict, fits: list[dict], floors: dict, path: Path, title: str) 
 
     def law(ax, axis, xs):
         for f in fits:
-            if f.get("source") == "ours" and f["axis"] == axis and f["metric"] == METRIC and f["form"] == "power":
+            if (f.get("source") == "ours" and f["axis"] == axis and f["metric"] == METRIC and f["form"] == "power"
+                    and f.get("data_axis", "data_size") in ("data_size", "images_seen")):
                 a, b = f["params"]["a"], f["params"]["b"]
                 lo, hi = f["ci95"]["b"]
                 xx = pd.Series(sorted(xs))
@@ -300,9 +325,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tracking-uri", help="the MLflow store (for the loss curves)")
     p.add_argument("--experiment", help="the MLflow experiment (default: --name)")
     p.add_argument("--timings", type=Path, help="micro_study.py's timings.json (wall and CPU time)")
-    p.add_argument("--readme", type=Path, help="rewrite this README's micro-study section")
+    p.add_argument("--compute", type=Path, help="fit_scaling.py --x train_flops's --out folder: its laws join the table")
+    p.add_argument("--readme", type=Path, help="rewrite the micro-study section (between the markers) of this file")
     a = p.parse_args(argv)
     df, fits, floors = load(a.analysis, a.floor)
+    if a.compute:
+        path = a.compute / "fits.json"
+        if not path.is_file():
+            raise SystemExit(f"micro_report: {path} not found (run analysis/fit_scaling.py --x train_flops --out {a.compute})")
+        fits = fits + json.loads(path.read_text())
     text, parts = tables(df, fits, floors)
     a.out.mkdir(parents=True, exist_ok=True)
     figure(parts, fits, floors, a.out / f"{a.name}_summary.png", a.title)
@@ -311,7 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nfigure: {a.out / (a.name + '_summary.png')}")
     if a.readme:
         timings = json.loads(a.timings.read_text()) if a.timings and a.timings.is_file() else {}
-        write_readme(a.readme, readme_section(text, fits, a.name, a.out, a.readme, timings, curves))
+        compute = {"runs": len(df), "train_flops": float(df["train_flops"].sum()),
+                   "device_hours": float(df["device_hours"].sum())}
+        write_readme(a.readme, readme_section(text, fits, a.name, a.out, a.readme, timings, curves, compute))
         print(f"README section rewritten: {a.readme}")
 
 
