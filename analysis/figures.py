@@ -97,7 +97,8 @@ def scaling_panels(fits: list[dict], axis: str) -> tuple[list[str], list[str]]:
     """The metrics that get a panel on `axis` (ours or the paper's points), and those left out (neither)."""
     have = {f["metric"] for f in fits if f["axis"] == axis}
     metrics = [m for m in PANELS if m in have] + sorted(have - set(PANELS))
-    return metrics, [m for m in PANELS if m not in have]
+    # a store from before the held-out loss has no val_loss: not a panel worth naming as missing
+    return metrics, [m for m in PANELS if m not in have and m != "val_loss"]
 
 
 def scaling_figure(fits: list[dict], axis: str, xlabel: str, note: str = ""):

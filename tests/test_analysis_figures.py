@@ -49,7 +49,7 @@ def test_data_figure_has_a_panel_per_metric_and_paper_only_panels(paper):
     fits = study.fit_ours(runs(), "power", 20, 0) + study.fit_paper(paper, "power", 20, 0)
     fig = scaling_figure(fits, "data", "images")
     assert titles(fig) == ["AID OA (TR 50%)", "AID OA (TR 20%)", "OSCD F1" + PAPER_ONLY, "SpaceNet mF1" + PAPER_ONLY,
-                           "UCM OA (TR 50%)", "pretraining loss"]
+                           "UCM OA (TR 50%)", "last training batch loss"]
     by_title = {ax.get_title(): ax for ax in fig.axes}
     # a paper-only panel holds the paper's 4 points and its fitted law, no point of ours
     oscd = by_title["OSCD F1" + PAPER_ONLY]
@@ -68,7 +68,7 @@ def test_metrics_with_neither_runs_nor_paper_points_are_left_out_and_named(paper
     fig = scaling_figure(fits, "model", "params")
     assert titles(fig) == ["AID OA (TR 50%)", "OSCD F1" + PAPER_ONLY, "SpaceNet mF1" + PAPER_ONLY]
     assert ("not shown (no curve of ours, not in the paper's figure): AID OA (TR 20%), UCM OA (TR 50%), "
-            "pretraining loss") in fig._suptitle.get_text()
+            "last training batch loss") in fig._suptitle.get_text()
     plt.close(fig)
     # without the paper's numbers only our metrics get panels; an axis with no curve of ours, no figure
     ours = study.fit_ours(runs(metrics=("aid_oa_tr50", "oscd_f1")), "power", 0, 0)

@@ -74,11 +74,11 @@ def test_report_tables_and_figure(tmp_path):
     for seed in range(3):
         for n, acc in ((312, 30.0), (5000, 32.0)):
             rows.append(dict(model="roma_micro_tiny", param_count=3e5, data_size=n, seed=seed, **{
-                "ares.enabled": True, "msp.enabled": True, "aid_oa_tr50": acc + seed, "final_loss": 1.0}))
+                "ares.enabled": True, "msp.enabled": True, "aid_oa_tr50": acc + seed, "final_loss": 1.0, "val_loss": 1.1 - 0.01 * seed, "train_flops": 1e12, "device_hours": 0.01}))
         rows.append(dict(model="roma_micro_small", param_count=1.2e6, data_size=5000, seed=seed, **{
-            "ares.enabled": True, "msp.enabled": True, "aid_oa_tr50": 33.0, "final_loss": 0.9}))
+            "ares.enabled": True, "msp.enabled": True, "aid_oa_tr50": 33.0, "final_loss": 0.9, "val_loss": 0.95, "train_flops": 1e12, "device_hours": 0.01}))
         rows.append(dict(model="roma_micro_tiny", param_count=3e5, data_size=2500, seed=seed, **{
-            "ares.enabled": False, "msp.enabled": False, "aid_oa_tr50": 28.0, "final_loss": 0.8}))
+            "ares.enabled": False, "msp.enabled": False, "aid_oa_tr50": 28.0, "final_loss": 0.8, "val_loss": 0.85, "train_flops": 1e12, "device_hours": 0.01}))
     an = tmp_path / "analysis"
     an.mkdir()
     pd.DataFrame(rows).to_csv(an / "runs.csv", index=False)
