@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", default=[], metavar="PATTERN",
                    help="only the jobs whose name matches (fnmatch; a pilot, e.g. 'roma_micro_tiny-1.25K-seed0')")
     p.add_argument("--plan", action="store_true", help="print the jobs and the time estimate, run nothing")
-    p.add_argument("--readme", type=Path, default=REPO / "README.md", help="README whose results section is rewritten")
+    p.add_argument("--readme", type=Path, default=REPO / "docs" / "micro_study.md", help="the file whose results section (between the markers) is rewritten")
     p.add_argument("--no-readme", action="store_true", help="do not touch the README (tables go to stdout)")
     args = p.parse_args(argv)
     os.chdir(REPO)
