@@ -108,7 +108,9 @@ def test_local_profile_fits_the_test_node():
     raw = yaml.safe_load((PROFILES / "local.yaml").read_text())
     template = (LOCAL / "slurm.conf.in").read_text()
     assert raw["gpus_per_node"] == 0 and "Gres" not in template
-    assert "PartitionName=@PARTITION@" in template and raw["partition"] == "debug"  # start.sh's default
+    # start.sh renders the node and partition lines (@NODE_LINES@); its default partition is the profile's
+    assert "@NODE_LINES@" in template and "PartitionName=" in (LOCAL / "start.sh").read_text()
+    assert "PARTITION=${ROMA_SLURM_PARTITION:-debug}" in (LOCAL / "common.sh").read_text() and raw["partition"] == "debug"
     assert raw["cpus_per_task"] <= 2 and raw["mem_gb"] <= 2
     assert raw["time_min"] > 10  # submitit: interrupts before 80% of a >10 min limit are preemptions
 
