@@ -57,7 +57,8 @@ def generate(folder: Path, n: int, size: int = 32) -> float:
 
 
 def prepare_shards(folder: Path, work: Path, n: int, shard_size: int) -> tuple[Path, Path, float]:
-    from roma.data.shards import pack, read_index
+    from roma.data.shard_reader import read_index
+    from roma.data.shards import pack
 
     shards, bare = work / f"shards-{shard_size}", work / f"shards-{shard_size}-noindex"
     pack_s = 0.0
@@ -90,7 +91,7 @@ def startup(root: Path, subset: int, run_dir: Path):
 def read_random(ds, decode: bool) -> float:
     """images/s reading (and decoding) every image of the dataset in a shuffled order."""
     from roma.data.dataset import decode_rgb
-    from roma.data.sources import read_bytes
+    from roma.data.refs import read_bytes
 
     order = np.random.default_rng(0).permutation(len(ds))
     t0 = time.perf_counter()
@@ -105,7 +106,7 @@ def read_stream(ds, decode: bool) -> float:
     """images/s streaming the subset's images shard by shard, front to back (one open per shard, as
     ShardStream reads), in the order pack wrote them."""
     from roma.data.dataset import decode_rgb
-    from roma.data.shards import read_in_order
+    from roma.data.shard_reader import read_in_order
 
     refs = sorted((ds.refs[i] for i in range(len(ds))), key=lambda r: (r.path, r.offset))
     by_shard: dict[str, list] = {}
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise RuntimeError("the three sources chose different subsets")
     ref_f, ref_s = datasets["folder"], datasets["shards, index"]
     for i in np.random.default_rng(1).choice(len(ref_f), 200, replace=False):  # same images, byte for byte
-        from roma.data.sources import read_bytes
+        from roma.data.refs import read_bytes
 
         if ref_f.refs.key(int(i)) != ref_s.refs.key(int(i)) or read_bytes(ref_f.refs[int(i)]) != read_bytes(ref_s.refs[int(i)]):
             raise RuntimeError(f"folder and shards differ at subset index {i}")

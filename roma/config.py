@@ -32,7 +32,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 # Downstream datasets of the paper specs -> the environment variable that gives each one's root
-# (spec base "paper", the launcher's missing-data messages and roma.run.evaluation_data read it).
+# (spec base "paper", the launcher's missing-data messages and roma.eval.plan.evaluation_data read it).
 EVAL_DATA_ENV: dict[str, str] = {"aid": "ROMA_AID", "ucm": "ROMA_UCM", "oscd": "ROMA_OSCD", "spacenet": "ROMA_SPACENET"}
 
 # Fields that say where or how a run executes, not what it computes: left out of the id so that

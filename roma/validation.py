@@ -181,7 +181,7 @@ def _non_finite(obj: Any, prefix: str = "") -> list[str]:
 def _metric_key_problems(cfg: RunConfig, where: Where) -> list[str]:
     """Two evaluations of one run that report the same metric key (one MLflow run: one would overwrite
     the other). Keys are <dataset>_oa_tr<pct> for probes, <task>_<metric> for dense tasks."""
-    from roma.run import metric_key_collisions
+    from roma.eval.plan import metric_key_collisions
 
     try:
         collisions = metric_key_collisions(cfg)
@@ -231,7 +231,7 @@ def with_data_checksum(cfg: RunConfig, where: Where = lambda key: "config") -> t
 
 
 def root_exists(root: str) -> bool:
-    from roma.data.sources import expand_shard_pattern, is_shard_pattern
+    from roma.data.shard_reader import expand_shard_pattern, is_shard_pattern
 
     if is_shard_pattern(root):
         try:

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from roma.data import list_images, read_bytes
-from roma.data.shards import index_shard, iter_shard, main as shards_main, pack
-from roma.data.sources import expand_braces
+from roma.data.shard_reader import expand_braces, index_shard, iter_shard
+from roma.data.shards import main as shards_main, pack
 
 NAMES = ["a/x.JPG", "a/b/c/y.png", "z.tif", "w.jpeg", "a/b/v.TIFF", "q.jpg"]
 

@@ -99,7 +99,7 @@ def test_paper_evaluation_alone_on_real_format_data(finished_paper_run, name):
     from mlflow.tracking import MlflowClient
 
     from roma.launch.job import eval_one
-    from roma.run import evaluations
+    from roma.eval.plan import evaluations
     from roma.tracking import tracking_uri
 
     cfg, mlflow_id = finished_paper_run

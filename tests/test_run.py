@@ -67,7 +67,7 @@ def test_execute_pretrains_evaluates_and_reruns_nothing(tmp_path, monkeypatch):
 
 def test_evaluation_names_are_unique_and_stable():
     from roma.config import RunConfig
-    from roma.run import evaluations
+    from roma.eval.plan import evaluations
 
     probes = (ProbeConfig(), ProbeConfig(train_ratios=(0.2,)), ProbeConfig(dataset="ucm"))
     cfg = RunConfig(eval=EvalConfig(probes=probes, random_init_baseline=True, dense=(DenseConfig(),)))

@@ -269,7 +269,7 @@ PAPER_SPECS = ("scaling_data", "scaling_model", "ablation_ares_msp", "ablation_d
 
 @pytest.mark.parametrize("name", PAPER_SPECS)
 def test_paper_specs_run_the_released_downstream_suite(name, paper_env):
-    from roma.run import evaluation_data, evaluations
+    from roma.eval.plan import evaluation_data, evaluations
 
     for cfg in load_spec(name, check_data=False).runs:
         evs = {n: sub for n, _, sub, _ in evaluations(cfg)}
@@ -289,7 +289,7 @@ def test_paper_specs_run_the_released_downstream_suite(name, paper_env):
 
 
 def test_paper_spec_missing_eval_root_names_the_variable(paper_env, monkeypatch, tmp_path):
-    from roma.run import evaluation_data
+    from roma.eval.plan import evaluation_data
 
     monkeypatch.delenv("ROMA_OSCD")
     with pytest.raises(ConfigError, match="ROMA_OSCD is not set"):

@@ -2,8 +2,10 @@
 (RandomResizedCrop + flip + ARES + one normalisation), the dataset, its collate and bad-image accounting."""
 from .dataset import (BadImageError, BadImageTracker, BadSample, PretrainDataset, build_pretrain_dataset,
                       collate, load_rgb, sample_rng)
-from .shards import index_shards, iter_shard, pack
-from .sources import IMAGE_EXTS, ImageRef, list_images, read_bytes
+from .refs import IMAGE_EXTS, ImageRef, read_bytes
+from .shard_reader import index_shards, iter_shard
+from .shards import pack
+from .sources import list_images
 from .subsets import keys_checksum, read_manifest, subset_keys, subset_manifest
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, PretrainTransform, normalize
 

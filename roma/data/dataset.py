@@ -29,8 +29,9 @@ from torch.utils.data import Dataset
 from roma import atomic
 from roma.config import AresConfig, DataConfig, ModelConfig
 
-from .shards import subset_prefix
-from .sources import ImageRef, list_images, read_bytes
+from .refs import ImageRef, read_bytes
+from .shard_reader import subset_prefix
+from .sources import list_images
 from .subsets import keys_checksum, manifest_name, read_manifest, subset_keys, write_manifest
 from .transforms import PretrainTransform
 

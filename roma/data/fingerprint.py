@@ -34,8 +34,8 @@ from typing import Any
 from roma import atomic
 from roma.cache import cache_dir
 
-from .sources import (MANIFEST_EXTS, expand_shard_pattern, is_shard_pattern, list_folder, list_images, manifest_key,
-                      manifest_paths)
+from .shard_reader import expand_shard_pattern, is_shard_pattern
+from .sources import MANIFEST_EXTS, list_folder, list_images, manifest_key, manifest_paths
 from .subsets import keys_checksum, ranked_keys
 
 SHARD_INDEX = "index.json"  # roma.data.shards' index (branch shards): {"format", "images", "keys_sha256", ...}

@@ -23,7 +23,8 @@ from functools import lru_cache
 
 from roma.config import AresConfig, DataConfig, ModelConfig
 
-from .sources import ImageRef, list_images
+from .refs import ImageRef
+from .sources import list_images
 from .subsets import keys_checksum, ranked_keys
 
 HELDOUT_SEED = 0

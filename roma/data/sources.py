@@ -3,10 +3,11 @@
     refs = list_images("/data/aid")                 # folder, any depth
     refs = list_images("/data/aid/manifest.csv")    # .txt (one path a line) or .csv/.parquet `path` column
     refs = list_images("/data/shards/shard-{000000..000009}.tar")   # or a glob, or a folder of .tar
-    data = read_bytes(refs[0])                      # the encoded image file
+    data = read_bytes(refs[0])                      # the encoded image file (roma.data.refs)
 
 A folder that holds .tar files at its top level is read as shards (from its `index.json` when
-`roma.data.shards` wrote one: no tar is opened); any other folder as a tree.
+`roma.data.shards` wrote one: no tar is opened; reading shards is roma.data.shard_reader's);
+any other folder as a tree.
 Every image becomes an `ImageRef`. Its `key` is the image's stable identity (the path relative to
 the folder or manifest, or the source path stored in a shard by `roma.data.shards.pack`), so the
 same images listed three ways have the same keys, and subsets (which hash keys) pick the same ones.
@@ -14,49 +15,13 @@ Lists come back sorted by key, whatever the file-system walk order.
 """
 from __future__ import annotations
 
-import glob
 import os
-import re
 from pathlib import Path
-from typing import NamedTuple
 
-# the one list of image extensions: pretraining sources, launch-time checks, evaluation folders
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+from .refs import IMAGE_EXTS, ImageRef, is_image
+from .shard_reader import index_shards, shard_files
+
 MANIFEST_EXTS = (".txt", ".csv", ".parquet")
-
-
-class ImageRef(NamedTuple):  # a tuple, not a dataclass: millions are built at start, 20x cheaper
-    key: str  # identity: relative path (folder/manifest) or the path stored in the shard
-    path: str  # the file to open: the image itself, or the .tar shard holding it
-    offset: int = -1  # byte offset of the image's data inside the shard; -1: `path` is the image
-    size: int = -1  # bytes of the image's data inside the shard
-
-    @property
-    def in_shard(self) -> bool:
-        return self.offset >= 0
-
-    def __str__(self) -> str:  # what bad_images.txt shows
-        return f"{self.path}:{self.key}" if self.in_shard else self.path
-
-
-def is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTS)
-
-
-def read_bytes(ref: ImageRef) -> bytes:
-    """The encoded image bytes of `ref` (a plain file, or a slice of a tar shard)."""
-    with open(ref.path, "rb") as f:
-        return read_slice(f, ref) if ref.in_shard else f.read()
-
-
-def read_slice(f, ref: ImageRef) -> bytes:
-    """The bytes of a shard member from the shard's open file `f`."""
-    f.seek(ref.offset)
-    data = f.read(ref.size)
-    if len(data) != ref.size:
-        raise OSError(f"shard {ref.path} is truncated: {ref.key} wants {ref.size} bytes at {ref.offset}, "
-                      f"got {len(data)}")
-    return data
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -68,8 +33,6 @@ def list_images(source: str | os.PathLike) -> list[ImageRef]:
     p = Path(s)
     tars = shard_files(s)
     if tars:
-        from .shards import index_shards
-
         refs = index_shards(tars, whole_folder=p.is_dir())
     elif p.is_dir():
         refs = list_folder(p)
@@ -84,16 +47,6 @@ def list_images(source: str | os.PathLike) -> list[ImageRef]:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) found in {s}")
     _check_unique(refs, s)
     return sorted(refs, key=lambda r: r.key)
-
-
-def shard_files(source: str) -> list[str] | None:
-    """The .tar shards `source` names (a pattern, one .tar, a folder with .tar files at its top), or None."""
-    if is_shard_pattern(source):
-        return expand_shard_pattern(source)
-    p = Path(source)
-    if p.is_dir():
-        return sorted(str(x) for x in p.iterdir() if x.is_file() and x.name.endswith(".tar")) or None
-    return None
 
 
 def _check_unique(refs: list[ImageRef], source: str) -> None:
@@ -168,52 +121,3 @@ def list_manifest(manifest: str | os.PathLike) -> list[ImageRef]:
     if missing:
         raise FileNotFoundError(f"manifest {m}: {len(missing)} listed file(s) do not exist, e.g. {missing[:3]}")
     return sorted(refs, key=lambda r: r.key)
-
-
-# ----------------------------------------------------------------------------- shard patterns
-_BRACE = re.compile(r"\{([^{}]*)\}")
-
-
-def is_shard_pattern(s: str) -> bool:
-    """A glob / brace pattern or a single .tar: a shard source (roma.validation and list_images ask this)."""
-    return any(c in s for c in "*?[") or bool(_BRACE.search(s)) or s.endswith(".tar")
-
-
-def expand_braces(pattern: str) -> list[str]:
-    """'a-{000..002}.tar' -> [a-000.tar, a-001.tar, a-002.tar]; '{x,y}' -> alternatives; nests left to right."""
-    m = _BRACE.search(pattern)
-    if m is None:
-        return [pattern]
-    body, head, tail = m.group(1), pattern[: m.start()], pattern[m.end():]
-    rng = re.fullmatch(r"(\d+)\.\.(\d+)", body)
-    if rng:
-        lo, hi = rng.group(1), rng.group(2)
-        if int(hi) < int(lo):
-            raise ValueError(f"shard pattern {pattern!r}: range {{{body}}} runs backwards")
-        width = len(lo) if lo.startswith("0") else 0
-        options = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
-    elif "," in body:
-        options = body.split(",")
-    else:
-        raise ValueError(f"shard pattern {pattern!r}: cannot expand {{{body}}} (use {{000..009}} or {{a,b}})")
-    return [x for opt in options for x in expand_braces(head + opt + tail)]
-
-
-def expand_shard_pattern(pattern: str) -> list[str]:
-    """Brace pattern (every file must exist), glob, or one .tar -> sorted shard files."""
-    files: list[str] = []
-    missing: list[str] = []
-    for p in expand_braces(pattern):
-        if any(c in p for c in "*?["):
-            files.extend(glob.glob(p))
-        else:
-            (files if os.path.isfile(p) else missing).append(p)
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} shard(s) of pattern {pattern!r} do not exist, e.g. {missing[:3]}")
-    files = sorted(set(files))
-    if not files:
-        raise FileNotFoundError(f"no shard files match {pattern!r}")
-    not_tar = [f for f in files if not f.endswith(".tar")]
-    if not_tar:
-        raise ValueError(f"shard pattern {pattern!r} matches non-.tar files, e.g. {not_tar[:3]}")
-    return files

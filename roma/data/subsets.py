@@ -21,7 +21,7 @@ from typing import Iterable
 
 from roma import atomic
 
-from .sources import ImageRef
+from .refs import ImageRef
 
 
 def _key(item: str | ImageRef) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roma import atomic
-from roma.data.sources import IMAGE_EXTS
+from roma.data.refs import IMAGE_EXTS
 
 SPLIT_VERSION = 1
 

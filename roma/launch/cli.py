@@ -86,7 +86,7 @@ def _plan_table(planned: list[Planned], slurm_mode: bool) -> str:
 
 def missing_eval_data(runs) -> list[str]:
     """One line per evaluation dataset the runs need and that is absent, naming its variable."""
-    from roma.run import evaluation_data
+    from roma.eval.plan import evaluation_data
 
     lines: dict[str, str] = {}
     for cfg in runs:
@@ -335,7 +335,7 @@ def cmd_eval(argv: list[str]) -> int:
 
 def _only(cfg, names: list[str]):
     """cfg.eval restricted to the named evaluations (for the data check of `eval --eval ...`)."""
-    from roma.run import evaluations
+    from roma.eval.plan import evaluations
 
     keep = {id(sub) for n, _, sub, _ in evaluations(cfg) if n in names}
     return dataclasses.replace(cfg.eval, probes=tuple(p for p in cfg.eval.probes if id(p) in keep),

@@ -79,7 +79,7 @@ def data_size(cfg: RunConfig, counts: dict[str, int | None]) -> int | None:
 
 
 def evaluation_names(cfg: RunConfig) -> list[str]:
-    from roma.run import evaluations
+    from roma.eval.plan import evaluations
 
     return [name for name, *_ in evaluations(cfg)]
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from roma.data.sources import IMAGE_EXTS
+from roma.data.refs import IMAGE_EXTS
 from roma.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 OSCD_RGB = ("B04", "B03", "B02")
