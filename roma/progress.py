@@ -10,7 +10,12 @@ In a terminal (stderr is a TTY) this is a tqdm bar with rate and estimated time 
 
     [features] 1200/5000 img (24%), 40.1 img/s, 1m35s left
 
-ROMA_PROGRESS=bar|plain|off forces a style (off: silent).
+With `every_n` (the training loop: a line per train.log_every_steps steps) the plain lines come
+every `every_n` units instead, each `<unit> <n>/<total> <postfix>`, one grep-able line per report:
+
+    step 400/2000 epoch 3 loss 5.1234 lr 1.500e-04 images/s 61.2 bad 0
+
+ROMA_PROGRESS=bar|plain|off forces a style (off: silent), for every loop that reports progress.
 """
 from __future__ import annotations
 
@@ -53,11 +58,13 @@ class Progress:
     """One progress display; update(n) adds n units done. Use as a context manager, or call close()."""
 
     def __init__(self, total: int | None, desc: str, unit: str = "it", initial: int = 0,
-                 every_s: float = 30.0, file=None):
-        self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
-        self.n = self._start_n = initial
+                 every_s: float = 30.0, file=None, every_n: int | None = None, enabled: bool = True):
+        if every_n is not None and every_n < 1:
+            raise ValueError(f"Progress every_n must be >= 1, got {every_n}")
+        self.total, self.desc, self.unit, self.every_s, self.every_n = total, desc, unit, every_s, every_n
+        self.n = self._start_n = self._printed_n = initial
         self.file = file or sys.stdout
-        self.style = style()
+        self.style = style() if enabled else "off"  # enabled=False: a process that must not report (rank > 0)
         self._t0 = self._last = time.monotonic()
         self._postfix = ""
         self.bar = None
@@ -67,11 +74,19 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
                             unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000)
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, postfix: str | None = None) -> None:
+        """n more units done; postfix: a new status first (as set_postfix)."""
+        if postfix is not None:
+            self.set_postfix(postfix)
         self.n += n
         if self.bar is not None:
             self.bar.update(n)
-        elif self.style == "plain" and time.monotonic() - self._last >= self.every_s:
+        elif self.style != "plain":
+            return
+        elif self.every_n is not None:
+            if self.n // self.every_n > self._printed_n // self.every_n or (self.total and self.n >= self.total):
+                self._line()
+        elif time.monotonic() - self._last >= self.every_s:
             self._line()
 
     def set_postfix(self, text: str) -> None:
@@ -82,6 +97,8 @@ class Progress:
 
     def line(self) -> str:
         """The plain progress line as it stands now."""
+        if self.every_n is not None:
+            return f"{self.unit} {self.n}/{self.total} {self._postfix}".rstrip()
         elapsed = time.monotonic() - self._t0
         rate = (self.n - self._start_n) / elapsed if elapsed > 0 else 0.0
         done = fmt_amount(self.n, self.unit)
@@ -102,14 +119,14 @@ class Progress:
         return ", ".join(parts)
 
     def _line(self) -> None:
-        self._last = time.monotonic()
+        self._last, self._printed_n = time.monotonic(), self.n
         print(self.line(), file=self.file, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif self.style == "plain" and self.n > self._start_n:
+        elif self.style == "plain" and self.n > self._start_n and (self.every_n is None or self.n != self._printed_n):
             self._line()
         self.style = "off"  # closed: further calls print nothing
 

@@ -7,7 +7,6 @@ import zipfile
 import pytest
 from fileserver import serve, sha256, ucm_like_zip
 
-from roma import progress as progress_mod
 from roma.data import download as dl
 from roma.data.check import check_dataset
 
@@ -142,28 +141,3 @@ def test_published_sources_carry_checksums():
     for src in dl.UCM.sources:
         assert src.url.endswith("UCMerced_LandUse.zip") and src.recorded_by
         assert len(src.digest) == {"sha256": 64, "md5": 32}[src.algo]
-
-
-# ----------------------------------------------------------------------------- the progress helper
-def test_plain_progress_lines_have_rate_and_time_left(monkeypatch, capsys):
-    monkeypatch.setenv("ROMA_PROGRESS", "plain")
-    with progress_mod.progress(total=100, desc="features", unit="img", every_s=0) as bar:
-        bar.set_postfix("loss 0.5")
-        bar.update(25)
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("[features] 25/100 img (25%), ") and " left" in lines[0] and "loss 0.5" in lines[0]
-    assert lines[-1].startswith("[features] 25/100 img (25%)")  # close() prints the last state once
-
-
-def test_progress_styles(monkeypatch, capsys):
-    monkeypatch.setenv("ROMA_PROGRESS", "off")
-    with progress_mod.progress(total=3, desc="x", every_s=0) as bar:
-        bar.update(3)
-    assert capsys.readouterr().out == ""
-    monkeypatch.setenv("ROMA_PROGRESS", "fancy")
-    with pytest.raises(ValueError, match="ROMA_PROGRESS"):
-        progress_mod.style()
-    monkeypatch.delenv("ROMA_PROGRESS")
-    assert progress_mod.style() == "plain"  # pytest captures stderr: not a terminal
-    assert progress_mod.fmt_seconds(75) == "1m15s" and progress_mod.fmt_seconds(3725) == "1h02m"
-    assert progress_mod.fmt_amount(3 * 2**20, "B") == "3.0 MiB"

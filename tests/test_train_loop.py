@@ -6,7 +6,7 @@ import torch
 
 from roma.config import AresConfig, MspConfig
 from roma.models import create_model
-from roma.train.pretrain import NonFiniteLossError, Progress, autocast_dtype, forward_backward
+from roma.train.pretrain import NonFiniteLossError, autocast_dtype, forward_backward
 
 CPU = torch.device("cpu")
 
@@ -56,13 +56,3 @@ def test_precision_choice():
     assert autocast_dtype("fp32", torch.device("cuda")) is None
     with pytest.raises(ValueError, match="train.precision"):
         autocast_dtype("fp8", CPU)
-
-
-def test_plain_progress_lines_when_not_a_tty(capsys):
-    p = Progress(total=10, initial=0, enabled=True)
-    m = {"loss": 0.5, "lr": 1e-4, "images_per_s": 12.0, "bad_images": 0, "epoch": 1}
-    p.update(3, 10, m, log_line=False)
-    p.update(4, 10, m, log_line=True)
-    p.close()
-    out = capsys.readouterr().out.strip().splitlines()
-    assert out == ["step 4/10 epoch 1 loss 0.5000 lr 1.000e-04 images/s 12.0 bad 0"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader
 from roma.allocator import keep_freed_memory
 from roma.config import CHOICES, RunConfig, identity
 from roma.models.scan import resolve_backend
+from roma.progress import Progress
 from roma.train import checkpoint as ckpt_io
 from roma.train.distributed import (
     all_reduce_mean,
@@ -133,33 +133,10 @@ class LoopState:
     updating: bool = False  # True while optimizer.step changes the weights (no consistent state)
 
 
-class Progress:
-    """tqdm bar when stdout is a terminal, plain periodic lines otherwise (SLURM logs)."""
-
-    def __init__(self, total: int, initial: int, enabled: bool):
-        self.bar = None
-        self.enabled = enabled
-        if enabled and sys.stdout.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc="pretrain")
-
-    def update(self, step: int, total: int, metrics: dict[str, float], log_line: bool) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            if log_line:
-                self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
-                                     img_s=f"{metrics['images_per_s']:.1f}")
-        elif log_line:
-            print(f"step {step}/{total} epoch {metrics['epoch']:.0f} loss {metrics['loss']:.4f} "
-                  f"lr {metrics['lr']:.3e} images/s {metrics['images_per_s']:.1f} "
-                  f"bad {metrics['bad_images']:.0f}", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def progress_postfix(epoch: int, metrics: dict[str, float]) -> str:
+    """The status a log step adds to the progress line (a plain line per train.log_every_steps in logs)."""
+    return (f"epoch {epoch} loss {metrics['loss']:.4f} lr {metrics['lr']:.3e} "
+            f"images/s {metrics['images_per_s']:.1f} bad {metrics['bad_images']:.0f}")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -254,7 +231,8 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
             save()
 
     unhook = hooks.on_preempt(on_preempt) if dist.is_main else (lambda: None)
-    progress = Progress(total, st.step, dist.is_main)
+    progress = Progress(total, "pretrain", unit="step", initial=st.step, every_n=tc.log_every_steps,
+                        enabled=dist.is_main)
     batches = None
     try:
         images_since, t_log = 0, time.perf_counter()
@@ -308,7 +286,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, hooks: TrainHooks | None = None, dev
                     images_since, t_log = 0, time.perf_counter()
                     if dist.is_main:
                         hooks.on_log(st.step, metrics)
-                progress.update(st.step, total, {**metrics, "epoch": st.epoch}, log_now)
+                progress.update(1, progress_postfix(st.epoch, metrics) if log_now else None)
                 if st.step % tc.ckpt_every_steps == 0 and st.step < total:
                     checkpoint()
             if sampler.epoch_len - st.position < lay.global_batch:  # epoch done
