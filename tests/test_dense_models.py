@@ -6,7 +6,8 @@ import torch.nn as nn
 from roma.eval.dense.change_detection import SiameseChangeDetector
 from roma.eval.dense.segmentation import Segmenter
 from roma.eval.dense.sliding import sliding_window, window_starts
-from roma.eval.dense.train import lr_factor, param_groups
+from roma.eval.dense.train import param_groups
+from roma.train.optim import lr_at
 from roma.models.downstream import build_downstream_encoder
 
 
@@ -108,7 +109,8 @@ def test_layer_decay_groups():
 
 
 def test_lr_schedule_warmup_then_cosine():
-    assert lr_factor(0, 100, 10, 0.0) == pytest.approx(0.1)
-    assert lr_factor(9, 100, 10, 0.0) == pytest.approx(1.0)
-    assert lr_factor(55, 100, 10, 0.0) == pytest.approx(0.5)
-    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+    # the dense loop's factor: lr_at(step, 1.0, warmup, total, min_lr / lr) (roma.eval.dense.train)
+    assert lr_at(0, 1.0, 10, 100, 0.0) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 10, 100, 0.0) == pytest.approx(1.0)
+    assert lr_at(55, 1.0, 10, 100, 0.0) == pytest.approx(0.5)
+    assert lr_at(100, 1.0, 10, 100, 0.1) == pytest.approx(0.1)

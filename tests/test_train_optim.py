@@ -74,3 +74,28 @@ def test_schedule_rejects_bad_lengths():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="total_steps"):
         WarmupCosine(opt, 0, 0)
+
+
+def test_one_schedule_reproduces_each_loops_former_lr_bitwise():
+    """lr_at serves pretraining, the probe and dense fine-tuning; each loop's lr sequence is the one it
+    had with its own copy of the schedule (references below: MAE's lr_sched for the probe, the dense
+    loop's factor), so measured results stay reproducible."""
+    def mae_lr_sched(step, total, warmup, lr, min_lr):  # the probe's former schedule
+        if step < warmup:
+            return lr * step / max(warmup, 1e-8)
+        frac = (step - warmup) / max(total - warmup, 1e-8)
+        return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+
+    def dense_factor(step, total, warmup, min_ratio):  # the dense loop's former factor
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    for total, warmup_epochs, spe in [(90, 5.0, 3), (12, 2.5, 4), (7, 10.0, 2), (50, 0.0, 5)]:
+        warmup = warmup_epochs * spe
+        for step in range(total + 1):
+            assert lr_at(step, 3e-3, warmup, total, 1e-6, start=0) == mae_lr_sched(step, total, warmup, 3e-3, 1e-6)
+    for total, warmup, min_ratio in [(100, 10, 0.0), (100, 10, 0.01), (8, 8, 0.1), (5, 0, 0.2), (3, 6, 0.0)]:
+        for step in range(total + 1):
+            assert lr_at(step, 1.0, warmup, total, min_ratio) == dense_factor(step, total, warmup, min_ratio)

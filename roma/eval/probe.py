@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from roma.train.optim import lr_at
+
 
 class LinearHead(nn.Module):
     """BatchNorm1d(d, affine=False, eps=1e-6) + Linear(d, C), weights trunc_normal(2e-5) (RoMA/MAE)."""
@@ -32,15 +34,6 @@ class LinearHead(nn.Module):
         return self.fc(self.norm(x))
 
 
-def lr_at(step: float, total: float, warmup: float, lr: float, min_lr: float) -> float:
-    """Linear warm-up then half-cycle cosine to min_lr (MAE's lr_sched, per step)."""
-    if step < warmup:
-        return lr * step / max(warmup, 1e-8)
-    frac = (step - warmup) / max(total - warmup, 1e-8)
-    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
-
-
-@torch.no_grad()
 def accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> float:
     """Top-1 accuracy in percent."""
     head.eval()
@@ -103,7 +96,7 @@ def _fit_head(x, y, n_classes, lr, epochs, batch_size, weight_decay, seed, warmu
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, warmup, lr, min_lr)
+                group["lr"] = lr_at(step, lr, warmup, total, min_lr, start=0)
             loss = F.cross_entropy(head(x[idx]), y[idx], label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -178,7 +171,7 @@ def fit_head_on_images(encoder, train_loader, x_val, y_val, x_test, y_test, n_cl
                 else:
                     f = encoder.forward_pooled(x)
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, warmup, lr, min_lr)
+                group["lr"] = lr_at(step, lr, warmup, total, min_lr, start=0)
             loss = F.cross_entropy(head(f.float()), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -3,6 +3,9 @@
     opt = build_optimizer(model, cfg.train)                 # lr = blr * global_batch / 256
     sched = WarmupCosine(opt, warmup_steps, total_steps, min_lr)
     sched.step()                                            # once per optimizer step
+
+`lr_at` is the one warm-up + cosine schedule: pretraining (WarmupCosine), the linear probe
+(roma.eval.probe) and the dense fine-tuning (roma.eval.dense.train) all set their lr from it.
 """
 from __future__ import annotations
 
@@ -72,10 +75,17 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
         return factor
 
 
-def lr_at(i: int, peak: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
-    """The lr of optimizer step i (0-based): (i+1)/warmup * peak during warm-up, then cosine."""
+def lr_at(i: float, peak: float, warmup_steps: float, total_steps: float, min_lr: float = 0.0,
+          start: int = 1) -> float:
+    """The lr of optimizer step i (0-based): linear warm-up to `peak`, then half-cycle cosine to min_lr.
+
+    Warm-up: peak * (i + start) / warmup_steps while i < warmup_steps. start=1 (pretraining, dense
+    fine-tuning): the first step already moves; start=0: MAE's lr_sched, step 0 at lr 0, which the
+    linear probe follows (its measured numbers were made with it). Steps may be fractional (a
+    warm-up of 2.5 epochs). After warm-up the cosine runs over the remaining steps, min_lr at the end.
+    """
     if i < warmup_steps:
-        return peak * (i + 1) / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
+        return peak * (i + start) / warmup_steps
+    span = max(total_steps - warmup_steps, 1e-8)
     progress = min((i - warmup_steps) / span, 1.0)
     return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -31,7 +31,7 @@ from roma.eval.dense.metrics import ConfusionMatrix, change_metrics, seg_metrics
 from roma.eval.dense.sliding import sliding_window
 from roma.progress import progress
 from roma.train.checkpoint import atomic_torch_save
-from roma.train.optim import no_weight_decay
+from roma.train.optim import lr_at, no_weight_decay
 
 SELECT = {"cd": "f1", "seg": "mf1"}  # the validation score that picks the checkpoint
 
@@ -73,15 +73,6 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: 
     return [groups[k] for k in sorted(groups)]
 
 
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up from 0, then cosine from 1 to min_ratio at `total` steps."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-# ----------------------------------------------------------------------------- evaluation
 def _autocast(device: torch.device, precision: str):
     use = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use)
@@ -159,7 +150,7 @@ def fit_and_test(model: nn.Module, splits: dict[str, list[Scene]], cfg: DenseCon
             if state["step"] >= total:
                 break
             for pg in opt.param_groups:
-                pg["lr"] = cfg.lr * pg["lr_scale"] * lr_factor(state["step"], total, warmup, cfg.min_lr / cfg.lr)
+                pg["lr"] = cfg.lr * pg["lr_scale"] * lr_at(state["step"], 1.0, warmup, total, cfg.min_lr / cfg.lr)
             *imgs, target = (t.to(device, non_blocking=True) for t in batch)
             with _autocast(device, cfg.precision):
                 loss = model.loss(*imgs, target)
