@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# dense task -> its kind: change detection ("cd": two dates, a UNet decoder) or segmentation ("seg")
+DENSE_TASK_KIND: dict[str, str] = {"oscd": "cd", "levir": "cd", "spacenet": "seg", "segfolder": "seg"}
+
 # key -> allowed values; every consumer (validation, the training loop, evaluations) reads this table
 CHOICES: dict[str, tuple[str, ...]] = {
     "ares.descriptor": ("lbp", "hog", "wavelet"),
@@ -26,7 +29,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.probes.protocol": ("fast", "full"),
     "eval.probes.scan": ("uni", "v3"),
     "eval.probes.readout": ("mean", "cls"),
-    "eval.dense.task": ("oscd", "levir", "spacenet", "segfolder"),
+    "eval.dense.task": tuple(DENSE_TASK_KIND),
     "eval.dense.scan": ("uni", "v3"),
     "eval.dense.precision": ("auto", "bf16", "fp32"),  # no loss scaler in the dense loop: no fp16
 }

@@ -332,10 +332,14 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
         for v in vals:
             if v not in CHOICES[key]:
                 err(key, f"{v!r} is not one of {', '.join(CHOICES[key])}{suggest(v, list(CHOICES[key]))}")
-    for i, p in enumerate(cfg.eval.probes):
-        for ratio in p.train_ratios:
-            if not 0 < ratio < 1:
-                err(f"eval.probes[{i}].train_ratios", f"a fraction in (0, 1), got {ratio}")
+    # every other value of every evaluation: the runners' own rules (roma.eval.checks)
+    from roma.eval.checks import dense_problems, probe_problems
+
+    patch = m.patch_size if m.patch_size > 0 else None
+    for section, items, problems in (("probes", cfg.eval.probes, probe_problems), ("dense", cfg.eval.dense, dense_problems)):
+        for i, item in enumerate(items):
+            for field, msg in problems(item, patch):
+                err(f"eval.{section}[{i}].{field}", msg)
     if all(v in CHOICES[k] for k, vals in values.items() if k.startswith("eval.") for v in vals):
         errs += _metric_key_problems(cfg, where)  # (keys are named after the task: it must be a known one)
     # data
@@ -347,13 +351,6 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
     lo, hi = dc.crop_scale
     if not 0 < lo <= hi <= 1:
         err("data.crop_scale", f"(min, max) area fractions with 0 < min <= max <= 1, got {[lo, hi]}")
-    for i, p in enumerate(cfg.eval.probes):
-        if not 0.0 <= p.max_bad_fraction <= 1.0:
-            err(f"eval.probes[{i}].max_bad_fraction", f"a fraction in [0, 1], got {p.max_bad_fraction}")
-    for section, items in (("probes", cfg.eval.probes), ("dense", cfg.eval.dense)):
-        for i, item in enumerate(items):
-            if item.num_workers < 0:
-                err(f"eval.{section}[{i}].num_workers", f"must be >= 0, got {item.num_workers}")
     if cfg.data.subset is not None and cfg.data.subset <= 0:
         err("data.subset", f"must be positive or null, got {cfg.data.subset}")
     if dc.heldout_size < 0:

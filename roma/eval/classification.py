@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from roma import atomic
 from roma.config import CHOICES, ModelConfig, ProbeConfig
 from roma.eval.augment import TrainTransform
+from roma.eval.checks import choice_problems, probe_problems, raise_problems
 from roma.eval.features import ImageListDataset, bad_rows, cache_key, cached_features, extract_features
 from roma.eval.probe import fit_head_on_images, select_and_fit
 from roma.eval.splits import FolderDataset, load_or_create_split, scan_folder
@@ -80,22 +81,18 @@ def drop_unreadable(ds: FolderDataset, feats: torch.Tensor, labels: torch.Tensor
     return kept, feats[idx], labels[idx]
 
 
-def _validate(cfg: ProbeConfig) -> None:
+def _validate(cfg: ProbeConfig, patch_size: int | None = None) -> None:
+    """Every value of cfg (roma.eval.checks, as validation checks a run), and a root to read."""
     if not cfg.root:
         raise ValueError("ProbeConfig.root is empty: give the class-folder dataset root (e.g. .../AID)")
-    if cfg.protocol not in CHOICES["eval.probes.protocol"]:
-        raise ValueError(f"ProbeConfig.protocol must be one of {CHOICES['eval.probes.protocol']}, got {cfg.protocol!r}")
-    if not cfg.train_ratios or not cfg.seeds:
-        raise ValueError("ProbeConfig.train_ratios and ProbeConfig.seeds must not be empty")
-    if cfg.epochs < 1 or cfg.batch_size < 2:
-        raise ValueError(f"ProbeConfig needs epochs >= 1 and batch_size >= 2, got {cfg.epochs}, {cfg.batch_size}")
+    raise_problems("ProbeConfig", choice_problems(cfg) + probe_problems(cfg, patch_size))
 
 
 def run_probe(encoder_ckpt: Path | None, probe_cfg: ProbeConfig, model_cfg: ModelConfig, out_dir: Path,
               device: torch.device | str = "cpu") -> dict[str, float]:
     """Linear-probe OA (percent) per training ratio: {"<dataset>_oa_tr<pct>": mean, "..._std": std}."""
     cfg, out_dir, device = probe_cfg, Path(out_dir), torch.device(device)
-    _validate(cfg)
+    _validate(cfg, model_cfg.patch_size)
     img_size = cfg.img_size or model_cfg.img_size
     ds = subsample(scan_folder(Path(cfg.root)), cfg.max_per_class, cfg.split_seed)
     encoder = build_downstream_encoder(encoder_ckpt, model_cfg.name, img_size, model_cfg.patch_size,

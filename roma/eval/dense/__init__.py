@@ -19,29 +19,18 @@ from pathlib import Path
 import torch
 
 from roma import atomic
-from roma.config import CHOICES, DenseConfig, ModelConfig
+from roma.config import DENSE_TASK_KIND as TASKS, DenseConfig, ModelConfig
+from roma.eval.checks import choice_problems, dense_problems, raise_problems
 
-TASKS = {"oscd": "cd", "levir": "cd", "spacenet": "seg", "segfolder": "seg"}  # keys: CHOICES["eval.dense.task"]
 REPORTED = {"cd": ("f1", "precision", "recall", "iou", "miou", "mf1", "oa"), "seg": ("mf1", "miou", "oa", "iou_1", "f1_1")}
 
 
-def validate(cfg: DenseConfig) -> None:
-    if cfg.task not in CHOICES["eval.dense.task"]:
-        raise ValueError(f"DenseConfig.task must be one of {CHOICES['eval.dense.task']}, got {cfg.task!r}")
+def validate(cfg: DenseConfig, patch_size: int | None = None) -> None:
+    """Every value of cfg (roma.eval.checks, as validation checks a run), and a root to read."""
+    raise_problems("DenseConfig", choice_problems(cfg))
     if not cfg.root:
         raise ValueError(f"DenseConfig.root is empty: give the {cfg.task} dataset folder")
-    if cfg.batch_size < 2:
-        raise ValueError(f"DenseConfig.batch_size must be >= 2 (batch norm in the heads), got {cfg.batch_size}")
-    if cfg.crop_size < 16 or cfg.img_size < 16:
-        raise ValueError(f"DenseConfig crop_size / img_size too small: {cfg.crop_size} / {cfg.img_size}")
-    if not cfg.lr > 0 or cfg.min_lr < 0 or not 0 < cfg.layer_decay <= 1:
-        raise ValueError(f"DenseConfig needs lr > 0, min_lr >= 0, 0 < layer_decay <= 1; got {cfg.lr}, "
-                         f"{cfg.min_lr}, {cfg.layer_decay}")
-    if cfg.precision not in CHOICES["eval.dense.precision"]:
-        raise ValueError(f"DenseConfig.precision must be one of {CHOICES['eval.dense.precision']}, "
-                         f"got {cfg.precision!r}")
-    if cfg.epochs < 1 or cfg.eval_every < 1 or (cfg.max_steps is not None and cfg.max_steps < 1):
-        raise ValueError("DenseConfig.epochs, eval_every and max_steps must be >= 1")
+    raise_problems("DenseConfig", dense_problems(cfg, patch_size))
 
 
 def metric_keys(cfg: DenseConfig) -> list[str]:
@@ -66,7 +55,7 @@ def run_dense(encoder_ckpt: Path | None, dense_cfg: DenseConfig, model_cfg: Mode
     from roma.models.downstream import build_downstream_encoder, file_sha256
 
     cfg = dense_cfg
-    validate(cfg)
+    validate(cfg, model_cfg.patch_size)
     torch.manual_seed(cfg.seed)
     splits = load_splits(cfg.task, Path(cfg.root), cfg.labels_root or None, cfg.val_fraction, cfg.test_fraction,
                          cfg.split_seed)
