@@ -9,7 +9,7 @@ from roma.launch import job as jobmod
 from roma.launch import slurm
 from roma.launch.cli import status_rows
 from roma.launch.plan import plan
-from roma.launch.status import read_status
+from roma.launch.status import read_status, write_status
 from roma.tracking import RUN_ID_FILE, tracking_uri
 
 
@@ -52,8 +52,8 @@ def test_interrupted_slurm_run_is_requeued_until_its_job_restarts(tmp_path, monk
 def test_requeued_run_whose_job_was_cancelled_in_the_queue_shows_cancelled(tmp_path, monkeypatch):
     cfg = RunConfig(experiment="rq", output_root=str(tmp_path / "out"))
     jobmod.prepare_run_dir(cfg)
-    jobmod.write_status(cfg.run_dir, "requeued", executor="slurm", job_id="77",
-                        reason="requeued as SLURM job 77 (preempted or timed out): waiting in the queue")
+    write_status(cfg.run_dir, "requeued", executor="slurm", job_id="77",
+                 reason="requeued as SLURM job 77 (preempted or timed out): waiting in the queue")
     monkeypatch.setattr(slurm, "job_state", lambda job_id: "cancelled")
     (row,) = status_rows([cfg])
     assert row[2] == "cancelled" and row[7] == "SLURM job 77 ended: cancelled"

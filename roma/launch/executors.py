@@ -15,9 +15,9 @@ from typing import Any
 from roma.config import RunConfig
 from roma.launch.claim import RunClaimed, holder
 from roma.launch.job import run_one
-from roma.launch.status import here, read_status, run_dir, write_status
+from roma.launch import status as run_state
+from roma.launch.status import here, read_status, run_dir
 from roma.naming import run_name
-from roma.tracking import mark_state
 
 CLAIMED_EXIT = 75  # a child that found the run claimed by another process (EX_TEMPFAIL)
 
@@ -68,7 +68,7 @@ def run_local(runs: list[RunConfig], execute_target: str | None = None) -> dict[
             _say(f"    -> skipped: already being computed by pid {who.get('pid')} on {who.get('host')}")
             states[cfg.run_id] = "active"
             continue
-        write_status(d, "pending", executor="local", **here())  # the launcher's pid until the child claims it
+        run_state.submitted(cfg, "local", **here())  # the launcher's pid until the child claims it
         proc = ctx.Process(target=_child, args=(cfg.to_dict(), execute_target), name=f"roma-{cfg.run_id}")
         try:
             proc.start()
@@ -79,7 +79,7 @@ def run_local(runs: list[RunConfig], execute_target: str | None = None) -> dict[
                 proc.terminate()
                 proc.join()
             if (read_status(d) or {}).get("state") in ("pending", "running"):
-                write_status(d, "cancelled", reason="interrupted (Ctrl-C)")
+                run_state.cancelled(d, "interrupted (Ctrl-C)")
             raise
         if proc.exitcode == CLAIMED_EXIT:  # another launch won the claim: its run, its status
             states[cfg.run_id] = "active"
@@ -88,8 +88,7 @@ def run_local(runs: list[RunConfig], execute_target: str | None = None) -> dict[
         if proc.exitcode != 0 and state in ("pending", "running"):
             # killed from outside (OOM killer, kill -9): the child could not record it
             reason = f"process exited with code {proc.exitcode}"
-            write_status(d, "failed", reason=reason)
-            mark_state(cfg, "failed", reason)
+            run_state.ended_outside(cfg, "failed", reason)
             state = "failed"
         states[cfg.run_id] = state or "failed"
         status = read_status(d) or {}

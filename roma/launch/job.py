@@ -19,8 +19,8 @@ from typing import Any, Callable
 from roma import atomic
 from roma.config import RunConfig
 from roma.launch.claim import claim
-from roma.launch.status import here, read_status, update_progress, write_status
-from roma.tracking import mark_state
+from roma.launch import status as run_state
+from roma.launch.status import read_status, update_progress
 from roma.train.distributed import export_submitit_env
 from roma.train.hooks import TrainHooks
 from roma.validation import build_config, dump_config
@@ -83,30 +83,28 @@ def run_one(cfg: RunConfig | dict, execute_target: str | None = None, executor: 
         return execute(cfg, **kw)
     d = prepare_run_dir(cfg)
     with claim(d):
-        extra = {"job_id": job_id} if job_id else {}
-        write_status(d, "running", executor=executor, **here(), **extra)
+        run_state.started(d, executor, job_id)
         try:
             result = execute(cfg, JobHooks(d), **kw) or {}
         except KeyboardInterrupt:
-            write_status(d, "cancelled", reason="interrupted (Ctrl-C)")
+            run_state.cancelled(d, "interrupted (Ctrl-C)")
             raise
         except SystemExit as e:  # submitit's requeue exits this way after checkpoint() wrote requeued
             st = read_status(d) or {}
             if st.get("state") == "requeued":  # execute ended the MLflow run KILLED; it waits in the queue
-                mark_state(cfg, "requeued", st.get("reason"))
+                run_state.mirror(cfg)
             elif st.get("state") == "running":
-                write_status(d, "cancelled", reason=f"exited with {e.code!r}")
+                run_state.cancelled(d, f"exited with {e.code!r}")
             raise
         except Exception as e:
             from roma.run import EvaluationError
 
             atomic.write_text(d / "error.txt", traceback.format_exc())
-            stage = {"stage": "eval", "encoder": str(d / "encoder.pt")} if isinstance(e, EvaluationError) else {}
-            write_status(d, "failed", reason=f"{type(e).__name__}: {e}", **stage)
+            run_state.failed(d, f"{type(e).__name__}: {e}", encoder=d / "encoder.pt" if isinstance(e, EvaluationError) else None)
             raise
         step = result.get("step", (read_status(d) or {}).get("step"))
         loss = result.get("final_loss", result.get("loss", (read_status(d) or {}).get("loss")))
-        write_status(d, "finished", step=step, loss=loss, stage=None, encoder=None)
+        run_state.finished(d, step, loss)
         return result
 
 
@@ -140,12 +138,8 @@ def eval_one(cfg: RunConfig | dict, only: list[str] | None = None, force: bool =
             continue
         result["evaluations"].append(name)
         result.update({k: v for k, v in got.items() if k != "evaluations"})
-    st = read_status(d) or {}
     still = failed_evaluations(cfg)
-    if still:
-        write_status(d, "failed", reason=str(EvaluationError(still)), stage="eval", encoder=str(d / "encoder.pt"))
-    elif st.get("state") == "failed" and st.get("stage") == "eval":
-        write_status(d, "finished", reason=None, stage=None, encoder=None)
+    run_state.evaluations_settled(d, str(EvaluationError(still)) if still else None)
     if failures:
         raise EvaluationError(failures)
     return result
@@ -177,8 +171,7 @@ class SlurmRun(_checkpointable_base()):
                 log.warning("preempt hook %s failed: %s", hook, e)
         d = build_config(cfg_dict).run_dir
         job_id = (read_status(d) or {}).get("job_id") or _slurm_job_id()
-        write_status(d, "requeued", job_id=job_id,
-                     reason=f"requeued as SLURM job {job_id} (preempted or timed out): waiting in the queue")
+        run_state.requeued(d, job_id)
         return super().checkpoint(cfg_dict)
 
 

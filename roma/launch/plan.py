@@ -22,8 +22,8 @@ import yaml
 from roma.config import RunConfig
 from roma.launch import slurm
 from roma.launch.claim import holder
-from roma.launch.status import WAITING, local_process_alive, read_status, run_dir, write_status
-from roma.tracking import mark_state
+from roma.launch import status as run_state
+from roma.launch.status import WAITING, local_process_alive, read_status, run_dir
 from roma.validation import is_safe_name, load_config
 
 LAUNCHING = ("run", "resume", "retry", "rerun")
@@ -54,9 +54,7 @@ def reconcile(cfg: RunConfig, status: dict[str, Any] | None) -> dict[str, Any] |
     own = job == "cancelled" and status.get("state") != "requeued"  # a requeued one's reason is about the requeue
     reason = status.get("reason") if own else f"SLURM job {status.get('job_id')} ended: {job}"
     reason = reason or f"SLURM job {status.get('job_id')} cancelled"
-    new = write_status(run_dir(cfg), job, reason=reason)
-    mark_state(cfg, job, reason)
-    return new
+    return run_state.ended_outside(cfg, job, reason)
 
 
 def is_active(cfg: RunConfig, status: dict[str, Any] | None) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from roma.config import ResourcesConfig, RunConfig
-from roma.launch.status import run_dir, write_status
+from roma.launch import status as run_state
 
 MAX_TIMEOUT_REQUEUES = 20  # time-limit requeues per run (preemptions do not count in submitit)
 # sacct states that end a job -> our state
@@ -116,8 +116,7 @@ def submit(runs: list[RunConfig], spec_name: str, folder: Path, parallelism: int
             prepare_run_dir(cfg)
         jobs = executor.map_array(SlurmRun(execute_target, evaluate), [cfg.to_dict() for cfg in group])
         for cfg, job in zip(group, jobs):
-            write_status(run_dir(cfg), "pending", executor="slurm", job_id=str(job.job_id),
-                         submitit_folder=str(folder))
+            run_state.submitted(cfg, "slurm", job_id=str(job.job_id), submitit_folder=str(folder))
             out.append((cfg, str(job.job_id)))
     return out
 

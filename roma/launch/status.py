@@ -1,13 +1,20 @@
-"""`<output_root>/<experiment>/<run_id>/status.json`: the state of one run, written atomically.
+"""`<output_root>/<experiment>/<run_id>/status.json`: the state of one run, and its only writer.
 
     {"state": "pending|running|requeued|finished|failed|cancelled", "step": int|None, "loss": float|None,
      "reason": str|None, "updated": ISO-8601 UTC, ...executor facts: "executor", "job_id", "host", "pid"}
 
-The launcher writes pending (submitted), the job (roma.launch.job) running / finished / failed /
-cancelled, and the training loop's progress through the job's hooks (`update_progress`, state stays
-running). A SLURM job interrupted by preemption or its time limit is `requeued` (reason names the
-job id) while it waits in the queue, and running again once it restarts. A run whose evaluation failed after pretraining finished is failed with "stage": "eval"
-and "encoder": its usable encoder.pt; --retry-failed reruns only the evaluations.
+Every change of a run's state is one of the transitions below, called by the launcher (submitted,
+reconciled), the executors (a child that died: ended_outside) and the job (roma.launch.job:
+started, progressed, finished, failed, cancelled, requeued, evaluations_settled). Nothing else
+writes status.json (tests/test_run_state.py checks). The MLflow run follows: while a job runs,
+roma.run.execute owns its MLflow run and ends it FINISHED / FAILED / KILLED itself; a state set
+from outside a live job (a killed child, a SLURM job that ended unrecorded, a requeue) is mirrored
+to MLflow here (roma.tracking.mark_state).
+
+A SLURM job interrupted by preemption or its time limit is `requeued` (reason names the job id)
+while it waits in the queue, and running again once it restarts. A run whose evaluation failed
+after pretraining finished is failed with "stage": "eval" and "encoder": its usable encoder.pt;
+--retry-failed reruns only the evaluations.
 """
 from __future__ import annotations
 
@@ -44,7 +51,9 @@ def read_status(path: Path) -> dict[str, Any] | None:
 
 
 def write_status(path: Path, state: str, **fields: Any) -> dict[str, Any]:
-    """Set the state of run folder `path`, keeping earlier fields (step, loss, job_id) unless given."""
+    """Set the state of run folder `path`, keeping earlier fields (step, loss, job_id) unless given.
+
+    The primitive under the transitions below (tests also use it to set a run up in a state)."""
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}; expected one of {STATES}")
     old = read_status(path) or {}
@@ -57,9 +66,68 @@ def write_status(path: Path, state: str, **fields: Any) -> dict[str, Any]:
     return new
 
 
+# ----------------------------------------------------------------------------- transitions
+def submitted(cfg: RunConfig, executor: str, **facts: Any) -> dict[str, Any]:
+    """Handed to an executor (local: the launcher's pid until the child claims it; slurm: the job id)."""
+    return write_status(cfg.run_dir, "pending", executor=executor, **facts)
+
+
+def started(path: Path, executor: str, job_id: str | None = None) -> dict[str, Any]:
+    """A job holds the run's claim and computes it."""
+    return write_status(path, "running", executor=executor, **here(), **({"job_id": job_id} if job_id else {}))
+
+
 def update_progress(path: Path, step: int, loss: float | None) -> None:
-    """Called by the training loop at its log steps (rank 0 only)."""
+    """Called by the training loop at its log steps (rank 0 only): the state stays running."""
     write_status(path, "running", step=int(step), loss=None if loss is None else float(loss))
+
+
+def finished(path: Path, step: int | None, loss: float | None) -> dict[str, Any]:
+    return write_status(path, "finished", step=step, loss=loss, stage=None, encoder=None)
+
+
+def failed(path: Path, reason: str, encoder: Path | None = None) -> dict[str, Any]:
+    """The job failed; with `encoder`, in an evaluation after pretraining finished (stage eval)."""
+    stage = {"stage": "eval", "encoder": str(encoder)} if encoder is not None else {}
+    return write_status(path, "failed", reason=reason, **stage)
+
+
+def cancelled(path: Path, reason: str) -> dict[str, Any]:
+    return write_status(path, "cancelled", reason=reason)
+
+
+def requeued(path: Path, job_id: str | None) -> dict[str, Any]:
+    """Preempted or timed out: SLURM requeues the same job, which resumes from last.pt."""
+    return write_status(path, "requeued", job_id=job_id,
+                        reason=f"requeued as SLURM job {job_id} (preempted or timed out): waiting in the queue")
+
+
+def evaluations_settled(path: Path, failures: str | None) -> dict[str, Any] | None:
+    """After evaluations ran alone: failed (stage eval) while one's last attempt failed, finished again
+    once none has (a run failed in pretraining stays as it is)."""
+    if failures:
+        return failed(path, failures, encoder=Path(path) / "encoder.pt")
+    st = read_status(path) or {}
+    if st.get("state") == "failed" and st.get("stage") == "eval":
+        return write_status(path, "finished", reason=None, stage=None, encoder=None)
+    return None
+
+
+def ended_outside(cfg: RunConfig, state: str, reason: str) -> dict[str, Any]:
+    """A state that no live job recorded (a killed child, a SLURM job that ended unseen): status.json,
+    and the MLflow run brought to the same state."""
+    new = write_status(cfg.run_dir, state, reason=reason)
+    mirror(cfg)
+    return new
+
+
+def mirror(cfg: RunConfig) -> None:
+    """Bring the config's MLflow run to the state status.json holds (best effort, see mark_state)."""
+    from roma.tracking import mark_state
+
+    st = read_status(cfg.run_dir) or {}
+    if st.get("state"):
+        mark_state(cfg, st["state"], st.get("reason"))
 
 
 def here() -> dict[str, Any]:
