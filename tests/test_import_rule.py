@@ -9,6 +9,9 @@ from pathlib import Path
 ROMA = Path(__file__).resolve().parents[1] / "roma"
 BELOW_SEAM = ("train", "models", "data", "ares", "eval")
 FORBIDDEN = ("roma.launch", "roma.spec")
+# the bottom layer (model, data, ARES) serves the stages above it and imports none of them
+BOTTOM = ("models", "data", "ares")
+ABOVE_BOTTOM = ("roma.train", "roma.eval", "roma.run", "roma.tracking", "roma.recipe", *FORBIDDEN)
 
 
 def _imports(path: Path, root: Path) -> list[tuple[int, str]]:
@@ -28,13 +31,14 @@ def _imports(path: Path, root: Path) -> list[tuple[int, str]]:
     return out
 
 
-def violations(root: Path = ROMA) -> list[str]:
-    """'<file>:<line> imports <module>', one per offending import statement."""
+def violations(root: Path = ROMA, packages: tuple[str, ...] = BELOW_SEAM,
+               forbidden: tuple[str, ...] = FORBIDDEN) -> list[str]:
+    """'<file>:<line> imports <module>', one per import statement in `packages` of a `forbidden` module."""
     bad: dict[str, str] = {}
-    for sub in BELOW_SEAM:
+    for sub in packages:
         for f in sorted((root / sub).rglob("*.py")):
             for line, mod in _imports(f, root):
-                if any(mod == m or mod.startswith(m + ".") for m in FORBIDDEN):
+                if any(mod == m or mod.startswith(m + ".") for m in forbidden):
                     where = f"{f.relative_to(root.parent)}:{line}"
                     bad[where] = min(bad.get(where, mod), mod, key=len)
     return sorted(f"{w} imports {m}" for w, m in bad.items())
@@ -42,6 +46,10 @@ def violations(root: Path = ROMA) -> list[str]:
 
 def test_nothing_below_the_seam_imports_the_launcher_or_the_spec_engine():
     assert violations() == []
+
+
+def test_model_data_and_ares_import_no_stage_above_them():
+    assert violations(ROMA, BOTTOM, ABOVE_BOTTOM) == []
 
 
 def test_the_check_sees_function_level_and_from_imports(tmp_path):

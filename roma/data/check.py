@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from roma.eval.splits import IMAGE_EXTS  # what the probe's class-folder scan reads
+from roma.config import EVAL_DATA_ENV
+from roma.data.headers import file_problem, header_problem
+from roma.data.refs import is_image
 
 SHOW = 5  # example paths per finding
 
@@ -52,7 +53,6 @@ LEVIR_RELEASES = {"1024 px release": {"train": 445, "val": 64, "test": 128},
 OSCD_CITIES = {"train": 14, "test": 10}
 SPACENET_TILES = 6940
 OSCD_BANDS = ("B04", "B03", "B02")
-DENSE_TASKS = ("levir", "oscd", "spacenet", "segfolder")
 
 
 # ----------------------------------------------------------------------------- reports
@@ -91,69 +91,7 @@ def _examples(items: list, n: int = SHOW) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
 
 
-# ----------------------------------------------------------------------------- file headers
-def _tiff_problem(path: Path, head: bytes, size: int) -> str | None:
-    from PIL import Image
-
-    ifd = struct.unpack("<I" if head[:2] == b"II" else ">I", head[4:8])[0]
-    if ifd + 2 > size:
-        return f"truncated TIFF: its first directory is at byte {ifd:,}, the file has {size:,}"
-    with Image.open(path) as im:  # reads the header and the first IFD only
-        tags = im.tag_v2
-        # PIL warns and reads on when a directory is cut short: its last tags are then missing
-        if not any(o in tags and c in tags for o, c in ((273, 279), (324, 325))):
-            return "truncated TIFF: its first directory lacks the strip or tile offsets and sizes"
-        for off_tag, cnt_tag in ((273, 279), (324, 325)):  # strips, tiles
-            offs, cnts = tags.get(off_tag), tags.get(cnt_tag)
-            if offs is None or cnts is None:
-                continue
-            offs = offs if isinstance(offs, tuple) else (offs,)
-            cnts = cnts if isinstance(cnts, tuple) else (cnts,)
-            end = max(o + c for o, c in zip(offs, cnts))
-            if end > size:
-                return f"truncated TIFF: image data runs to byte {end:,}, the file has {size:,}"
-    return None
-
-
-def header_problem(head: bytes, tail: bytes, size: int, path: Path | None = None) -> str | None:
-    """Why these first/last bytes are not a whole image file (None: they look whole)."""
-    if size == 0:
-        return "empty file"
-    if head.startswith(b"\xff\xd8\xff"):
-        return None if b"\xff\xd9" in tail[-256:] else "truncated JPEG (no end-of-image marker)"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return None if b"IEND" in tail[-12:] else "truncated PNG (no IEND chunk at the end)"
-    if head[:4] in (b"II+\x00", b"MM\x00+"):  # BigTIFF: recognised, its directories not followed
-        return None
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        if path is None:
-            return None
-        try:
-            return _tiff_problem(path, head, size)
-        except Exception as e:  # noqa: BLE001 - PIL raises many types for a broken header
-            return f"unreadable TIFF header ({type(e).__name__}: {e})"
-    if head.startswith(b"BM") and len(head) >= 6:
-        declared = struct.unpack("<I", head[2:6])[0]
-        return None if declared <= size else f"truncated BMP ({size:,} of {declared:,} bytes)"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        declared = struct.unpack("<I", head[4:8])[0] + 8
-        return None if declared <= size else f"truncated WebP ({size:,} of {declared:,} bytes)"
-    return f"not an image file (starts with {head[:8]!r})"
-
-
-def file_problem(path: Path) -> str | None:
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(16)
-            if size > 16:
-                f.seek(max(0, size - 256))
-            tail = f.read(256) if size > 16 else head
-    except OSError as e:
-        return f"unreadable ({e.strerror or e})"
-    return header_problem(head, tail, size, path)
-
-
+# ----------------------------------------------------------------------------- file headers (roma.data.headers)
 def check_headers(paths: list[Path], report: Report, sample: int | None, what: str = "image") -> None:
     """Header/end-byte check of every path (or of `sample` evenly spread ones); errors go to report."""
     chosen = paths
@@ -172,10 +110,6 @@ def check_headers(paths: list[Path], report: Report, sample: int | None, what: s
             report.errors.append(f"{len(ps)} {what} file(s): {msg}: {_examples(ps)}")
 
 
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTS)
-
-
 def _walk(root: Path) -> tuple[list[Path], list[Path]]:
     """(image files, other files) under root, following folder symlinks once; hidden files count as other."""
     images, other = [], []
@@ -185,7 +119,7 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and os.path.realpath(os.path.join(dirpath, d)) not in visited)
         for name in sorted(filenames):
-            (images if _is_image(name) and not name.startswith(".") else other).append(Path(dirpath) / name)
+            (images if is_image(name) and not name.startswith(".") else other).append(Path(dirpath) / name)
     return images, other
 
 
@@ -248,10 +182,10 @@ def _pairs(folder: Path, report: Report, split: str = "") -> tuple[int, list[Pat
             report.errors.append(f"{d} is missing (LEVIR-CD layout: A/, B/, label/ with the same file names)")
             return 0, []
         files = sorted(p for p in d.iterdir() if p.is_file())
-        other = [p.name for p in files if not _is_image(p.name)]
+        other = [p.name for p in files if not is_image(p.name)]
         if other:
             report.notes.append(f"{d}: {len(other)} non-image file(s) ignored: {_examples(other)}")
-        names[sub] = {p.name for p in files if _is_image(p.name)}
+        names[sub] = {p.name for p in files if is_image(p.name)}
     a = names["A"]
     for sub in ("B", "label"):
         if a - names[sub]:
@@ -401,8 +335,8 @@ def check_segfolder(root: Path, sample: int | None = None) -> Report:
     folders = [root / s for s in ("train", "val", "test")] if (root / "train" / "images").is_dir() else [root]
     files, n = [], 0
     for f in folders:
-        imgs = {p.stem: p for p in sorted((f / "images").glob("*")) if _is_image(p.name)} if (f / "images").is_dir() else {}
-        masks = {p.stem: p for p in sorted((f / "masks").glob("*")) if _is_image(p.name)} if (f / "masks").is_dir() else {}
+        imgs = {p.stem: p for p in sorted((f / "images").glob("*")) if is_image(p.name)} if (f / "images").is_dir() else {}
+        masks = {p.stem: p for p in sorted((f / "masks").glob("*")) if is_image(p.name)} if (f / "masks").is_dir() else {}
         if not imgs:
             report.errors.append(f"{f / 'images'} holds no image")
         if set(imgs) - set(masks):
@@ -511,8 +445,7 @@ def check_many(items: Iterable[tuple[str, str, str | None]], sample: int | None 
     return out
 
 
-ENV_VARS = {"aid": "ROMA_AID", "ucm": "ROMA_UCM", "oscd": "ROMA_OSCD", "spacenet": "ROMA_SPACENET",
-            "levir": "ROMA_LEVIR", "pretrain": "ROMA_PRETRAIN_DATA"}
+ENV_VARS = {**EVAL_DATA_ENV, "levir": "ROMA_LEVIR", "pretrain": "ROMA_PRETRAIN_DATA"}
 
 
 def main(argv: list[str] | None = None) -> int:
