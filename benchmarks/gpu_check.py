@@ -3,13 +3,8 @@
     PYTHONPATH=. python benchmarks/gpu_check.py [--out DIR] [--wheels .whl]     # on the GPU
     PYTHONPATH=. python benchmarks/gpu_check.py --smoke                         # CPU, tiny: no bugs
 
-0. mamba-ssm: used if it imports; else the carried wheels under --wheels (cross-built without a GPU:
-   `slurm/build_cuda_wheels.py build --arch 9.0 --python 3.12 --torch 2.11.0`, docs/cuda.md) are
-   installed with `pip install --no-index --no-deps --target <wheels>/site` and that folder is put
-   on the import path. When wheels are there nothing is ever compiled on the GPU, even if they fail
-   to import (the error is printed and the run goes on with the PyTorch scans). Only with no wheels
-   and the carried sdists in --wheels/src are they built there (minutes; the built wheels are
-   copied to the output folder for the next run to carry);
+0. mamba-ssm: imported, or installed from the carried wheels (benchmarks/device_kernels.py; never
+   compiled on the GPU while wheels are there);
 1. the GPU-marked tests (PyTorch scans on CUDA; the fused kernel against the fast scan, uni and
    v3, fp32 and bf16, outputs and every gradient);
 2. mamba-ssm's selective scan against our scans;
@@ -25,20 +20,16 @@ seconds per section, about 6 min in all, so that the run ends well inside an 8-m
 each reports its own failure and the script goes on. Everything printed is also written to <out>/<gpu>/gpu_check.log, with
 train_step.json, throughput.csv (one row per measured model/backend), highres/, and
 throughput_table_rows.csv: the images/s in the planning table's format (experiments/throughput.csv),
-merged into it by `python benchmarks/gpu_check.py --merge-rows <that file>` on any machine.
+merged into it by `python benchmarks/gpu_check.py --merge-rows <that file>` on any machine
+(roma.launch.budget owns that table: it reads it for the budgets and merges measured rows in).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import functools
-import importlib
-import importlib.util
-import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -49,11 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # subprocesses
 
+from benchmarks.device_kernels import ensure_kernels, section  # noqa: E402 - after the path is set
+from roma.launch.budget import COLUMNS, TABLE, merge_into_table  # noqa: E402 - the planning table's owner
+
 TARGET_STEP_IPS = 1500.0  # roma_base training step, images/s (the issue's target, 3.4x the PyTorch scan)
 # Dense bf16 tensor-core peak, TFLOP/s, by a substring of torch.cuda.get_device_name (vendor sheets)
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0}
 HIGHRES_TARGETS = {1248: (6526.0, 11.43), 4096: (66357.0, None)}  # px -> (max MB, min samples/s): the paper's
-MAX_RETURNED_FILE = 16 * 2**20  # the device machine returns files up to this size
 # Planned seconds per section on one H100/H200 (the h200 run of 2026-12 took 91 s for tests + base +
 # highres without mamba-ssm); with carried wheels the kernels step is a pip install of two small
 # wheels and one import. The default --budget-s starts no section after 300 s, so the worst case
@@ -78,8 +71,6 @@ class Tee:
         self.file.flush()
 
 
-def section(title):
-    print(f"\n=== {title}", flush=True)
 
 
 def gpu_slug() -> str:
@@ -101,128 +92,6 @@ def peak_tflops(override: float | None) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-# ----------------------------------------------------------------------------- 0. kernels
-def wheel_install_command(wheels: list[Path], target: Path) -> list[str]:
-    """Offline, without dependencies (the environment's torch, triton and einops serve), into target:
-    never a source build (only .whl files are named) and the environment itself is left untouched."""
-    bad = [w for w in wheels if w.suffix != ".whl"]
-    if bad:
-        raise ValueError(f"not wheels: {bad}")
-    return [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--upgrade", "--target", str(target),
-            *map(str, wheels)]
-
-
-def _pip_install(wheels: list[Path], target: Path) -> None:
-    """pip install --no-index --no-deps --target target, then target first on the import path (and subprocesses')."""
-    t0 = time.time()
-    subprocess.run(wheel_install_command(wheels, target), check=True)
-    print(f"installed into {target} in {time.time() - t0:.1f} s", flush=True)
-    sys.path.insert(0, str(target))
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH")) if p)
-
-
-def carried_wheels(wheel_dir: Path, bcw) -> list[Path]:
-    """One wheel per package (the newest name) from wheel_dir, or [] when any is missing."""
-    found = [sorted(wheel_dir.glob(f"{prefix}-{bcw.PINS[p]}-*.whl"))[-1:] for p, (prefix, _) in bcw.PACKAGES.items()]
-    return [w for ws in found for w in ws] if all(found) else []
-
-
-def _kernels_now():
-    from roma.models import scan
-
-    importlib.invalidate_caches()
-    scan.mamba_ssm_kernels.cache_clear()
-    return scan.mamba_ssm_kernels()
-
-
-def ensure_kernels(wheel_dir: Path, out: Path, smoke: bool) -> None:
-    import torch
-
-    bcw_path = ROOT / "slurm" / "build_cuda_wheels.py"
-    spec = importlib.util.spec_from_file_location("build_cuda_wheels", bcw_path)
-    bcw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bcw)
-
-    section("mamba-ssm kernels")
-    src = wheel_dir / "src"
-    if _kernels_now() is not None:
-        print(_kernel_versions())
-        return
-    if not torch.cuda.is_available():
-        print("no CUDA device: the PyTorch scans only")
-        if smoke:
-            _cpu_stand_in()
-        if smoke and src.is_dir() and any(src.glob("*.tar.gz")):  # the build plan, checked without compiling
-            subprocess.run([sys.executable, str(bcw_path), "build", "--src", str(src), "--dest", str(wheel_dir),
-                            "--arch", "9.0", "--dry-run"], check=True)
-        return
-    wheels = carried_wheels(wheel_dir, bcw)
-    site = wheel_dir / "site"
-    if wheels:
-        print("installing the carried wheels: " + ", ".join(w.name for w in wheels), flush=True)
-        _pip_install(wheels, site)
-        t0 = time.time()
-        if _kernels_now() is not None:
-            print(f"{_kernel_versions()} (import {time.time() - t0:.1f} s)")
-            return
-        print("the carried wheels do not import here (built for another torch, Python or GPU?); not compiling "
-              "on the GPU: measuring without mamba-ssm. The import error:", flush=True)
-        _print_import_error()
-        return
-    if not (src.is_dir() and any(src.glob("*.tar.gz"))):
-        print(f"no wheels and no sdists under {wheel_dir}: run `python slurm/build_cuda_wheels.py fetch --dest {src}` "
-              "where there is internet and carry the folder; measuring without mamba-ssm")
-        return
-    t0 = time.time()
-    subprocess.run([sys.executable, str(bcw_path), "build", "--src", str(src), "--dest", str(wheel_dir)], check=True)
-    print(f"built in {time.time() - t0:.0f} s", flush=True)
-    wheels = [w for p, (prefix, _) in bcw.PACKAGES.items()
-              for w in sorted(wheel_dir.glob(f"{prefix}-{bcw.PINS[p]}-*.whl"))]
-    _pip_install(wheels, site)
-    (out / "wheels").mkdir(exist_ok=True)
-    for w in wheels:  # brought back for the next session to carry (and skip the build)
-        if w.stat().st_size <= MAX_RETURNED_FILE:
-            shutil.copy2(w, out / "wheels" / w.name)
-        print(f"{w.name}: {w.stat().st_size / 2**20:.1f} MiB", flush=True)
-    print(_kernel_versions() if _kernels_now() is not None else "mamba-ssm still does not import after the build")
-
-
-def _print_import_error() -> None:
-    for mod in ("selective_scan_cuda", "causal_conv1d_cuda"):
-        try:
-            import torch  # noqa: F401 - the extensions need its libraries loaded first
-
-            importlib.import_module(mod)
-        except Exception as err:  # noqa: BLE001 - reported, not handled
-            print(f"  import {mod}: {type(err).__name__}: {err}")
-
-
-def _cpu_stand_in() -> None:
-    """Smoke runs only: mamba-ssm's entry points replaced by the PyTorch statement of their
-    contract (roma.models.fused.mamba_inner_ref), so that scan=cuda runs this script's fused
-    code path on CPU. Measures nothing about the kernel."""
-    from roma.models import fused, scan
-
-    conv = lambda x, w, b, activation=None: scan.causal_conv1d(x, w.unsqueeze(1), b, backend="fast")
-    inner = functools.partial(fused.mamba_inner_ref, scan_fn=scan.selective_scan_fast)
-    kernels = scan.Kernels(scan.selective_scan_fast, conv, inner, "cpu")
-    scan.mamba_ssm_kernels = lambda: kernels
-    print("smoke: a CPU stand-in for mamba-ssm (its contract in PyTorch) serves scan=cuda in this process")
-
-
-def _kernel_versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def v(name):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "?"
-
-    from roma.models import scan
-
-    fused = "mamba_inner_fn (fused path on)" if scan.mamba_ssm_kernels().mamba_inner_fn else "no mamba_inner_fn"
-    return f"mamba-ssm {v('mamba-ssm')}, causal-conv1d {v('causal-conv1d')}: {fused}"
 
 
 # ----------------------------------------------------------------------------- 1-2. tests, kernel vs scans
@@ -389,8 +258,6 @@ def check_highres(out: Path, smoke: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- the planning table
-TABLE = ROOT / "experiments" / "throughput.csv"  # images/s per (model, img_size, gpu_type), read by the budget
-TABLE_COLUMNS = ("model", "img_size", "gpu_type", "images_per_s", "gflops", "basis", "scaled_from", "factor", "source")
 
 
 def table_rows(results: list[dict], out: Path) -> list[dict]:
@@ -410,36 +277,6 @@ def table_rows(results: list[dict], out: Path) -> list[dict]:
     return rows
 
 
-def merge_into_table(table: Path, new: list[dict]) -> None:
-    """Measured rows replace the rows of the same (model, img_size, gpu_type); scaled rows are
-    recomputed from their base (images_per_s = factor x scaled_from's). Comment lines are kept."""
-    text = table.read_text()
-    comments = [ln for ln in text.splitlines(True) if ln.lstrip().startswith("#")]
-    rows = list(csv.DictReader(io.StringIO("".join(ln for ln in text.splitlines(True) if not ln.lstrip().startswith("#")))))
-    key = lambda r: (r["model"], str(r["img_size"]), r["gpu_type"])
-    by_key = {key(r): i for i, r in enumerate(rows)}
-    for r in new:
-        r = {c: str(r[c]) for c in TABLE_COLUMNS}
-        if key(r) in by_key:
-            rows[by_key[key(r)]] = r
-        else:
-            by_key[key(r)] = len(rows)
-            rows.append(r)
-    name = lambda r: f"{r['model']}@{r['img_size']}/{r['gpu_type']}"
-    for _ in rows:  # scaled rows may chain (h100 <- h200 tiny <- h200 base): settle in as many passes
-        rate = {name(r): float(r["images_per_s"]) for r in rows}
-        for r in rows:
-            if r["basis"] == "scaled" and r["scaled_from"] in rate:
-                r["images_per_s"] = f"{float(r['factor']) * rate[r['scaled_from']]:.1f}"
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    tmp = table.with_suffix(".csv.tmp")
-    tmp.write_text("".join(comments) + buf.getvalue())
-    os.replace(tmp, table)
-
-
 # ----------------------------------------------------------------------------- main
 def write_throughput(rows: list[dict], out: Path) -> None:
     if not rows:
@@ -453,7 +290,7 @@ def write_throughput(rows: list[dict], out: Path) -> None:
     (out / "train_step.json").write_text(json.dumps(rows, indent=1) + "\n")
     table = table_rows(rows, out)
     with open(out / "throughput_table_rows.csv", "w", newline="") as f:  # experiments/throughput.csv's format
-        w = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(table)
 

@@ -7,6 +7,7 @@ REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
 gc = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gc)
+from benchmarks import device_kernels as dk  # noqa: E402 - gpu_check put the repository on the path
 
 TABLE = """# a comment the table keeps
 model,img_size,gpu_type,images_per_s,gflops,basis,scaled_from,factor,source
@@ -31,7 +32,7 @@ def test_table_rows_prefer_the_fused_path(tmp_path):
                                                                             ("roma_large", 150.0, "h200")]
     assert rows[0]["gflops"] == round(84.3987 / 3, 4) and rows[1]["gflops"] == ""  # only pretraining FLOPs go in
     assert "scan=cuda" in rows[0]["source"] and "data excluded" in rows[0]["source"]
-    assert all(r["basis"] == "measured" and set(r) == set(gc.TABLE_COLUMNS) for r in rows)
+    assert all(r["basis"] == "measured" and set(r) == set(gc.COLUMNS) for r in rows)
 
 
 def test_merge_replaces_the_measurement_and_rescales_what_depends_on_it(tmp_path):
@@ -40,7 +41,7 @@ def test_merge_replaces_the_measurement_and_rescales_what_depends_on_it(tmp_path
     rows_csv = tmp_path / "rows.csv"
     new = gc.table_rows([_result("roma_base", "cuda", 1600.0), _result("roma_large", "cuda", 500.0)], tmp_path / "h200")
     with open(rows_csv, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=gc.TABLE_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=gc.COLUMNS)
         w.writeheader()
         w.writerows(new)
     gc.main(["--merge-rows", str(rows_csv), "--table", str(table)])
@@ -58,13 +59,13 @@ def test_merge_replaces_the_measurement_and_rescales_what_depends_on_it(tmp_path
 def test_wheel_install_is_offline_without_deps_into_a_target(tmp_path):
     wheels = [tmp_path / "causal_conv1d-1.7.0-cp312-cp312-linux_x86_64.whl",
               tmp_path / "mamba_ssm-2.3.2.post1-cp312-cp312-linux_x86_64.whl"]
-    cmd = gc.wheel_install_command(wheels, tmp_path / "site")
+    cmd = dk.wheel_install_command(wheels, tmp_path / "site")
     assert cmd[1:4] == ["-m", "pip", "install"]
     i = cmd.index("--target")
     assert {"--no-index", "--no-deps"} <= set(cmd) and cmd[i + 1] == str(tmp_path / "site")
     assert cmd[-2:] == [str(w) for w in wheels]
     try:
-        gc.wheel_install_command([tmp_path / "mamba_ssm-2.3.2.post1.tar.gz"], tmp_path / "site")
+        dk.wheel_install_command([tmp_path / "mamba_ssm-2.3.2.post1.tar.gz"], tmp_path / "site")
     except ValueError:
         pass
     else:
@@ -79,13 +80,13 @@ def _fake_gpu(monkeypatch, imports_after_install: bool):
 
     calls, state = [], {"installed": False}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(gc.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or state.update(
+    monkeypatch.setattr(dk.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or state.update(
         installed="install" in cmd) or type("R", (), {"returncode": 0})())
     kernels = scan.Kernels(None, None, object(), "cuda")
-    monkeypatch.setattr(gc, "_kernels_now", lambda: kernels if state["installed"] and imports_after_install else None)
-    monkeypatch.setattr(gc, "_kernel_versions", lambda: "mamba-ssm 2.3.2.post1: mamba_inner_fn (fused path on)")
-    monkeypatch.setattr(gc, "_print_import_error", lambda: print("  import selective_scan_cuda: ImportError: test"))
-    monkeypatch.setattr(gc.sys, "path", list(gc.sys.path))
+    monkeypatch.setattr(dk, "_kernels_now", lambda: kernels if state["installed"] and imports_after_install else None)
+    monkeypatch.setattr(dk, "_kernel_versions", lambda: "mamba-ssm 2.3.2.post1: mamba_inner_fn (fused path on)")
+    monkeypatch.setattr(dk, "_print_import_error", lambda: print("  import selective_scan_cuda: ImportError: test"))
+    monkeypatch.setattr(dk.sys, "path", list(dk.sys.path))
     monkeypatch.setenv("PYTHONPATH", "")
     return calls
 
@@ -104,15 +105,15 @@ def _carried(tmp_path, with_sdists=True):
 def test_carried_wheels_are_installed_into_a_target_on_the_path(tmp_path, monkeypatch, capsys):
     calls = _fake_gpu(monkeypatch, imports_after_install=True)
     wheel_dir = _carried(tmp_path)
-    gc.ensure_kernels(wheel_dir, tmp_path / "out", smoke=False)
+    dk.ensure_kernels(wheel_dir, tmp_path / "out", smoke=False)
     assert len(calls) == 1 and "--target" in calls[0] and "--no-index" in calls[0] and "--no-deps" in calls[0]
-    assert gc.sys.path[0] == str(wheel_dir / "site") and str(wheel_dir / "site") in gc.os.environ["PYTHONPATH"]
+    assert dk.sys.path[0] == str(wheel_dir / "site") and str(wheel_dir / "site") in dk.os.environ["PYTHONPATH"]
     assert "fused path on" in capsys.readouterr().out
 
 
 def test_carried_wheels_that_fail_to_import_are_never_rebuilt_on_the_gpu(tmp_path, monkeypatch, capsys):
     calls = _fake_gpu(monkeypatch, imports_after_install=False)
-    gc.ensure_kernels(_carried(tmp_path, with_sdists=True), tmp_path / "out", smoke=False)
+    dk.ensure_kernels(_carried(tmp_path, with_sdists=True), tmp_path / "out", smoke=False)
     assert len(calls) == 1 and "install" in calls[0]  # no build_cuda_wheels.py build
     assert not any("build_cuda_wheels.py" in " ".join(map(str, c)) for c in calls)
     out = capsys.readouterr().out

@@ -15,6 +15,8 @@ evaluations, start-up and checkpointing is not included.
 from __future__ import annotations
 
 import csv
+import os
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +122,36 @@ def load_table(path: str | Path = TABLE) -> list[Row]:
     if unknown:
         raise ValueError(f"{path}: {unknown[0][0]} is scaled from {unknown[0][1]}, which is not in the table")
     return rows
+
+
+def merge_into_table(table: Path, new: list[dict]) -> None:
+    """Measured rows replace the rows of the same (model, img_size, gpu_type); scaled rows are
+    recomputed from their base (images_per_s = factor x scaled_from's). Comment lines are kept."""
+    text = table.read_text()
+    comments = [ln for ln in text.splitlines(True) if ln.lstrip().startswith("#")]
+    rows = list(csv.DictReader(io.StringIO("".join(ln for ln in text.splitlines(True) if not ln.lstrip().startswith("#")))))
+    key = lambda r: (r["model"], str(r["img_size"]), r["gpu_type"])
+    by_key = {key(r): i for i, r in enumerate(rows)}
+    for r in new:
+        r = {c: str(r[c]) for c in COLUMNS}
+        if key(r) in by_key:
+            rows[by_key[key(r)]] = r
+        else:
+            by_key[key(r)] = len(rows)
+            rows.append(r)
+    name = lambda r: f"{r['model']}@{r['img_size']}/{r['gpu_type']}"
+    for _ in rows:  # scaled rows may chain (h100 <- h200 tiny <- h200 base): settle in as many passes
+        rate = {name(r): float(r["images_per_s"]) for r in rows}
+        for r in rows:
+            if r["basis"] == "scaled" and r["scaled_from"] in rate:
+                r["images_per_s"] = f"{float(r['factor']) * rate[r['scaled_from']]:.1f}"
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    tmp = table.with_suffix(".csv.tmp")
+    tmp.write_text("".join(comments) + buf.getvalue())
+    os.replace(tmp, table)
 
 
 def gpu_types(table: list[Row] | None = None) -> list[str]:
