@@ -9,7 +9,7 @@ floor/<model>/probe_aid.json. Writes <out>/<name>_summary.png (data scaling, mod
 ablation; floor drawn in each) and prints Markdown tables (data scaling, model scaling with the
 gain over each size's floor, ablation with Welch's t-test against seed noise, fitted exponents).
 With --tracking-uri it also draws <out>/<name>_loss_curves.png (each run's pretraining loss against
-steps, from MLflow); with --readme it replaces the README's text between
+steps, from MLflow); with --readme (docs/micro_study.md) it replaces the text between
 `<!-- micro-study:begin -->` and `<!-- micro-study:end -->` by the section (nothing by hand).
 """
 from __future__ import annotations
@@ -208,7 +208,7 @@ def cpu_model() -> str:
 
 def readme_section(text: str, fits: list[dict], name: str, out: Path, readme: Path, timings: dict,
                    have_curves: bool, compute: dict | None = None) -> str:
-    """The README's results section: how it was made, the tables, the verdicts, the figures."""
+    """The results section of docs/micro_study.md: how it was made, the tables, the verdicts, the figures."""
     def git(*a):
         r = subprocess.run(["git", "-C", str(readme.parent), *a], capture_output=True, text=True)
         return r.stdout.strip()
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         compute = {"runs": len(df), "train_flops": float(df["train_flops"].sum()),
                    "device_hours": float(df["device_hours"].sum())}
         write_readme(a.readme, readme_section(text, fits, a.name, a.out, a.readme, timings, curves, compute))
-        print(f"README section rewritten: {a.readme}")
+        print(f"results section rewritten: {a.readme}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@
    Progress lines give runs done, elapsed time and an ETA (the cost of each run is its images
    to process at a per-model speed, calibrated on the runs finished so far).
 4. analysis/fit_scaling.py (the MLflow store -> runs.csv, fitted laws with bootstrap CIs, figures),
-   then experiments/micro_report.py, which regenerates the README's results section (tables,
+   then experiments/micro_report.py, which regenerates the results section of docs/micro_study.md (tables,
    figures under docs/results/) between its markers.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ from roma.spec import load_spec, parse_set, run_name  # noqa: E402
 SPLIT_DIR = REPO / "outputs" / "micro_data"  # the micro specs' data.root and probe root live here
 SPECS = ("scaling_data_micro", "scaling_model_micro", "ablation_ares_msp_micro")
 # Training images per second of one run with one torch thread on a quiet 2-core AMD EPYC (the
-# README's estimate: benchmarks/train_step.py per CPU-second, calibrated against the earlier study's
+# --plan estimate: benchmarks/train_step.py per CPU-second, calibrated against the earlier study's
 # measured 41 images/s and the pilot's in-run overhead): the prior of the ETA, rescaled by the runs
 # finished in this session.
 PRIOR_IMAGES_PER_S = {"roma_micro_tiny": 49.0, "roma_micro_small": 31.0, "roma_micro_base": 20.0}
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="only the jobs whose name matches (fnmatch; a pilot, e.g. 'roma_micro_tiny-1.25K-seed0')")
     p.add_argument("--plan", action="store_true", help="print the jobs and the time estimate, run nothing")
     p.add_argument("--readme", type=Path, default=REPO / "docs" / "micro_study.md", help="the file whose results section (between the markers) is rewritten")
-    p.add_argument("--no-readme", action="store_true", help="do not touch the README (tables go to stdout)")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite docs/micro_study.md (tables go to stdout)")
     args = p.parse_args(argv)
     os.chdir(REPO)
 
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     report = [sys.executable, str(REPO / "experiments" / "micro_report.py"), "--analysis", str(analysis),
               "--floor", str(facts["floor_root"]), "--name", args.exp,
-              # figures beside the README only when the README section is rewritten (not for pilots)
+              # figures beside docs/micro_study.md only when its section is rewritten (not for pilots)
               "--out", str(analysis if args.no_readme else REPO / "docs" / "results"),
               "--tracking-uri", f"sqlite:///{Path(args.out).resolve() / args.exp / 'mlflow.db'}",
               "--experiment", args.exp, "--timings", str(timings)]

@@ -6,7 +6,7 @@
 # Splits AID into a pretraining pool and a disjoint probe set, runs scaling_data_micro,
 # scaling_model_micro and ablation_ares_msp_micro (each unique run once) and the random-init floors
 # in two lanes with progress lines and an ETA, then fits the laws from the MLflow store and
-# regenerates the README's results section. Relaunching resumes: finished runs are skipped,
+# regenerates the results section of docs/micro_study.md. Relaunching resumes: finished runs are skipped,
 # interrupted ones resume from their checkpoint. Details: experiments/micro_study.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -114,7 +114,7 @@ class TrainConfig:
     # per-device batch and gradient accumulation follow from the world size (roma.train.batching)
     global_batch: int = 256
     # most images one device holds per micro-step (its memory bound); execution only, not in the id.
-    # 64: roma_base at 192 px peaks at 12.3 GiB on an H200 (README), roma_large about 3x that
+    # 64: roma_base at 192 px peaks at 12.3 GiB on an H200 (docs/benchmarks.md), roma_large about 3x that
     max_device_batch: int = 64
     blr: float = 1.5e-4  # lr = blr * global_batch / 256
     min_lr: float = 0.0

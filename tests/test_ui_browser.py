@@ -1,7 +1,7 @@
 """The compare view of two runs, rendered by headless Chromium as a person would see it.
 
 Installs Debian's `chromium` when it is missing (root + apt-get), else skips with the reason.
-ROMA_UPDATE_SCREENSHOT=1 also writes the screenshot to docs/mlflow_compare.png (the README's).
+ROMA_UPDATE_SCREENSHOT=1 also writes the screenshot to docs/mlflow_compare.png (the one docs/analysis.md shows).
 """
 from __future__ import annotations
 

@@ -291,7 +291,7 @@ def mamba_ssm_kernels() -> Kernels | None:
 def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     kernels = mamba_ssm_kernels()
     if kernels is None:
-        raise RuntimeError("ROMA_SCAN=cuda but mamba-ssm is not importable; install the `cuda` extra (see README)")
+        raise RuntimeError("ROMA_SCAN=cuda but mamba-ssm is not importable; install the `cuda` extra (see docs/cuda.md)")
     if u.device.type != kernels.device_type:
         raise RuntimeError("the cuda scan backend needs CUDA tensors; got device " + str(u.device))
     return kernels.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
