@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from roma.config import AresConfig, DataConfig, ModelConfig
 from roma.data import (BadImageError, BadImageTracker, BadSample, PretrainDataset, PretrainTransform,
-                       build_pretrain_dataset, collate, list_images, pack)
+                       build_pretrain_dataset, collate, list_images)
+from roma.data.shards import pack
 
 MODEL = ModelConfig(img_size=32, patch_size=8)
 ARES = AresConfig(region_sizes=(2, 1))

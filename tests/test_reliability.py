@@ -237,7 +237,7 @@ def test_impossible_value_in_a_file_names_the_file(tmp_path):
 
 
 def test_subset_larger_than_a_shard_source_is_refused(tmp_path):
-    from roma.data import pack
+    from roma.data.shards import pack
 
     imgs = write_pngs(tmp_path / "imgs", n=6)
     pack(imgs, tmp_path / "shards", shard_size=4)  # 6 images in 2 shards
