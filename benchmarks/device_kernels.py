@@ -102,8 +102,9 @@ def ensure_kernels(wheel_dir: Path, out: Path, smoke: bool) -> None:
     t0 = time.time()
     subprocess.run([sys.executable, str(bcw_path), "build", "--src", str(src), "--dest", str(wheel_dir)], check=True)
     print(f"built in {time.time() - t0:.0f} s", flush=True)
-    wheels = [w for p, (prefix, _) in bcw.PACKAGES.items()
-              for w in sorted(wheel_dir.glob(f"{prefix}-{bcw.PINS[p]}-*.whl"))]
+    wheels = carried_wheels(wheel_dir, bcw)
+    if not wheels:
+        raise RuntimeError(f"the build left no wheel of each package in {wheel_dir}")
     _pip_install(wheels, site)
     (out / "wheels").mkdir(exist_ok=True)
     for w in wheels:  # brought back for the next session to carry (and skip the build)

@@ -71,8 +71,6 @@ class Tee:
         self.file.flush()
 
 
-
-
 def gpu_slug() -> str:
     import torch
 

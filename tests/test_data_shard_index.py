@@ -15,9 +15,8 @@ from PIL import Image
 
 from roma.config import AresConfig, DataConfig, ModelConfig
 from roma.data import build_pretrain_dataset, list_images, read_bytes
-from roma.data.shards import pack
 from roma.data.shard_reader import INDEX_NAME, TABLE_NAME, StaleIndexError, read_index, scan_shard, subset_prefix
-from roma.data.shards import build_index, main as shards_main, verify
+from roma.data.shards import build_index, main as shards_main, pack, verify
 from roma.data.subsets import rank, subset_keys
 
 MODEL = ModelConfig(img_size=16, patch_size=8)

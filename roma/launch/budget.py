@@ -15,11 +15,12 @@ evaluations, start-up and checkpointing is not included.
 from __future__ import annotations
 
 import csv
-import os
 import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from roma import atomic
 
 TABLE = Path(__file__).resolve().parents[2] / "experiments" / "throughput.csv"
 COLUMNS = ("model", "img_size", "gpu_type", "images_per_s", "gflops", "basis", "scaled_from", "factor", "source")
@@ -40,7 +41,7 @@ class Row:
 
     @property
     def name(self) -> str:
-        return f"{self.model}@{self.img_size}/{self.gpu_type}"
+        return row_name(self.model, self.img_size, self.gpu_type)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,15 @@ class NoEntry:
         return self.message
 
 
+def row_name(model: str, img_size, gpu_type: str) -> str:
+    """How a row is named in the table's scaled_from column and in messages: roma_base@192/h200."""
+    return f"{model}@{img_size}/{gpu_type}"
+
+
+def _is_comment(line: str) -> bool:
+    return line.lstrip().startswith("#")
+
+
 def _number(text: str, what: str, where: str, optional: bool = False) -> float | None:
     if optional and text.strip() == "":
         return None
@@ -94,7 +104,7 @@ def load_table(path: str | Path = TABLE) -> list[Row]:
     """The rows of a throughput table; every row checked (numbers, basis, a source, a scaled row's base)."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
-        lines = [ln for ln in f if not ln.lstrip().startswith("#")]
+        lines = [ln for ln in f if not _is_comment(ln)]
     reader = csv.DictReader(lines)
     if tuple(reader.fieldnames or ()) != COLUMNS:
         raise ValueError(f"{path}: columns must be {', '.join(COLUMNS)}; got {', '.join(reader.fieldnames or [])}")
@@ -127,9 +137,9 @@ def load_table(path: str | Path = TABLE) -> list[Row]:
 def merge_into_table(table: Path, new: list[dict]) -> None:
     """Measured rows replace the rows of the same (model, img_size, gpu_type); scaled rows are
     recomputed from their base (images_per_s = factor x scaled_from's). Comment lines are kept."""
-    text = table.read_text()
-    comments = [ln for ln in text.splitlines(True) if ln.lstrip().startswith("#")]
-    rows = list(csv.DictReader(io.StringIO("".join(ln for ln in text.splitlines(True) if not ln.lstrip().startswith("#")))))
+    lines = table.read_text().splitlines(True)
+    comments = [ln for ln in lines if _is_comment(ln)]
+    rows = list(csv.DictReader(ln for ln in lines if not _is_comment(ln)))
     key = lambda r: (r["model"], str(r["img_size"]), r["gpu_type"])
     by_key = {key(r): i for i, r in enumerate(rows)}
     for r in new:
@@ -139,9 +149,8 @@ def merge_into_table(table: Path, new: list[dict]) -> None:
         else:
             by_key[key(r)] = len(rows)
             rows.append(r)
-    name = lambda r: f"{r['model']}@{r['img_size']}/{r['gpu_type']}"
     for _ in rows:  # scaled rows may chain (h100 <- h200 tiny <- h200 base): settle in as many passes
-        rate = {name(r): float(r["images_per_s"]) for r in rows}
+        rate = {row_name(*key(r)): float(r["images_per_s"]) for r in rows}
         for r in rows:
             if r["basis"] == "scaled" and r["scaled_from"] in rate:
                 r["images_per_s"] = f"{float(r['factor']) * rate[r['scaled_from']]:.1f}"
@@ -149,9 +158,7 @@ def merge_into_table(table: Path, new: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    tmp = table.with_suffix(".csv.tmp")
-    tmp.write_text("".join(comments) + buf.getvalue())
-    os.replace(tmp, table)
+    atomic.write_text(table, "".join(comments) + buf.getvalue())
 
 
 def gpu_types(table: list[Row] | None = None) -> list[str]:
