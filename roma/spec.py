@@ -114,7 +114,9 @@ def _kind(path: Path) -> str:
 
 
 def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """["model=roma_small", "msp.scales=[2,4]"] -> {"model": "roma_small", "msp.scales": [2, 4]}."""
+    """["model=roma_small", "msp.scales=[2,4]"] -> {"model": "roma_small", "msp.scales": [2, 4]}.
+
+    A key may index a list of sections, `eval.dense[0].batch_size=16`: load_spec sets that one field."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -144,6 +146,27 @@ def _set_dotted(d: dict, key: str, value: Any) -> None:
             nxt = d[p] = {}
         d = nxt
     d[parts[-1]] = value
+
+
+# `eval.dense[0].batch_size`: one field of one entry of a list of sections (--set only)
+LIST_ITEM_KEY = re.compile(r"^(?P<list>[A-Za-z_][\w.]*)\[(?P<index>\d+)\]\.(?P<field>[A-Za-z_][\w.]*)$")
+
+
+def _set_list_item(raw: dict, key: str, value: Any, errors: list[str]) -> None:
+    """Set `list[i].field` in the composed spec; a list or an entry that is not there is a named error."""
+    m = LIST_ITEM_KEY.match(key)
+    name, index = m["list"], int(m["index"])
+    node: Any = raw
+    for part in name.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, list):
+        errors.append(f"{SET_ORIGIN}: {key}: {name} is not a list in this spec")
+    elif index >= len(node) or not isinstance(node[index], dict):
+        n = len(node)
+        errors.append(f"{SET_ORIGIN}: {key}: {name} has {n} {'entry' if n == 1 else 'entries'}"
+                      + (f" (indices 0..{n - 1})" if n else ""))
+    else:
+        _set_dotted(node[index], m["field"], value)
 
 
 def _normalise(raw: dict, origin: str, errors: list[str]) -> dict:
@@ -305,10 +328,14 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
     origins: dict[str, str] = {}
     raw = _load_file(path, origins, errors)
     if overrides:
-        layer = _normalise(dict(overrides), SET_ORIGIN, errors)
+        indexed = {k: v for k, v in overrides.items() if LIST_ITEM_KEY.match(k)}
+        layer = _normalise({k: v for k, v in overrides.items() if k not in indexed}, SET_ORIGIN, errors)
         for k in _leaf_keys(layer):
             origins[k] = SET_ORIGIN
         raw = _merge(raw, layer)
+        for k, v in indexed.items():  # after the lists they index are composed (bases, the spec, --set)
+            _set_list_item(raw, k, v, errors)
+            origins[re.sub(r"\[\d+\]", "", k)] = SET_ORIGIN
     if data_root is not None:
         raw = _merge(raw, {"data": {"root": str(Path(data_root).resolve())}})
         origins["data.root"] = "--data-root"

@@ -166,6 +166,25 @@ def test_set_overrides_are_yaml_typed(image_folder):
     assert cfg.model.img_size == 96  # geometry follows the new model's registry entry
 
 
+def test_set_reaches_one_entry_of_a_list(image_folder):
+    # `eval.probes[0].epochs=3`: one field of one evaluation; the others and the base keep theirs
+    sets = parse_set(["eval.probes[0].epochs=3", "eval.probes[0].seeds=[4, 5]"])
+    (cfg,) = load_spec("quickstart", sets, data_root=str(image_folder)).runs
+    (plain,) = load_spec("quickstart", data_root=str(image_folder)).runs
+    assert (cfg.eval.probes[0].epochs, cfg.eval.probes[0].seeds) == (3, (4, 5))
+    assert cfg.eval.probes[0].dataset == plain.eval.probes[0].dataset and cfg.run_id != plain.run_id
+    paper = load_spec("scaling_data", parse_set(["eval.dense[0].batch_size=16"]), check_data=False,
+                      require_env=False, dry_run=True).runs[0]
+    assert [d.batch_size for d in paper.eval.dense] == [16, 8]
+    fresh = load_spec("scaling_data", check_data=False, require_env=False, dry_run=True).runs[0]
+    assert fresh.eval.dense[0].batch_size == 32  # the recipe itself is untouched
+    msg = errors_of("quickstart", {"eval.probes[2].epochs": 3, "eval.dense[0].batch_size": 4, "eval.probes[0].epoch": 3},
+                    data_root=str(image_folder))
+    assert "--set: eval.probes[2].epochs: eval.probes has 1 entry (indices 0..0)" in msg
+    assert "--set: eval.dense[0].batch_size: eval.dense is not a list in this spec" in msg
+    assert "--set: unknown key 'eval.probes[0].epoch' (did you mean 'eval.probes[0].epochs'?)" in msg
+
+
 # ------------------------------------------------------------------ named errors
 
 def test_unknown_key_names_file_and_suggests(tmp_path, image_folder):
