@@ -78,11 +78,11 @@ def check_inputs(form: str, X: np.ndarray, y: np.ndarray, x_names, y_name: str, 
         raise FitInputError(f"{form} needs X of shape (n, {len(law.x_names)}) and y (n,); got {X.shape}, {y.shape}")
     for j, col in enumerate(x_names):
         for i in np.flatnonzero(~np.isfinite(X[:, j])):
-            raise FitInputError(f"column {col!r}: missing/NaN value at {labels[i]}")
+            raise FitInputError(f"column {col!r}: {_nonfinite(X[i, j])} at {labels[i]}")
         for i in np.flatnonzero(X[:, j] <= 0):
             raise FitInputError(f"column {col!r}: sizes must be positive, got {X[i, j]:g} at {labels[i]}")
     for i in np.flatnonzero(~np.isfinite(y)):
-        raise FitInputError(f"column {y_name!r}: missing/NaN value at {labels[i]}")
+        raise FitInputError(f"column {y_name!r}: {_nonfinite(y[i])} at {labels[i]}")
     for i in np.flatnonzero(y <= 0):
         raise FitInputError(f"column {y_name!r}: the {form} law is fitted on log y, so values must be "
                             f"positive; got {y[i]:g} at {labels[i]}")
@@ -97,6 +97,10 @@ def check_inputs(form: str, X: np.ndarray, y: np.ndarray, x_names, y_name: str, 
             raise FitInputError(f"the {form} law needs at least 2 distinct values of column {col!r}; "
                                 f"all {len(y)} points have {col} = {X[0, j]:g}")
     return law
+
+
+def _nonfinite(v: float) -> str:
+    return "missing/NaN value" if np.isnan(v) else f"non-finite value {v:g} (a diverged run?)"
 
 
 def _cols(x_names) -> str:

@@ -167,8 +167,19 @@ def load_mlflow(experiment: str, tracking_uri: str, allow_missing: bool = False)
 
 
 def check_metrics(df: pd.DataFrame, allow_missing: bool = False) -> pd.DataFrame:
-    """A metric some runs have and others lack (or logged as NaN) is an error naming those runs;
-    with allow_missing those runs are kept and the metric is dropped for them (a warning on stderr)."""
+    """A metric logged as +-inf (a diverged run) is an error naming the run and the metric, whatever
+    allow_missing says: it is no measurement and no law may be fitted through it. A metric some runs
+    have and others lack (or logged as NaN) is an error naming those runs; with allow_missing those
+    runs are kept and the metric is dropped for them (a warning on stderr)."""
+    names_all = df["run_name"].tolist() if "run_name" in df else [f"row {i}" for i in df.index]
+    for k in METRICS + COMPUTE_COLUMNS + SIZE_COLUMNS:
+        if k in df.columns:
+            vals = pd.to_numeric(df[k], errors="coerce").to_numpy(float)
+            inf = np.flatnonzero(np.isinf(vals))
+            if len(inf):
+                shown = ", ".join(f"{names_all[i]!r} ({k} = {vals[i]:g})" for i in inf[:10])
+                raise RunTableError(f"{k!r} is not finite in {len(inf)} of {len(df)} runs: {shown}; a diverged "
+                                    f"or broken run is no measurement: fix or delete it before fitting")
     for k in METRICS:
         if k not in df.columns:
             df[k] = math.nan
