@@ -36,7 +36,7 @@ import yaml
 from roma.config import RunConfig
 from roma.naming import run_name
 from roma.recipe import BASES
-from roma.validation import (SAFE_NAME_RULE, ConfigError, build_config, check_config, is_safe_name,
+from roma.validation import (SAFE_NAME_RULE, ConfigError, advisories, build_config, check_config, is_safe_name,
                              root_exists, suggest, valid_keys, with_data_checksum)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,8 @@ class Spec:
     fallback_data: str | None = None  # a public dataset to fetch when data.root is absent (roma.launch.fallback_data)
     # dry_run: what a real launch would refuse but a plan can do without (unset variables, missing data)
     warnings: list[str] = field(default_factory=list)
+    # what runs but probably is not meant (roma.validation.advisories): printed, never refused
+    advisories: list[str] = field(default_factory=list)
     data_counts: dict[str, int | None] = field(default_factory=dict)  # images per existing data root
 
     def names(self) -> list[str]:
@@ -382,6 +384,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             kind = "grid" if isinstance(meta.get("grid"), dict) and axis in meta["grid"] else "zip"
             origins["model.name" if axis == "model" else axis] = f"{where(kind)} ({kind})"
     runs: list[RunConfig] = []
+    notes: list[str] = []
     counts: dict[str, int | str | None] = {}
     for combo in combos:
         d = copy.deepcopy(raw)
@@ -412,6 +415,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             run_errors += e.problems
         if cfg is not None:
             cfg = _with_resolved_paths(cfg)
+            notes += advisories(cfg, where)
             if dry_run:
                 values = check_config(cfg, where, False)
                 run_errors += values
@@ -436,7 +440,8 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
     resources_set = raw.get("resources", {}) if isinstance(raw.get("resources"), dict) else {}
     return Spec(name=path.stem, path=path, runs=runs, description=str(meta.get("description", "")),
                 cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set),
-                fallback_data=meta.get("fallback_data"), warnings=list(dict.fromkeys(warnings)), data_counts=counts)
+                fallback_data=meta.get("fallback_data"), warnings=list(dict.fromkeys(warnings)), advisories=list(dict.fromkeys(notes)),
+                data_counts=counts)
 
 
 def _with_resolved_paths(cfg: RunConfig) -> RunConfig:

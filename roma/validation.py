@@ -241,6 +241,23 @@ def root_exists(root: str) -> bool:
     return Path(root).exists()
 
 
+def advisories(cfg: RunConfig, where: Where = lambda key: "config") -> list[str]:
+    """What `cfg` can run but probably does not mean, one line each naming origin and key (a launch
+    and a dry run print them as notes; nothing is refused).
+
+    An MSP block size equal to model.cluster_size: each such block is exactly one prediction cluster,
+    predicted from the same context as that cluster's tokens, so the scale adds no coarser level
+    (it is not multi-scale). Not refused: the paper's scale ablation has such a row (scale 4 with
+    4x4 clusters) and means it."""
+    if not cfg.msp.enabled:
+        return []
+    c = cfg.model.cluster_size
+    return [f"{where('msp.scales')}: msp.scales: block size {s} equals model.cluster_size {c}: each MSP block is "
+            f"one {c}x{c}-patch prediction cluster with that cluster's own context, so this scale is not coarser "
+            "than the token loss (not multi-scale); a block larger than the cluster is"
+            for s in cfg.msp.scales if s == c]
+
+
 def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data: bool = True,
                  counts: dict[str, int | str | None] | None = None) -> list[str]:
     """Every problem of `cfg`, one line each naming origin and key; [] when it can run.

@@ -72,11 +72,11 @@ def test_data_keys_reach_the_dataset(tmp_path):
     with pytest.raises(ValueError, match="changed since this run was launched"):
         build_pretrain_dataset(dataclasses.replace(cfg.data, checksum="f" * 64), cfg.model, cfg.ares,
                                tmp_path / "run2", cfg.train.seed)
-    held_ds, held_info = build_heldout_dataset(cfg.data, cfg.model, cfg.ares)
+    held_ds, held_info = build_heldout_dataset(cfg.data, cfg.model)
     assert len(held_ds) == 4 and held_info["heldout_checksum"] == data["heldout_checksum"]
     assert all(str(held) in held_ds.path(i) for i in range(4))
     with pytest.raises(ValueError, match="held-out data .* changed since this run was launched"):
-        build_heldout_dataset(dataclasses.replace(cfg.data, heldout_checksum="f" * 64), cfg.model, cfg.ares)
+        build_heldout_dataset(dataclasses.replace(cfg.data, heldout_checksum="f" * 64), cfg.model)
     assert (held_ds.transform.crop_scale, held_ds.transform.hflip) == ((0.5, 0.9), False)
     t = ds.transform
     assert (t.crop_scale, t.hflip, t.img_size, t.patch_size) == ((0.5, 0.9), False, 96, 8)

@@ -148,7 +148,7 @@ def test_heldout_loss_is_the_mean_over_images_whatever_the_rank_split(tmp_path, 
     from roma.train.pretrain import build_model
 
     cfg = _cfg(tmp_path, "a")
-    dataset, info = build_heldout_dataset(cfg.data, cfg.model, cfg.ares)
+    dataset, info = build_heldout_dataset(cfg.data, cfg.model)
     assert info["heldout_size"] == 10
     model = build_model(cfg)
     cpu = torch.device("cpu")
@@ -167,10 +167,10 @@ def test_heldout_images_that_changed_since_launch_stop_the_job(tmp_path):
 
     cfg = _cfg(tmp_path, "a")
     d, _ = with_heldout_checksum(cfg.data)
-    build_heldout_dataset(d, cfg.model, cfg.ares)
+    build_heldout_dataset(d, cfg.model)
     (Path(cfg.data.heldout_root) / "h_img_000.png").rename(Path(cfg.data.heldout_root) / "h_img_999.png")
     with pytest.raises(ValueError, match="held-out data at .* changed since this run was launched"):
-        build_heldout_dataset(d, cfg.model, cfg.ares)
+        build_heldout_dataset(d, cfg.model)
 
 
 def test_a_resumed_run_logs_each_validation_step_once(tmp_path):
@@ -209,3 +209,52 @@ def test_the_launcher_check_refuses_an_overlapping_heldout_root_naming_both(tmp_
     _, problems = with_data_checksum(cfg, lambda key: "spec.yaml")
     assert len(problems) == 1 and problems[0].startswith("spec.yaml: data.heldout_root: ")
     assert "share 4 image(s)" in problems[0]
+
+
+def test_ablation_variants_score_the_same_heldout_tensors_and_the_token_loss_has_no_msp_term(tmp_path):
+    """ARES / MSP settings change neither the held-out inputs nor their targets (built without ARES),
+    and val_loss_token is the token loss alone: the comparable number across ablation variants."""
+    from roma.data.dataset import collate
+    from roma.train.distributed import DistInfo
+    from roma.train.heldout import heldout_losses
+    from roma.train.pretrain import build_heldout, build_model
+
+    cfg = _cfg(tmp_path, "a")
+    assert cfg.ares.enabled and cfg.ares.p == 1.0 and cfg.msp.enabled  # a training draw always rotates
+    variants = {"baseline": dataclasses.replace(cfg, ares=dataclasses.replace(cfg.ares, enabled=False),
+                                                msp=dataclasses.replace(cfg.msp, enabled=False)),
+                "ares": dataclasses.replace(cfg, msp=dataclasses.replace(cfg.msp, enabled=False)),
+                "ares_msp": cfg}
+    seen: dict[str, list[dict[str, torch.Tensor]]] = {}
+    cpu = torch.device("cpu")
+    for name, c in variants.items():
+        model = build_model(c)
+        batches = seen[name] = []
+        forward = model.forward
+
+        def record(images, target=None, region=None, angle=None, _forward=forward, _batches=batches):
+            _batches.append({"images": images.clone(), "target": target.clone(), "region": region.clone(),
+                             "angle": angle.clone()})
+            return _forward(images, target, region, angle)
+
+        model.forward = record
+        heldout_losses(model, build_heldout(c), collate, 4, cpu, None, DistInfo(0, 1, 0, cpu, False))
+    ref = seen["baseline"]
+    assert sum(b["images"].shape[0] for b in ref) == 10
+    for name in ("ares", "ares_msp"):
+        assert len(seen[name]) == len(ref)
+        for got, want in zip(seen[name], ref):
+            for k in want:
+                assert torch.equal(got[k], want[k]), (name, k)
+    assert all(torch.equal(b["target"], b["images"]) and not b["region"].any() for b in ref)  # nothing rotated
+
+    # the token loss excludes the MSP term: another MSP weight on the same weights leaves it unchanged
+    model = build_model(cfg)
+    heavy = build_model(dataclasses.replace(cfg, msp=dataclasses.replace(cfg.msp, weight=0.5)))
+    heavy.load_state_dict(model.state_dict())
+    dist = DistInfo(0, 1, 0, cpu, False)
+    light_m = heldout_losses(model, build_heldout(cfg), collate, 4, cpu, None, dist)
+    heavy_m = heldout_losses(heavy, build_heldout(cfg), collate, 4, cpu, None, dist)
+    assert light_m["val_loss_token"] == heavy_m["val_loss_token"]
+    assert heavy_m["val_loss"] - light_m["val_loss"] == pytest.approx(0.4 * light_m["val_loss_block_s2"], rel=1e-4)
+    assert light_m["val_loss"] > light_m["val_loss_token"]

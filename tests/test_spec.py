@@ -329,3 +329,46 @@ def test_micro_study_specs_default_to_the_disjoint_split():
             assert Path(cfg.data.root) == pool and [Path(p.root) for p in cfg.eval.probes] == [probe], name
             # the paper's compute design: a fixed number of epochs per subset, no step cap
             assert cfg.train.max_steps is None and cfg.train.epochs == 8, name
+
+
+def test_micro_study_msp_is_coarser_than_the_prediction_cluster():
+    """The micro study's MSP adds a coarser scale: every block is larger than the cluster (at 64 px a
+    4x4-patch block used to be exactly one 4x4-patch cluster), and no advisory is printed for it."""
+    for name in sorted(STUDY_SPECS - {"ablation_msp_scales_micro"}):
+        spec = load_spec(name, check_data=False)
+        assert spec.advisories == [], name
+        for cfg in spec.runs:
+            grid = cfg.model.img_size // cfg.model.patch_size
+            assert (grid, cfg.model.cluster_size, cfg.msp.scales) == (8, 2, (4,)), name
+            assert all(s > cfg.model.cluster_size for s in cfg.msp.scales), name
+    # the scale ablation keeps the paper's geometry (4x4-patch clusters on a 12x12 grid)
+    for cfg in load_spec("ablation_msp_scales_micro", check_data=False).runs:
+        assert (cfg.model.img_size // cfg.model.patch_size, cfg.model.cluster_size) == (12, 4)
+
+
+def test_an_msp_block_equal_to_the_cluster_is_noted_not_refused(tmp_path, image_folder, capsys):
+    """Decision: a note naming msp.scales, not a refusal: the paper's own scale ablation has the row
+    (block 4 with 4x4-patch clusters) and means it."""
+    import json
+
+    from roma.config import ModelConfig, MspConfig, RunConfig
+    from roma.launch import cli
+    from roma.validation import advisories, check_config
+
+    cfg = RunConfig(model=ModelConfig(name="roma_micro_tiny", img_size=64, patch_size=8, cluster_size=4),
+                    msp=MspConfig(scales=(2, 4)))
+    (note,) = advisories(cfg, lambda key: "my.yaml")
+    assert note.startswith("my.yaml: msp.scales: block size 4 equals model.cluster_size 4") and "not multi-scale" in note
+    assert not any("msp.scales" in e for e in check_config(cfg, check_data=False))
+    off = RunConfig(model=cfg.model, msp=MspConfig(enabled=False, scales=(4,)))
+    assert advisories(off) == [] and advisories(RunConfig(model=cfg.model, msp=MspConfig(scales=(8,)))) == []
+
+    spec = load_spec("ablation_msp_scales", check_data=False, require_env=False, dry_run=True)
+    assert len(spec.advisories) == 1 and "ablation_msp_scales.yaml (zip): msp.scales: block size 4" in spec.advisories[0]
+    body = write_spec(tmp_path, "same_scale", {"base": "micro", "model.img_size": 64, "msp.scales": [4],
+                                               "output_root": str(tmp_path / "out")})
+    assert cli.main([str(body), "--data-root", str(image_folder), "--dry-run", "--skip-data-check"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: {body}: msp.scales: block size 4 equals model.cluster_size 4" in out
+    assert cli.main([str(body), "--data-root", str(image_folder), "--dry-run", "--json"]) == 0
+    assert any("msp.scales: block size 4" in n for n in json.loads(capsys.readouterr().out)["notes"])

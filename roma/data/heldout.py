@@ -1,6 +1,6 @@
 """The held-out images of the pretraining objective: a fixed set that no training subset reaches.
 
-    dataset, info = build_heldout_dataset(cfg.data, cfg.model, cfg.ares)   # the job: val_loss inputs
+    dataset, info = build_heldout_dataset(cfg.data, cfg.model)             # the job: val_loss inputs
     data_cfg, problems = with_heldout_checksum(cfg.data)                   # the launcher: id, checks
 
 Where they come from (DataConfig.heldout_root):
@@ -11,9 +11,13 @@ Where they come from (DataConfig.heldout_root):
   a path  a source of its own (the micro study: the AID half that the pool leaves out): its first
           heldout_size images in HELDOUT_SEED's order. It must share no image with data.root, by
           key and, for image files, by the file each one resolves to (symlinked halves).
-The held-out keys are in the run id by content (data.heldout_checksum), never by path. Their crops,
-flips and ARES draws come from a fixed seed (HELDOUT_SEED, epoch 0): every run, training seed and
-evaluation step scores the same inputs, so val_loss is comparable across a study.
+The held-out keys are in the run id by content (data.heldout_checksum), never by path. Their crops
+and flips come from a fixed seed (HELDOUT_SEED, epoch 0), and they are built WITHOUT ARES whatever
+the run's ares.* settings (no rotated region, target = input): every run, training seed, evaluation
+step and ablation variant scores the same input and target tensors. Of the losses on them,
+val_loss_token (the next-cluster token loss) is comparable across every run; val_loss adds
+msp.weight x the MSP block loss for MSP runs, so it is comparable only between runs of one MSP
+setting (roma.train.heldout).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import dataclasses
 import os
 from functools import lru_cache
 
-from roma.config import AresConfig, DataConfig, ModelConfig
+from roma.config import DataConfig, ModelConfig
 
 from .refs import ImageRef
 from .sources import list_images
@@ -111,9 +115,10 @@ def with_heldout_checksum(d: DataConfig, cache_dir=None, refs_of=_listed) -> tup
     return dataclasses.replace(d, heldout_checksum=checksum), problems
 
 
-def build_heldout_dataset(d: DataConfig, model_cfg: ModelConfig, ares_cfg: AresConfig):
+def build_heldout_dataset(d: DataConfig, model_cfg: ModelConfig):
     """(PretrainDataset of the held-out images with their fixed augmentation, info) or (None, {}) without
-    them. Fails when the images no longer give the run id's data.heldout_checksum."""
+    them. No ARES (ares.* is not an argument): ablation variants score the same tensors. Fails when
+    the images no longer give the run id's data.heldout_checksum."""
     from .dataset import PretrainDataset
     from .transforms import PretrainTransform
 
@@ -124,6 +129,6 @@ def build_heldout_dataset(d: DataConfig, model_cfg: ModelConfig, ares_cfg: AresC
     if d.heldout_checksum and checksum != d.heldout_checksum:
         raise ValueError(f"held-out data at {d.heldout_root or d.root} changed since this run was launched: the run's "
                          f"id holds {d.heldout_checksum[:12]}.., the data now gives {checksum[:12]}..")
-    transform = PretrainTransform(model_cfg.img_size, model_cfg.patch_size, ares_cfg,
+    transform = PretrainTransform(model_cfg.img_size, model_cfg.patch_size, None,
                                   crop_scale=tuple(d.crop_scale), hflip=d.hflip)
     return PretrainDataset(refs, transform, HELDOUT_SEED), {"heldout_size": len(refs), "heldout_checksum": checksum}

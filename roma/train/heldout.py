@@ -7,6 +7,12 @@ Each rank scores every world_size-th image; the per-term sums and the image coun
 the ranks, so the result is the mean over all held-out images whatever the number of ranks (equal up
 to float summation order). No gradient, eval mode, and the global RNG states are restored after, so
 a run's training is the same with or without these evaluations (tests/test_heldout.py).
+
+Which number compares what: the held-out inputs and targets are the same tensors for every run
+(roma.data.heldout builds them without ARES), so `val_loss_token` (the next-cluster token loss, no
+MSP term) is comparable across every run of a study, ablation variants included; `val_loss` is the
+run's own objective (token loss + msp.weight x the mean MSP block loss when MSP is on), comparable
+only between runs of one MSP setting.
 """
 from __future__ import annotations
 

@@ -97,10 +97,11 @@ def build_model(cfg: RunConfig) -> torch.nn.Module:
 
 
 def build_heldout(cfg: RunConfig):
-    """The held-out dataset of val_loss (roma.data.heldout), or None when data.heldout_size is 0."""
+    """The held-out dataset of val_loss (roma.data.heldout: built without ARES for every run), or None
+    when data.heldout_size is 0."""
     from roma.data.heldout import build_heldout_dataset
 
-    return build_heldout_dataset(cfg.data, cfg.model, cfg.ares)[0]
+    return build_heldout_dataset(cfg.data, cfg.model)[0]
 
 
 def pretrain_flops(model: torch.nn.Module) -> float:
