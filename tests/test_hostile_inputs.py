@@ -87,3 +87,95 @@ def test_every_yaml_load_goes_through_roma_yamlio():
                  for p in (REPO / d).rglob("*.py") if p.name != "yamlio.py"
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+# ------------------------------------------------------------------ 4: corrupt state and cache files
+
+def _folder_spec(tmp_path: Path) -> Path:
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(8):
+            (tmp_path / "data" / c / f"{i}.png").write_bytes(b"")  # the listing reads names, not pixels
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"base": "micro", "output_root": str(tmp_path / "out"),
+                                    "data.root": str(tmp_path / "data"), "grid": {"train.seed": [0, 1]}}))
+    return spec
+
+
+@pytest.mark.timeout(30)
+def test_binary_status_json_is_a_named_failed_state_and_status_lists_every_run(tmp_path, monkeypatch, capsys):
+    from roma.launch import cli
+    from roma.launch.plan import plan
+    from roma.launch.status import read_status, write_status
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    spec = _folder_spec(tmp_path)
+    a, b = load_spec(spec, check_data=False).runs
+    write_status(b.run_dir, "finished", step=5, loss=0.25)
+    a.run_dir.mkdir(parents=True)
+    (a.run_dir / "status.json").write_bytes(bytes(range(256)))
+    st = read_status(a.run_dir)
+    assert st["state"] == "failed" and str(a.run_dir / "status.json") in st["reason"]
+    assert "--retry-failed" in st["reason"] and "not a UTF-8" in st["reason"]
+    assert cli.main(["status", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert a.run_id in out and "unreadable" in out and re.search(rf"{b.run_id} .* finished", out)
+    assert [p.action for p in plan([a, b])] == ["skip", "skip"]
+    assert plan([a], retry_failed=True)[0].action == "retry"
+    write_status(a.run_dir, "running", step=1)  # the retry rewrites it
+    assert read_status(a.run_dir)["state"] == "running" and "unreadable" not in read_status(a.run_dir)
+
+
+@pytest.mark.timeout(30)
+def test_status_json_with_wrong_field_types_and_a_garbage_claim_are_named(tmp_path):
+    from roma.launch.claim import claim, holder
+    from roma.launch.status import read_status
+
+    (tmp_path / "status.json").write_text('{"state": "finished", "step": "many", "loss": [1]}')
+    assert "step, loss" in read_status(tmp_path)["reason"]
+    (tmp_path / "claim.lock").write_bytes(b"\xff\xfe garbage")
+    assert holder(tmp_path) is None
+    with claim(tmp_path):
+        pass
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("corrupt", ["binary", "wrong types", "bit flip", "truncated"])
+def test_corrupt_data_listing_cache_is_rebuilt_with_a_warning_naming_it(tmp_path, monkeypatch, caplog, corrupt):
+    import json
+
+    from roma.data import fingerprint as fpm
+
+    spec = _folder_spec(tmp_path)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ROMA_CACHE", str(cache))
+    want = fpm.data_fingerprint(tmp_path / "data", 10, 0, cache / "data")
+    before = [r.run_id for r in load_spec(spec, check_data=False).runs]
+    (f,) = (cache / "data").glob("*.json")
+    entry = json.loads(f.read_text())
+    bad = {"binary": bytes(range(255, 0, -1)),
+           "wrong types": json.dumps({**entry, "total": "16", "checksums": None}).encode(),
+           "bit flip": json.dumps({**entry, "checksums": {k: "0" * 64 for k in entry["checksums"]}}).encode(),
+           "truncated": f.read_bytes()[:40]}[corrupt]
+    f.write_bytes(bad)
+    fpm._KEYS.clear(), fpm._RANKED.clear()  # a new process: nothing listed yet
+    with caplog.at_level("WARNING"):
+        got = fpm.data_fingerprint(tmp_path / "data", 10, 0, cache / "data")
+    assert got == want
+    assert any(str(f) in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
+    assert json.loads(f.read_text())["sha256"]  # rebuilt
+    f.write_bytes(bad)
+    fpm._KEYS.clear(), fpm._RANKED.clear()
+    assert [r.run_id for r in load_spec(spec, check_data=False).runs] == before  # status finds the same runs
+
+
+@pytest.mark.timeout(30)
+def test_corrupt_results_json_is_a_named_error_saying_what_to_do(tmp_path):
+    from roma.run import read_results
+
+    f = tmp_path / "run" / "eval" / "probe_x" / "results.json"
+    f.parent.mkdir(parents=True)
+    for bad in (b"\x00\xff\x00", b'{"metrics": {"acc": "high"}}', b"[1, 2]"):
+        f.write_bytes(bad)
+        with pytest.raises(ValueError, match=r"results\.json is unreadable .*--eval probe_x --force"):
+            read_results(f, "probe_x")
