@@ -179,3 +179,80 @@ def test_corrupt_results_json_is_a_named_error_saying_what_to_do(tmp_path):
         f.write_bytes(bad)
         with pytest.raises(ValueError, match=r"results\.json is unreadable .*--eval probe_x --force"):
             read_results(f, "probe_x")
+
+
+# ------------------------------------------------------------------ 6: checkpoints that cannot be read
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+def _last(step: int) -> dict:
+    import torch
+
+    from roma.train import checkpoint as ck
+    return {"model": {"w": torch.ones(2)}, "optimizer": {}, "scheduler": {}, "step": step, "epoch": 0,
+            "sampler": {"position": 0}, "rng": ck.rng_state(), "config": {}}
+
+
+@pytest.mark.timeout(30)
+def test_truncated_last_pt_is_one_line_naming_the_kept_checkpoint(tmp_path):
+    from roma.train import checkpoint as ck
+    from roma.torchfile import UnreadableCheckpoint
+
+    ck.save_last(tmp_path, _last(4), keep_epoch=1)
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnreadableCheckpoint) as e:
+        ck.load_last(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "last.pt") in msg and "truncated" in msg
+    assert f"cp {tmp_path / 'epoch_0001.pt'} {tmp_path / 'last.pt'}" in msg and "--retry-failed" in msg
+    (tmp_path / "epoch_0001.pt").unlink()
+    with pytest.raises(UnreadableCheckpoint, match="no earlier checkpoint is kept: relaunch with --force"):
+        ck.load_last(tmp_path)
+
+
+@pytest.mark.timeout(30)
+def test_refused_pickle_never_suggests_weights_only_false(tmp_path, capsys):
+    import torch
+
+    from roma.models.downstream import load_encoder_checkpoint
+    from roma.train import checkpoint as ck
+    from roma.torchfile import REFUSED, UnreadableCheckpoint
+
+    for f in (tmp_path / "last.pt", tmp_path / "encoder.pt"):
+        torch.save({**_last(1), "model": _Evil()}, f)
+    for load in (lambda: ck.load_last(tmp_path), lambda: load_encoder_checkpoint(tmp_path / "encoder.pt")):
+        with pytest.raises(UnreadableCheckpoint) as e:
+            load()
+        assert REFUSED in str(e.value) and "weights_only=False" not in str(e.value) and "\n" not in str(e.value)
+    assert "this would run" not in capsys.readouterr().out
+
+
+def test_every_torch_load_goes_through_roma_torchfile():
+    offenders = [f"{p.relative_to(REPO)}:{i}" for d in ("roma", "experiments", "benchmarks")
+                 for p in (REPO / d).rglob("*.py") if p.name != "torchfile.py"
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if "torch.load(" in line]
+    assert offenders == []
+
+
+@pytest.mark.timeout(60)
+def test_local_launch_of_a_run_with_a_truncated_last_pt_prints_one_line(tmp_path, monkeypatch, capfd):
+    from roma.launch.executors import run_local
+    from roma.launch.status import read_status
+
+    (tmp_path / "fake_resume.py").write_text(
+        "from roma.train.checkpoint import load_last\n"
+        "def resume(cfg, hooks=None):\n    load_last(cfg.run_dir)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO)]))
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    (cfg, _) = load_spec(_folder_spec(tmp_path), check_data=False).runs
+    cfg.run_dir.mkdir(parents=True)
+    (cfg.run_dir / "last.pt").write_bytes(b"PK\x03\x04 half a zip")
+    assert run_local([cfg], "fake_resume:resume") == {cfg.run_id: "failed"}
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and f"cannot read checkpoint {cfg.run_dir / 'last.pt'}" in err, err
+    assert "--force" in read_status(cfg.run_dir)["reason"]
