@@ -159,10 +159,10 @@ def growth_exponents(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def load_spec(path: Path) -> dict:
-    import yaml
+    from roma import yamlio
 
     allowed = {"kind", "description", "resolutions", "models", "batch", "warmup", "iters", "backward", "device"}
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = yamlio.load(path.read_text()) or {}
     bad = set(spec) - allowed
     if bad:
         raise ValueError(f"{path}: unknown key(s) {sorted(bad)}; allowed: {sorted(allowed)}")

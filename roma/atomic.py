@@ -4,6 +4,7 @@ A reader (a relaunch, `launch.py status`, a resumed job) sees the old file or th
 half-written one, even when the writer is killed mid-write.
 
     atomic.write_text(path, text); atomic.write_json(path, obj)
+    atomic.read_json(path)                   # CorruptFile (a ValueError naming the file) for bytes that are not JSON
     with atomic.replacing(path) as tmp:      # any writer that takes a path: torch.save, savefig, to_csv
         torch.save(state, tmp)
 """
@@ -15,6 +16,29 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+
+class CorruptFile(ValueError):
+    """A state or cache file whose bytes are not what the project writes (not UTF-8, not JSON, wrong shape).
+
+    One error for every reader: a cache catches it and rebuilds (warning with the path); a state
+    file's reader turns it into a named error saying what to do."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in `path`. FileNotFoundError when absent; CorruptFile for binary garbage, a truncated
+    write, or anything else that is not UTF-8 JSON (never a UnicodeDecodeError traceback)."""
+    data = Path(path).read_bytes()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CorruptFile(path, f"not a UTF-8 text file (byte {data[e.start]:#04x} at offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise CorruptFile(path, f"not valid JSON ({e})") from None
 
 
 @contextlib.contextmanager

@@ -15,7 +15,6 @@ MLflow run (the id recorded in <run_dir>/mlflow_run_id).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ def run_evaluation(name: str, kind: str, sub_cfg: Any, random_init: bool, cfg: R
     out_dir = out_root / name
     results = out_dir / RESULTS
     if results.exists():
-        return {k: float(v) for k, v in json.loads(results.read_text())["metrics"].items()}
+        return read_results(results, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     metrics = _runner(kind)(None if random_init else encoder, sub_cfg, cfg.model, out_dir, device)
@@ -111,13 +110,28 @@ def run_evaluations(cfg: RunConfig, tracker, encoder: Path, names: list[str] | N
     return metrics, failures
 
 
+def read_results(path: Path, name: str) -> dict[str, float]:
+    """The metrics of a finished evaluation's results.json; a named error (what to do) when unreadable."""
+    try:
+        doc = atomic.read_json(path)
+        return {str(k): float(v) for k, v in doc["metrics"].items()}
+    except (atomic.CorruptFile, KeyError, TypeError, AttributeError, ValueError) as e:
+        why = e.reason if isinstance(e, atomic.CorruptFile) else f"no metrics mapping of numbers ({type(e).__name__}: {e})"
+        raise ValueError(f"{path} is unreadable ({why}): rerun this evaluation with "
+                         f"`launch.py eval {path.parent.parent.parent} --eval {name} --force`") from None
+
+
 def failed_evaluations(cfg: RunConfig) -> dict[str, str]:
     """{name: error} of cfg's evaluations whose last attempt failed (eval/<name>/failed.json)."""
     out = {}
     for name, *_ in evaluations(cfg):
         f = cfg.run_dir / "eval" / name / FAILED
         if f.exists():
-            out[name] = str(json.loads(f.read_text()).get("error"))
+            try:
+                doc = atomic.read_json(f)
+                out[name] = str(doc.get("error") if isinstance(doc, dict) else doc)
+            except (OSError, atomic.CorruptFile) as e:  # it still says the last attempt failed
+                out[name] = f"unreadable {f} ({getattr(e, 'reason', e)})"
     return out
 
 

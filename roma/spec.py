@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from roma import yamlio
 from roma.config import RunConfig
 from roma.naming import run_name
 from roma.recipe import BASES
@@ -47,19 +48,8 @@ SET_ORIGIN = "--set"
 REGISTRY_MODEL_FIELDS = ("img_size", "patch_size", "cluster_size", "decoder_dim", "decoder_depth", "decoder_heads")
 
 
-class _Loader(yaml.SafeLoader):
-    """yaml.safe_load, plus YAML 1.2 floats: `1e-3` is a float, not the string PyYAML makes it."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
-               r"|[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
-
-
 def safe_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yamlio.load(text)  # the project's one YAML loader: safe types, no anchors/aliases
 
 
 @dataclass
@@ -127,8 +117,12 @@ def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         try:
             out[key.strip()] = safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
-            raise ConfigError([f"{SET_ORIGIN} {item!r}: value is not valid YAML ({e.__class__.__name__})"]) from None
+            raise ConfigError([f"{SET_ORIGIN} {item!r}: value is not valid YAML ({_yaml_reason(e)})"]) from None
     return out
+
+
+def _yaml_reason(e: yaml.YAMLError) -> str:
+    return str(e) if isinstance(e, yamlio.NoAliasError) else e.__class__.__name__
 
 
 def _registry_geometry(name: str) -> dict[str, Any]:

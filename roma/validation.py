@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
+from roma import yamlio
 
 from roma.config import CHOICES, EVAL_DATA_ENV, RunConfig, to_plain
 
@@ -414,8 +414,8 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
 
 def dump_config(cfg: RunConfig) -> str:
     """The config as YAML (config.yaml of a run folder)."""
-    return yaml.safe_dump(to_plain(cfg), sort_keys=False)
+    return yamlio.dump(to_plain(cfg), sort_keys=False)
 
 
 def load_config(text: str) -> RunConfig:
-    return build_config(yaml.safe_load(text) or {})
+    return build_config(yamlio.load(text) or {})

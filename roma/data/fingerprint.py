@@ -20,12 +20,16 @@ and reused while a stamp that is cheap to re-check is unchanged:
                 each shard's sha256, from `python -m roma.data.shards pack/index`) where there is one;
                 a full-data checksum is then read from the index (keys_sha256), not listed
   manifest      size and mtime of the manifest file
-A different stamp means one new listing. Remove the cache folder to force it.
+A different stamp means one new listing. Remove the cache folder to force it. Each entry carries
+the sha256 of its own content: an entry that is not UTF-8 JSON, lacks a field, holds a value of
+the wrong type or fails that checksum (a bit flip, a hand edit, a truncated copy) is rebuilt from a
+new listing with a warning naming the file, never trusted and never a reason to fail.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +42,9 @@ from .shard_reader import expand_shard_pattern, is_shard_pattern
 from .sources import MANIFEST_EXTS, list_folder, list_images, manifest_key, manifest_paths
 from .subsets import keys_checksum, ranked_keys
 
+log = logging.getLogger(__name__)
 SHARD_INDEX = "index.json"  # roma.data.shards' index (branch shards): {"format", "images", "keys_sha256", ...}
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: entries carry their own sha256
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def _shard_index(src: str) -> tuple[str | None, dict[str, Any] | None]:
     data = f.read_bytes()
     try:
         info = json.loads(data)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON or not UTF-8: no index (roma.data.shard_reader.read_index names the problem)
         return None, None
     ok = isinstance(info, dict) and isinstance(info.get("keys_sha256"), str) and isinstance(info.get("images"), int)
     return hashlib.sha256(data).hexdigest(), (info if ok else None)
@@ -144,15 +149,47 @@ def _cache_file(cache_dir: str | os.PathLike | None, src: str) -> Path | None:
     return Path(cache_dir) / f"{hashlib.sha256(src.encode()).hexdigest()[:20]}.json"
 
 
+def _entry_sha256(entry: dict[str, Any]) -> str:
+    body = {k: v for k, v in entry.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _entry_problem(entry: Any, src: str) -> str | None:
+    """Why a parsed cache entry cannot be trusted, or None."""
+    if not isinstance(entry, dict):
+        return f"holds a {type(entry).__name__}, not an entry"
+    if entry.get("format") != _CACHE_FORMAT:
+        return ""  # another version's entry: stale, not corrupt (rebuilt without a warning)
+    checks = entry.get("checksums")
+    if not (entry.get("root") == src and isinstance(entry.get("stamp"), (dict, type(None)))
+            and (entry.get("total") is None or type(entry.get("total")) is int)
+            and isinstance(checks, dict) and all(isinstance(v, str) and len(v) == 64 for v in checks.values())):
+        return "fields missing or of the wrong type"
+    if entry.get("sha256") != _entry_sha256(entry):
+        return "its content does not match its sha256"
+    return None
+
+
 def _read_cache(path: Path | None, src: str) -> dict[str, Any] | None:
-    if path is None or not path.is_file():
+    """The trusted cache entry of `src`, or None (absent, stale, or corrupt: warned, rebuilt by the caller)."""
+    if path is None:
         return None
     try:
-        entry = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # a cache is never a reason to fail
-    ok = isinstance(entry, dict) and entry.get("format") == _CACHE_FORMAT and entry.get("root") == src
-    return entry if ok else None
+        problem = _entry_problem(entry := atomic.read_json(path), src)
+    except FileNotFoundError:
+        return None
+    except (OSError, atomic.CorruptFile) as e:
+        problem, entry = str(getattr(e, "reason", e)), None
+    if problem:
+        log.warning("data-listing cache %s is corrupt (%s): listing the data again and rebuilding it", path, problem)
+    return entry if problem is None else None
+
+
+def _write_cache(path: Path, entry: dict[str, Any]) -> None:
+    try:
+        atomic.write_json(path, {**entry, "sha256": _entry_sha256(entry)})
+    except OSError:  # a read-only home: no cache, same answer
+        pass
 
 
 # in-process: the keys of a source listed during this launch, and their rank orders per seed
@@ -201,10 +238,7 @@ def data_fingerprint(root: str | os.PathLike, subset: int | None = None, seed: i
                 ranked = _RANKED[(src, seed)] = ranked_keys(keys, seed)
             entry["checksums"][want] = keys_checksum(ranked[len(ranked) - subset:] if tail else ranked[:subset])
         if cache is not None:
-            try:
-                atomic.write_json(cache, entry)
-            except OSError:  # a read-only home: no cache, same answer
-                pass
+            _write_cache(cache, entry)
     total = int(entry["total"])
     if subset is not None and subset > total:
         raise ValueError(f"data.subset asks for {subset} images but {src} holds only {total}")

@@ -255,7 +255,7 @@ def read_index(folder: str | os.PathLike) -> ShardIndex:
     except FileNotFoundError:
         raise FileNotFoundError(f"no shard index {path}: write one with `python -m roma.data.shards index "
                                 f"{folder}`") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError (binary garbage)
         raise ValueError(f"shard index {path} is not valid JSON ({e}); {rebuild}") from e
     if not isinstance(info, dict) or info.get("format") != INDEX_FORMAT:
         got = info.get("format") if isinstance(info, dict) else type(info).__name__

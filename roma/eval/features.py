@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from roma import atomic
+from roma import atomic, torchfile
 from roma.eval.augment import EVAL_CROP_PCT, EvalTransform
 from roma.eval.splits import FolderDataset
 from roma.progress import progress
@@ -112,10 +112,16 @@ def cached_features(cache_dir: Path, key: str, ds: FolderDataset, compute) -> tu
     """Load <cache_dir>/<key>.pt if it matches ds, else call compute() -> (feats, labels) and store it."""
     path = Path(cache_dir) / f"feats_{key}.pt"
     if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("fingerprint") == ds.fingerprint and blob["features"].shape[0] == len(ds):
+        try:
+            blob = torchfile.load(path)
+        except torchfile.UnreadableCheckpoint as e:  # a cache: rebuilt, never a reason to fail
+            print(f"[probe] feature cache unreadable, rebuilding it: {e}", flush=True)
+            blob = {}
+        ok = isinstance(blob, dict) and isinstance(blob.get("features"), torch.Tensor)
+        if ok and blob.get("fingerprint") == ds.fingerprint and blob["features"].shape[0] == len(ds):
             return blob["features"], blob["labels"]
-        print(f"[probe] ignoring stale feature cache {path}", flush=True)
+        if blob:
+            print(f"[probe] ignoring stale feature cache {path}", flush=True)
     feats, labels = compute()
     if feats.shape[0] != len(ds) or not torch.equal(labels, torch.tensor(ds.labels)):
         raise RuntimeError("feature extraction returned rows that do not match the dataset order")

@@ -117,7 +117,7 @@ def load_split(path: Path, ds: FolderDataset, train_ratio: float | None = None, 
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError (binary garbage)
         raise ValueError(f"split file {path} is not valid JSON: {e}") from None
     for key, want in (("train_ratio", train_ratio), ("seed", seed), ("val_fraction", val_fraction)):
         if key not in doc:

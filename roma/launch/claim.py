@@ -36,7 +36,7 @@ def _read(f) -> dict[str, Any]:
     f.seek(0)
     try:
         data = json.loads(f.read() or "{}")
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or not UTF-8: the holder is unknown, the lock still tells it is held
         data = {}
     return data if isinstance(data, dict) else {}
 

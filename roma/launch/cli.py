@@ -376,6 +376,8 @@ def cmd_status(argv: list[str]) -> int:
     args = p.parse_args(argv)
     spec = _load(args, fetch=False, check_data=False).spec
     runs = select(spec.runs, args.only)
+    for w in spec.warnings:  # e.g. a data checksum that cannot be computed: the run ids below lack it
+        print(f"warning: {w}", file=sys.stderr)
     headers = ["id", "name", "state", "step", "loss", "job", "updated", "reason"]
     while True:
         rows = status_rows(runs)

@@ -18,6 +18,7 @@ from roma.launch.job import run_one
 from roma.launch import status as run_state
 from roma.launch.status import here, read_status, run_dir
 from roma.naming import run_name
+from roma.torchfile import UnreadableCheckpoint
 
 CLAIMED_EXIT = 75  # a child that found the run claimed by another process (EX_TEMPFAIL)
 
@@ -49,6 +50,9 @@ def _child(cfg_dict: dict, execute_target: str | None) -> None:
         sys.exit(CLAIMED_EXIT)
     except KeyboardInterrupt:
         sys.exit(130)
+    except UnreadableCheckpoint as e:  # one line says it all (file, reason, what to do); error.txt has the rest
+        print(f"    -> {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except Exception:
         traceback.print_exc()  # also recorded in status.json (reason) and error.txt
         sys.exit(1)

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from roma import yamlio
 from roma.config import ResourcesConfig
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
@@ -47,7 +48,10 @@ def profile_path(name: str) -> Path:
 def load_profile(name: str) -> dict[str, Any]:
     """-> {"name", "path", "resources": {field: value}, "parallelism": int, "additional": dict}."""
     path = profile_path(name)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yamlio.load(path.read_text(encoding="utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read cluster profile: {e}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a cluster profile must be a mapping")
     for key in raw:

@@ -18,7 +18,6 @@ after pretraining finished is failed with "stage": "eval" and "encoder": its usa
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 from datetime import datetime, timezone
@@ -36,18 +35,34 @@ def run_dir(cfg: RunConfig) -> Path:
     return cfg.run_dir
 
 
+FIELD_TYPES = {"step": (int, type(None)), "loss": (int, float, type(None)), "reason": (str, type(None)),
+               "updated": (str, type(None)), "job_id": (str, int, type(None))}
+
+
 def read_status(path: Path) -> dict[str, Any] | None:
-    """The status of the run folder `path`; None when the run has never been launched."""
+    """The status of the run folder `path`; None when the run has never been launched.
+
+    A status.json that cannot be read (binary garbage, a truncated copy, no valid state) is never
+    taken as "new": the run reads as failed with a reason naming the file and what to do, so a
+    launch skips it, `status` lists it beside every other run, and --retry-failed resumes it from
+    its last checkpoint (rewriting the file) or --force starts it over."""
     f = Path(path) / "status.json"
     try:
-        data = json.loads(f.read_text())
+        data = atomic.read_json(f)
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError) as e:  # never silently treat a broken file as "new"
-        return {"state": "failed", "reason": f"unreadable status.json: {e}"}
-    return data if isinstance(data, dict) and data.get("state") in STATES else \
-        {"state": "failed", "reason": f"status.json holds no valid state: {data!r:.80}"}
+    except (OSError, atomic.CorruptFile) as e:
+        return _unreadable(f, str(getattr(e, "reason", e)))
+    if not isinstance(data, dict) or data.get("state") not in STATES:
+        return _unreadable(f, f"no valid state: {data!r:.80}")
+    bad = [k for k, types in FIELD_TYPES.items() if not isinstance(data.get(k), types) or isinstance(data.get(k), bool)]
+    return _unreadable(f, f"field(s) {', '.join(bad)} of the wrong type") if bad else data
 
+
+def _unreadable(f: Path, why: str) -> dict[str, Any]:
+    return {"state": "failed", "unreadable": True,
+            "reason": f"unreadable {f} ({why}): relaunch with --retry-failed to resume the run from its last "
+                      f"checkpoint (rewrites the file), or --force to start it over"}
 
 
 def write_status(path: Path, state: str, **fields: Any) -> dict[str, Any]:
@@ -57,6 +72,7 @@ def write_status(path: Path, state: str, **fields: Any) -> dict[str, Any]:
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}; expected one of {STATES}")
     old = read_status(path) or {}
+    old.pop("unreadable", None)  # a write replaces an unreadable file
     new = {**old, **fields, "state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if state in ("pending", "running", "requeued", "finished"):
         new.setdefault("reason", None)

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from roma import torchfile
 from roma.models.encoder import RoMAEncoder, column_major_perm
 from roma.models.mamba import expand_to_v3
 from roma.models.registry import get_model_size
@@ -50,7 +51,7 @@ def load_encoder_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = torchfile.load(path, "export it again: rerun the run's pretraining (launch.py SPEC --only RUN --force)")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in CKPT_KEYS):
         have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not an encoder checkpoint: needs keys {list(CKPT_KEYS)}, has {have}")
@@ -176,7 +177,7 @@ def build_vit_encoder(ckpt: Path | None, img_size: int, readout: str = "mean", s
     if ckpt is not None:
         if not Path(ckpt).is_file():
             raise FileNotFoundError(f"ViT checkpoint {ckpt} does not exist")
-        raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+        raw = torchfile.load(ckpt, "give a readable ViT checkpoint")
         state = raw.get("model", raw.get("state_dict", raw)) if isinstance(raw, dict) else None
         if not isinstance(state, dict):
             raise ValueError(f"{ckpt} holds no state dict (expected {{'model': ...}}, {{'state_dict': ...}} or one)")

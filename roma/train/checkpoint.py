@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from roma import atomic
+from roma import atomic, torchfile
+from roma.torchfile import UnreadableCheckpoint
 
 LAST = "last.pt"
 ENCODER = "encoder.pt"
@@ -82,18 +83,32 @@ def save_last(run_dir: Path, state: dict[str, Any], keep_epoch: int | None = Non
     return path
 
 
+def kept_checkpoints(run_dir: Path) -> list[Path]:
+    """The kept epoch copies of last.pt (epoch_<n>.pt), newest first."""
+    return sorted(Path(run_dir).glob("epoch_*.pt"), reverse=True)
+
+
+def resume_fix(run_dir: Path) -> str:
+    """What to do when <run_dir>/last.pt cannot be used."""
+    kept = kept_checkpoints(run_dir)
+    start_over = "relaunch with --force to start the run over (deletes its folder)"
+    if kept:
+        return (f"resume from the previous kept checkpoint (cp {kept[0]} {Path(run_dir) / LAST}, then relaunch "
+                f"with --retry-failed), or {start_over}")
+    return f"no earlier checkpoint is kept: {start_over}"
+
+
 def load_last(run_dir: Path) -> dict[str, Any] | None:
-    """The state in <run_dir>/last.pt, or None when there is none (a fresh run)."""
+    """The state in <run_dir>/last.pt, or None when there is none (a fresh run).
+
+    UnreadableCheckpoint (one line: the file, why, what to do) when it cannot be read or lacks keys."""
     path = Path(run_dir) / LAST
     if not path.exists():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    state = torchfile.load(path, resume_fix(run_dir))
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"checkpoint {path} lacks keys {missing}")
+        raise UnreadableCheckpoint(path, f"not a last.pt: lacks keys {missing}", resume_fix(run_dir))
     return state
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from roma import torchfile
 from roma.config import DenseConfig, to_plain
 from roma.eval.dense.data import CropDataset, Scene, to_tensors
 from roma.eval.dense.metrics import ConfusionMatrix, change_metrics, seg_metrics
@@ -97,7 +98,8 @@ def evaluate(model: nn.Module, scenes: list[Scene], kind: str, window: int, stri
 
 # ----------------------------------------------------------------------------- checkpoints
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torchfile.load(path, f"delete it to restart this evaluation from scratch, or rerun it with "
+                                f"`launch.py eval ... --force`")
 
 
 # ----------------------------------------------------------------------------- training

@@ -1,0 +1,258 @@
+"""Issue 35: hostile and odd inputs, one class per section; each case builds its bad input itself and
+asserts the named error (or the correct conversion) within seconds. docs/reliability.md maps each
+class to the test here that proves it."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from roma import yamlio
+from roma.spec import load_spec, parse_set
+from roma.validation import ConfigError, dump_config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+BOMB = "\n".join(['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+                  *[f'{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},'
+                    f'*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]' for i in range(8)]])
+
+
+# ------------------------------------------------------------------ 1: YAML expansion bombs
+
+@pytest.mark.timeout(30)
+def test_alias_bomb_in_a_spec_file_is_refused_naming_the_file(tmp_path):
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text("base: micro\n" + BOMB + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(spec, check_data=False, require_env=False)
+    assert str(spec.resolve()) in str(e.value) and "anchors and aliases" in str(e.value)
+
+
+@pytest.mark.timeout(30)
+def test_alias_bomb_in_a_set_value_is_refused():
+    value = "{" + BOMB.replace("\n", ", ") + "}"
+    with pytest.raises(ConfigError, match=r"--set 'train=.*anchors and aliases.*line 1"):
+        parse_set([f"train={value}"])
+
+
+@pytest.mark.timeout(30)
+def test_a_single_anchor_is_refused_too_and_plain_yaml_still_loads():
+    with pytest.raises(yamlio.NoAliasError, match="line 1"):
+        yamlio.load("x: &a 1\ny: *a\n")
+    with pytest.raises(yamlio.NoAliasError):
+        yamlio.load("base: &b {lr: 1}\ntrain: {<<: *b}\n")
+    assert yamlio.load("lr: 1e-3\nname: roma\n") == {"lr": 1e-3, "name": "roma"}  # YAML 1.2 floats kept
+
+
+@pytest.mark.timeout(30)
+def test_cluster_profile_with_an_alias_is_a_named_error(tmp_path):
+    from roma.launch.profiles import load_profile
+
+    prof = tmp_path / "bomb.yaml"
+    prof.write_text("partition: &p debug\naccount: *p\n")
+    with pytest.raises(ValueError, match=r"bomb\.yaml: cannot read cluster profile: anchors and aliases"):
+        load_profile(str(prof))
+
+
+@pytest.mark.timeout(30)
+def test_config_yaml_round_trips_a_shared_list_without_anchors():
+    from roma.config import RunConfig
+
+    plain = {"a": [1, 2]}
+    plain["b"] = plain["a"]  # one object twice: safe_dump would write &id001 / *id001
+    assert "&" not in yamlio.dump(plain) and yamlio.load(yamlio.dump(plain)) == {"a": [1, 2], "b": [1, 2]}
+    cfg = RunConfig()
+    assert load_config(dump_config(cfg)).run_id == cfg.run_id
+
+
+@pytest.mark.timeout(60)
+def test_launcher_refuses_a_bomb_spec_in_seconds(tmp_path):
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text("base: micro\n" + BOMB + "\n")
+    res = subprocess.run([sys.executable, str(REPO / "experiments" / "launch.py"), str(spec), "--dry-run"],
+                         capture_output=True, text=True, timeout=50, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 2 and "anchors and aliases" in res.stderr, res.stderr
+
+
+def test_every_yaml_load_goes_through_roma_yamlio():
+    """One loader: no other module of the project parses YAML itself."""
+    pattern = re.compile(r"\byaml\.(safe_load|load|full_load|unsafe_load|load_all|safe_load_all)\(")
+    offenders = [f"{p.relative_to(REPO)}:{i}" for d in ("roma", "experiments", "analysis", "benchmarks", "slurm")
+                 for p in (REPO / d).rglob("*.py") if p.name != "yamlio.py"
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == []
+
+
+# ------------------------------------------------------------------ 4: corrupt state and cache files
+
+def _folder_spec(tmp_path: Path) -> Path:
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(8):
+            (tmp_path / "data" / c / f"{i}.png").write_bytes(b"")  # the listing reads names, not pixels
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"base": "micro", "output_root": str(tmp_path / "out"),
+                                    "data.root": str(tmp_path / "data"), "grid": {"train.seed": [0, 1]}}))
+    return spec
+
+
+@pytest.mark.timeout(30)
+def test_binary_status_json_is_a_named_failed_state_and_status_lists_every_run(tmp_path, monkeypatch, capsys):
+    from roma.launch import cli
+    from roma.launch.plan import plan
+    from roma.launch.status import read_status, write_status
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    spec = _folder_spec(tmp_path)
+    a, b = load_spec(spec, check_data=False).runs
+    write_status(b.run_dir, "finished", step=5, loss=0.25)
+    a.run_dir.mkdir(parents=True)
+    (a.run_dir / "status.json").write_bytes(bytes(range(256)))
+    st = read_status(a.run_dir)
+    assert st["state"] == "failed" and str(a.run_dir / "status.json") in st["reason"]
+    assert "--retry-failed" in st["reason"] and "not a UTF-8" in st["reason"]
+    assert cli.main(["status", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert a.run_id in out and "unreadable" in out and re.search(rf"{b.run_id} .* finished", out)
+    assert [p.action for p in plan([a, b])] == ["skip", "skip"]
+    assert plan([a], retry_failed=True)[0].action == "retry"
+    write_status(a.run_dir, "running", step=1)  # the retry rewrites it
+    assert read_status(a.run_dir)["state"] == "running" and "unreadable" not in read_status(a.run_dir)
+
+
+@pytest.mark.timeout(30)
+def test_status_json_with_wrong_field_types_and_a_garbage_claim_are_named(tmp_path):
+    from roma.launch.claim import claim, holder
+    from roma.launch.status import read_status
+
+    (tmp_path / "status.json").write_text('{"state": "finished", "step": "many", "loss": [1]}')
+    assert "step, loss" in read_status(tmp_path)["reason"]
+    (tmp_path / "claim.lock").write_bytes(b"\xff\xfe garbage")
+    assert holder(tmp_path) is None
+    with claim(tmp_path):
+        pass
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("corrupt", ["binary", "wrong types", "bit flip", "truncated"])
+def test_corrupt_data_listing_cache_is_rebuilt_with_a_warning_naming_it(tmp_path, monkeypatch, caplog, corrupt):
+    import json
+
+    from roma.data import fingerprint as fpm
+
+    spec = _folder_spec(tmp_path)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ROMA_CACHE", str(cache))
+    want = fpm.data_fingerprint(tmp_path / "data", 10, 0, cache / "data")
+    before = [r.run_id for r in load_spec(spec, check_data=False).runs]
+    (f,) = (cache / "data").glob("*.json")
+    entry = json.loads(f.read_text())
+    bad = {"binary": bytes(range(255, 0, -1)),
+           "wrong types": json.dumps({**entry, "total": "16", "checksums": None}).encode(),
+           "bit flip": json.dumps({**entry, "checksums": {k: "0" * 64 for k in entry["checksums"]}}).encode(),
+           "truncated": f.read_bytes()[:40]}[corrupt]
+    f.write_bytes(bad)
+    fpm._KEYS.clear(), fpm._RANKED.clear()  # a new process: nothing listed yet
+    with caplog.at_level("WARNING"):
+        got = fpm.data_fingerprint(tmp_path / "data", 10, 0, cache / "data")
+    assert got == want
+    assert any(str(f) in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
+    assert json.loads(f.read_text())["sha256"]  # rebuilt
+    f.write_bytes(bad)
+    fpm._KEYS.clear(), fpm._RANKED.clear()
+    assert [r.run_id for r in load_spec(spec, check_data=False).runs] == before  # status finds the same runs
+
+
+@pytest.mark.timeout(30)
+def test_corrupt_results_json_is_a_named_error_saying_what_to_do(tmp_path):
+    from roma.run import read_results
+
+    f = tmp_path / "run" / "eval" / "probe_x" / "results.json"
+    f.parent.mkdir(parents=True)
+    for bad in (b"\x00\xff\x00", b'{"metrics": {"acc": "high"}}', b"[1, 2]"):
+        f.write_bytes(bad)
+        with pytest.raises(ValueError, match=r"results\.json is unreadable .*--eval probe_x --force"):
+            read_results(f, "probe_x")
+
+
+# ------------------------------------------------------------------ 6: checkpoints that cannot be read
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+def _last(step: int) -> dict:
+    import torch
+
+    from roma.train import checkpoint as ck
+    return {"model": {"w": torch.ones(2)}, "optimizer": {}, "scheduler": {}, "step": step, "epoch": 0,
+            "sampler": {"position": 0}, "rng": ck.rng_state(), "config": {}}
+
+
+@pytest.mark.timeout(30)
+def test_truncated_last_pt_is_one_line_naming_the_kept_checkpoint(tmp_path):
+    from roma.train import checkpoint as ck
+    from roma.torchfile import UnreadableCheckpoint
+
+    ck.save_last(tmp_path, _last(4), keep_epoch=1)
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnreadableCheckpoint) as e:
+        ck.load_last(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "last.pt") in msg and "truncated" in msg
+    assert f"cp {tmp_path / 'epoch_0001.pt'} {tmp_path / 'last.pt'}" in msg and "--retry-failed" in msg
+    (tmp_path / "epoch_0001.pt").unlink()
+    with pytest.raises(UnreadableCheckpoint, match="no earlier checkpoint is kept: relaunch with --force"):
+        ck.load_last(tmp_path)
+
+
+@pytest.mark.timeout(30)
+def test_refused_pickle_never_suggests_weights_only_false(tmp_path, capsys):
+    import torch
+
+    from roma.models.downstream import load_encoder_checkpoint
+    from roma.train import checkpoint as ck
+    from roma.torchfile import REFUSED, UnreadableCheckpoint
+
+    for f in (tmp_path / "last.pt", tmp_path / "encoder.pt"):
+        torch.save({**_last(1), "model": _Evil()}, f)
+    for load in (lambda: ck.load_last(tmp_path), lambda: load_encoder_checkpoint(tmp_path / "encoder.pt")):
+        with pytest.raises(UnreadableCheckpoint) as e:
+            load()
+        assert REFUSED in str(e.value) and "weights_only=False" not in str(e.value) and "\n" not in str(e.value)
+    assert "this would run" not in capsys.readouterr().out
+
+
+def test_every_torch_load_goes_through_roma_torchfile():
+    offenders = [f"{p.relative_to(REPO)}:{i}" for d in ("roma", "experiments", "benchmarks")
+                 for p in (REPO / d).rglob("*.py") if p.name != "torchfile.py"
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if "torch.load(" in line]
+    assert offenders == []
+
+
+@pytest.mark.timeout(60)
+def test_local_launch_of_a_run_with_a_truncated_last_pt_prints_one_line(tmp_path, monkeypatch, capfd):
+    from roma.launch.executors import run_local
+    from roma.launch.status import read_status
+
+    (tmp_path / "fake_resume.py").write_text(
+        "from roma.train.checkpoint import load_last\n"
+        "def resume(cfg, hooks=None):\n    load_last(cfg.run_dir)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO)]))
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    (cfg, _) = load_spec(_folder_spec(tmp_path), check_data=False).runs
+    cfg.run_dir.mkdir(parents=True)
+    (cfg.run_dir / "last.pt").write_bytes(b"PK\x03\x04 half a zip")
+    assert run_local([cfg], "fake_resume:resume") == {cfg.run_id: "failed"}
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and f"cannot read checkpoint {cfg.run_dir / 'last.pt'}" in err, err
+    assert "--force" in read_status(cfg.run_dir)["reason"]
