@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 from roma.launch import slurm
-from roma.launch.plan import Planned, clear_for_rerun, plan, reconcile
-from roma.launch.status import read_status, run_dir
-from roma.launch.table import describe_resources, fmt_loss, render
+from roma.launch.plan import Planned, clear_for_rerun, plan
+from roma.launch.table import describe_resources, render
 from roma.naming import run_name
 from roma.spec import Spec, list_specs, load_spec, parse_set, select
 from roma.validation import ConfigError
@@ -365,26 +364,29 @@ def status_extra_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def status_rows(runs) -> list[list[object]]:
-    rows = []
-    for cfg in runs:
-        st = reconcile(cfg, read_status(run_dir(cfg))) or {"state": "new"}
-        rows.append([cfg.run_id, run_name(cfg), st.get("state"), st.get("step"), fmt_loss(st.get("loss")),
-                     st.get("job_id"), (st.get("updated") or "")[:19] or None, st.get("reason")])
-    return rows
-
-
 def cmd_status(args: argparse.Namespace) -> int:
+    from roma.launch.overview import footer, status_rows, table
+
+    args.dry_run = True  # evaluation data is not in the run ids: a missing root is a warning, as in a dry run
     spec = _load(args, fetch=False, check_data=False).spec
     runs = select(spec.runs, args.only)
-    headers = ["id", "name", "state", "step", "loss", "job", "updated", "reason"]
+    if not runs:
+        print(f"no run of {spec.name} matches --only {args.only!r}", file=sys.stderr)
+        return 2
+    notes = [f"warning: {w} (status does not need it)" for w in spec.warnings]
+    if any(not c.data.checksum for c in runs):
+        notes.append("warning: the pretraining data is not found: run ids hold its checksum, so runs launched on it "
+                     "show as new here (give the --data-root / --set / variables of the launch)")
     while True:
-        rows = status_rows(runs)
+        rows = status_rows(runs, spec.data_counts)
         if args.watch:
             print("\033[2J\033[H", end="")  # clear the terminal between refreshes
         print(f"spec {spec.name} ({len(runs)} runs)")
-        print(render(headers, rows))
-        if not args.watch or all(r[2] in ("finished", "failed", "cancelled", "new") for r in rows):
+        print(table(rows))
+        print(footer(rows))
+        for line in notes:
+            print(line, file=sys.stderr)
+        if not args.watch or all(r.state in ("finished", "failed", "cancelled", "new") for r in rows):
             return 0
         time.sleep(args.watch)
 
@@ -432,15 +434,21 @@ SUBCOMMANDS = {
 }
 
 
+def _prog() -> str:
+    """The name usage lines show: `roma-launch` when run as the console script, else launch.py."""
+    return "roma-launch" if Path(sys.argv[0]).name == "roma-launch" else "launch.py"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    prog = _prog()
     p = argparse.ArgumentParser(
-        prog="launch.py", description="Launch the runs of an experiment spec, follow them, evaluate and compare them.",
+        prog=prog, description="Launch the runs of an experiment spec, follow them, evaluate and compare them.",
         epilog="A first argument that is not a command is a spec to launch: `launch.py quickstart` is "
                "`launch.py launch quickstart`. A spec named like a command: `launch.py launch NAME`. "
                "`launch.py COMMAND --help` shows a command's options.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (fill, run, help_, description) in SUBCOMMANDS.items():
-        sp = fill(sub.add_parser(name, help=help_, description=description, prog=f"launch.py {name}"))
+        sp = fill(sub.add_parser(name, help=help_, description=description, prog=f"{prog} {name}"))
         sp.set_defaults(run=run, parser=sp)
     return p
 
@@ -465,5 +473,6 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except ConfigError as e:
         print(e, file=sys.stderr)
-        print("nothing was launched.", file=sys.stderr)
+        if args.command == "launch":
+            print("nothing was launched.", file=sys.stderr)
         return 2
