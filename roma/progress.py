@@ -11,9 +11,10 @@ In a terminal (stderr is a TTY) this is a tqdm bar with rate and estimated time 
     [features] 1200/5000 img (24%), 40.1 img/s, 1m35s left
 
 With `every_n` (the training loop: a line per train.log_every_steps steps) the plain lines come
-every `every_n` units instead, each `<unit> <n>/<total> <postfix>`, one grep-able line per report:
+every `every_n` units instead, each `<unit> <n>/<total> <postfix> <time> left` (`done in <time>` at
+the end), one grep-able line per report:
 
-    step 400/2000 epoch 3 loss 5.1234 lr 1.500e-04 images/s 61.2 bad 0
+    step 400/2000 epoch 3 loss 5.1234 lr 1.500e-04 images/s 61.2 bad 0 12m30s left
 
 ROMA_PROGRESS=bar|plain|off forces a style (off: silent), for every loop that reports progress.
 """
@@ -52,6 +53,23 @@ def fmt_amount(n: float, unit: str) -> str:
         if n >= div:
             return f"{n / div:.1f} {suffix}"
     return f"{n:.0f} B"
+
+
+class Rate:
+    """Units done per second since `start` (when this process began counting), and the time left."""
+
+    def __init__(self, total: float | None = None, start: float = 0, t0: float | None = None):
+        self.total, self.start = total, start
+        self.t0 = time.monotonic() if t0 is None else t0
+
+    def seconds_per_unit(self, n: float) -> float | None:
+        done = n - self.start
+        return (time.monotonic() - self.t0) / done if done > 0 else None
+
+    def left(self, n: float) -> float | None:
+        """Seconds until `total` at the rate so far (None: no unit done yet, or no total)."""
+        per = self.seconds_per_unit(n)
+        return None if per is None or not self.total else max(0.0, (self.total - n) * per)
 
 
 class Progress:
@@ -97,9 +115,12 @@ class Progress:
 
     def line(self) -> str:
         """The plain progress line as it stands now."""
-        if self.every_n is not None:
-            return f"{self.unit} {self.n}/{self.total} {self._postfix}".rstrip()
         elapsed = time.monotonic() - self._t0
+        if self.every_n is not None:  # the time left at the rate of this process (a resume counts from its start)
+            secs = Rate(self.total, self._start_n, self._t0).left(self.n)
+            when = (f"done in {fmt_seconds(elapsed)}" if self.total and self.n >= self.total else
+                    f"{fmt_seconds(secs)} left" if secs is not None else "")
+            return " ".join(filter(None, [f"{self.unit} {self.n}/{self.total}", self._postfix, when]))
         rate = (self.n - self._start_n) / elapsed if elapsed > 0 else 0.0
         done = fmt_amount(self.n, self.unit)
         parts = [f"[{self.desc}] {done}"]

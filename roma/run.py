@@ -135,8 +135,13 @@ def failed_evaluations(cfg: RunConfig) -> dict[str, str]:
     return out
 
 
+def results_path(cfg: RunConfig, name: str) -> Path:
+    """Where evaluation `name` of cfg's run writes its metrics."""
+    return cfg.run_dir / "eval" / name / RESULTS
+
+
 def evaluation_done(cfg: RunConfig, name: str) -> bool:
-    return (cfg.run_dir / "eval" / name / RESULTS).exists()
+    return results_path(cfg, name).exists()
 
 
 def evaluate(cfg: RunConfig, only: list[str] | tuple[str, ...] | None = None, force: bool = False) -> dict[str, Any]:

@@ -154,7 +154,7 @@ def finished_nano_run(tmp_path, monkeypatch):
     return cfg, tracker.run_id, calls, fail
 
 
-def test_launch_eval_reruns_alone_into_the_same_mlflow_run(finished_nano_run):
+def test_launch_eval_reruns_alone_into_the_same_mlflow_run(finished_nano_run, capsys):
     from mlflow.tracking import MlflowClient
 
     from roma.launch import cli
@@ -167,8 +167,15 @@ def test_launch_eval_reruns_alone_into_the_same_mlflow_run(finished_nano_run):
     assert cli.main(["eval", rd, "--eval", "probe_*"]) == 0
     assert calls == ["probe_aid_fast_uni_mean"]
     assert client.get_run(mlflow_id).data.metrics["aid_oa_tr50"] == 42.5
+    capsys.readouterr()
     assert cli.main(["eval", rd]) == 0  # the probe is done: only the dense evaluation runs
     assert calls == ["probe_aid_fast_uni_mean", "dense_oscd_v3"]
+    results = cfg.run_dir / "eval" / "probe_aid_fast_uni_mean" / "results.json"
+    out = capsys.readouterr().out
+    assert f"probe_aid_fast_uni_mean: skipped, already done (results in {results}" in out
+    assert "-> oscd_f1 12.25" in out and "aid_oa_tr50" not in out  # the done one is not reported as run
+    assert cli.main(["eval", rd]) == 0 and calls == ["probe_aid_fast_uni_mean", "dense_oscd_v3"]  # all done
+    assert "dense_oscd_v3: skipped, already done" in capsys.readouterr().out
     assert cli.main(["eval", rd, "--eval", "probe_*", "--force"]) == 0  # forced: computed again
     assert calls[-1] == "probe_aid_fast_uni_mean"
     run = client.get_run(mlflow_id)

@@ -1,6 +1,8 @@
 """roma.progress: the one progress display (downloads, features, dense training, fits, pretraining)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from roma import progress as progress_mod
@@ -41,8 +43,8 @@ def test_plain_progress_lines_when_not_a_tty(monkeypatch, capsys):
         p.update(1)
     p.update(1, progress_postfix(1, m))
     p.close()
-    out = capsys.readouterr().out.strip().splitlines()
-    assert out == ["step 4/10 epoch 1 loss 0.5000 lr 1.000e-04 images/s 12.0 bad 0"]
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"step 4/10 epoch 1 loss 0\.5000 lr 1\.000e-04 images/s 12\.0 bad 0 \d+s left", line), line
 
 
 def test_step_lines_come_every_n_units_and_at_the_end(monkeypatch, capsys):
@@ -50,7 +52,23 @@ def test_step_lines_come_every_n_units_and_at_the_end(monkeypatch, capsys):
     with Progress(total=7, desc="pretrain", unit="step", initial=2, every_n=2) as p:  # resumed at step 2
         for step in range(3, 8):
             p.update(1, f"loss {step}")
-    assert capsys.readouterr().out.splitlines() == ["step 4/7 loss 4", "step 6/7 loss 6", "step 7/7 loss 7"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.rsplit(" ", 2)[0] if ln.endswith(" left") else ln.rsplit(" ", 3)[0] for ln in lines] == \
+        ["step 4/7 loss 4", "step 6/7 loss 6", "step 7/7 loss 7"]
+    assert lines[0].endswith(" left") and lines[-1].startswith("step 7/7 loss 7 done in ")  # time left, then taken
+
+
+def test_time_left_is_the_steps_left_at_this_process_rate(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: clock[0])
+    monkeypatch.setenv("ROMA_PROGRESS", "plain")
+    p = Progress(total=100, desc="pretrain", unit="step", initial=40, every_n=10)  # resumed at step 40
+    clock[0] += 30.0
+    p.update(10, "loss 1")  # 10 steps in 30 s: 50 steps left take 150 s
+    assert p.line() == "step 50/100 loss 1 2m30s left"
+    rate = progress_mod.Rate(total=100, start=40, t0=100.0)
+    assert rate.seconds_per_unit(50) == 3.0 and rate.left(50) == 150.0 and rate.left(40) is None
+    p.close()
     with pytest.raises(ValueError, match="every_n"):
         Progress(total=3, desc="x", every_n=0)
 
@@ -75,7 +93,8 @@ def test_roma_progress_governs_pretraining(tmp_path, monkeypatch, capsys):
     pretrain(nano_config(data, tmp_path / "a", epochs=2, global_batch=4, log_every_steps=2), tmp_path / "a")
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
     assert [ln.split()[1] for ln in lines] == ["2/4", "4/4"]
-    assert all(" loss " in ln and " images/s " in ln and ln.endswith(" bad 0") for ln in lines)
+    assert all(" loss " in ln and " images/s " in ln and " bad 0 " in ln for ln in lines)
+    assert lines[0].endswith(" left") and " done in " in lines[1]  # the time left, then the time taken
     monkeypatch.setenv("ROMA_PROGRESS", "off")
     pretrain(nano_config(data, tmp_path / "b", epochs=2, global_batch=4, log_every_steps=2), tmp_path / "b")
     assert not [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]

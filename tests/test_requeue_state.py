@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from roma.config import RunConfig
 from roma.launch import job as jobmod
 from roma.launch import slurm
-from roma.launch.cli import status_rows
+from roma.launch.overview import status_rows
 from roma.launch.plan import plan
 from roma.launch.status import read_status, write_status
 from roma.tracking import RUN_ID_FILE, tracking_uri
@@ -39,7 +39,7 @@ def test_interrupted_slurm_run_is_requeued_until_its_job_restarts(tmp_path, monk
     run = client.get_run((cfg.run_dir / RUN_ID_FILE).read_text().strip())
     assert run.data.tags["state"] == "requeued" and run.info.status == "SCHEDULED"  # not cancelled
     (row,) = status_rows([cfg])
-    assert row[2] == "requeued" and row[5] == "4242_3" and "4242_3" in row[7]
+    assert row.state == "requeued" and row.job == "4242_3" and "4242_3" in row.reason
     assert plan([cfg])[0].action == "skip"  # its queued job will resume it: a relaunch adds nothing
 
     jobmod.run_one(cfg, executor="slurm", job_id="4242_3")  # the requeued job starts again
@@ -56,5 +56,5 @@ def test_requeued_run_whose_job_was_cancelled_in_the_queue_shows_cancelled(tmp_p
                  reason="requeued as SLURM job 77 (preempted or timed out): waiting in the queue")
     monkeypatch.setattr(slurm, "job_state", lambda job_id: "cancelled")
     (row,) = status_rows([cfg])
-    assert row[2] == "cancelled" and row[7] == "SLURM job 77 ended: cancelled"
+    assert row.state == "cancelled" and row.reason == "SLURM job 77 ended: cancelled"
     assert plan([cfg])[0].action == "resume"

@@ -90,7 +90,7 @@ def test_moved_data_outputs_and_store_rerun_nothing(study, tmp_path, capsys):
     assert "0 to launch" in capsys.readouterr().out
     assert cli.main(["status", *study.args(data2, out2)]) == 0
     table = capsys.readouterr().out
-    assert all(f"{c.run_id} " in table for c in first) and table.count("finished") == 2
+    assert all(f"{c.run_id} " in table for c in first) and table.count("  finished  ") == 2  # rows, not the footer
 
     # a second cluster: other absolute paths for the data, the outputs and the MLflow store
     data3, out3 = tmp_path / "cluster2" / "datasets" / "rs", tmp_path / "cluster2" / "work"

@@ -1,11 +1,15 @@
-"""`python experiments/launch.py ...`: launch a spec, show its status, list specs, open the MLflow UI.
+"""`python experiments/launch.py ...` (or `roma-launch ...`): launch a spec, show its status, list specs,
+run evaluations alone, open the MLflow UI. One argparse parser with a subcommand each:
 
-    launch.py SPEC [--executor local|slurm|debug] [--profile NAME] [--dry-run [--json]] [--only PATTERN]
+    launch.py [launch] SPEC [--executor local|slurm|debug] [--profile NAME] [--dry-run [--json]] [--only PATTERN]
                    [--force] [--retry-failed] [--set key=value ...] [--data-root DIR] [--skip-data-check]
     launch.py eval SPEC|RUN_DIR [--eval PATTERN ...] [--only PATTERN] [--force] [--executor local|slurm|debug]
     launch.py status SPEC [--only PATTERN] [--watch SECONDS] [--set ...] [--data-root DIR]
     launch.py list
     launch.py ui [SPEC] [--set ...] [--data-root DIR] [--only PATTERN] [--port N] [--host H]
+
+A first word that is not a subcommand is a spec to launch (`launch.py quickstart` is
+`launch.py launch quickstart`); a spec named like a subcommand is launched with `launch.py launch NAME`.
 """
 from __future__ import annotations
 
@@ -18,9 +22,8 @@ import time
 from pathlib import Path
 
 from roma.launch import slurm
-from roma.launch.plan import Planned, clear_for_rerun, plan, reconcile
-from roma.launch.status import read_status, run_dir
-from roma.launch.table import describe_resources, fmt_loss, render
+from roma.launch.plan import Planned, clear_for_rerun, plan
+from roma.launch.table import describe_resources, render
 from roma.naming import run_name
 from roma.spec import Spec, list_specs, load_spec, parse_set, select
 from roma.validation import ConfigError
@@ -35,9 +38,7 @@ def spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", metavar="PATTERN", help="only runs whose name or id matches (fnmatch, e.g. '*-4M-*')")
 
 
-def _launch_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="launch.py", description="Validate a spec and launch its runs.",
-                                epilog="other commands: launch.py status SPEC | launch.py list | launch.py ui [SPEC]")
+def launch_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     spec_args(p)
     p.add_argument("--executor", choices=("local", "slurm", "debug"),
                    help="default: slurm when sbatch is on PATH and a cluster profile is chosen, else local")
@@ -183,11 +184,7 @@ def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: d
     return 0
 
 
-def cmd_launch(argv: list[str]) -> int:
-    parser = _launch_parser()
-    args = parser.parse_args(argv)
-    if args.json and not args.dry_run:
-        parser.error("--json needs --dry-run")
+def cmd_launch(args: argparse.Namespace) -> int:
     spec, data_note, data_pending = _load(args, fetch=not args.dry_run)
     executor, profile = _choose_executor(args, spec)
     runs = select(spec.runs, args.only)
@@ -260,10 +257,7 @@ def cmd_launch(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="launch.py eval", description="Run (or rerun) evaluations alone on finished pretraining runs; "
-        "their metrics land in each run's MLflow run. Done evaluations are skipped unless --force.")
+def eval_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("target", help="a spec (name or YAML path) or a run folder (<output_root>/<experiment>/<run id>)")
     p.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config keys of the spec (as when it was launched)")
@@ -277,6 +271,11 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="cluster profile for --executor slurm (default: the spec's `cluster:`)")
     p.add_argument("--submitit-folder", help="submitit logs and pickles (default <output_root>/<experiment>/submitit)")
     return p
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    """`launch.py eval`'s own parser (the subcommand's, standalone: tests/test_docs_commands.py parses with it)."""
+    return eval_args(argparse.ArgumentParser(prog="launch.py eval", description=EVAL_DESCRIPTION))
 
 
 def _eval_runs(args) -> tuple[list, str, str | None]:
@@ -294,11 +293,10 @@ def _eval_runs(args) -> tuple[list, str, str | None]:
     return select(spec.runs, args.only), spec.name, spec.cluster
 
 
-def cmd_eval(argv: list[str]) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     from roma.launch.job import eval_one
-    from roma.run import EvaluationError, select_evaluations
+    from roma.run import EvaluationError, evaluation_done, results_path, select_evaluations
 
-    args = _eval_parser().parse_args(argv)
     runs, name, cluster = _eval_runs(args)
     ready = [c for c in runs if (c.run_dir / "encoder.pt").exists()]
     for c in runs:
@@ -309,7 +307,9 @@ def cmd_eval(argv: list[str]) -> int:
     except ValueError as e:
         print(f"launch.py eval: {e}", file=sys.stderr)
         return 2
-    missing = missing_eval_data(dataclasses.replace(c, eval=_only(c, picked[c.run_id])) for c in ready)
+    # a done evaluation is not run again (unless --force): it needs no data and is only pointed to
+    todo = {c.run_id: [n for n in picked[c.run_id] if args.force or not evaluation_done(c, n)] for c in ready}
+    missing = missing_eval_data(dataclasses.replace(c, eval=_only(c, todo[c.run_id])) for c in ready)
     if missing:
         print("launch.py eval: evaluation data missing, nothing was run:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
@@ -326,8 +326,13 @@ def cmd_eval(argv: list[str]) -> int:
     failed = 0
     for c in ready:
         print(f"{run_name(c)} ({c.run_id}): {', '.join(picked[c.run_id]) or 'no evaluations'}", flush=True)
+        for n in picked[c.run_id]:
+            if n not in todo[c.run_id]:
+                print(f"    {n}: skipped, already done (results in {results_path(c, n)}; --force reruns it)")
+        if not todo[c.run_id]:
+            continue
         try:
-            res = eval_one(c, args.evals or None, args.force)
+            res = eval_one(c, todo[c.run_id], args.force)
         except EvaluationError as e:
             failed += 1
             print(f"    -> failed: {e}", file=sys.stderr)
@@ -360,37 +365,40 @@ def _profile(name: str | None):
         raise SystemExit(f"launch.py: {e}") from None
 
 
-def status_rows(runs) -> list[list[object]]:
-    rows = []
-    for cfg in runs:
-        st = reconcile(cfg, read_status(run_dir(cfg))) or {"state": "new"}
-        rows.append([cfg.run_id, run_name(cfg), st.get("state"), st.get("step"), fmt_loss(st.get("loss")),
-                     st.get("job_id"), (st.get("updated") or "")[:19] or None, st.get("reason")])
-    return rows
-
-
-def cmd_status(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="launch.py status", description="State, step, loss and failure reason of each run.")
+def status_extra_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     spec_args(p)
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until every run has ended")
-    args = p.parse_args(argv)
+    return p
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from roma.launch.overview import footer, status_rows, table
+
+    args.dry_run = True  # evaluation data is not in the run ids: a missing root is a warning, as in a dry run
     spec = _load(args, fetch=False, check_data=False).spec
     runs = select(spec.runs, args.only)
-    for w in spec.warnings:  # e.g. a data checksum that cannot be computed: the run ids below lack it
-        print(f"warning: {w}", file=sys.stderr)
-    headers = ["id", "name", "state", "step", "loss", "job", "updated", "reason"]
+    if not runs:
+        print(f"no run of {spec.name} matches --only {args.only!r}", file=sys.stderr)
+        return 2
+    notes = [f"warning: {w} (status does not need it)" for w in spec.warnings]
+    if any(not c.data.checksum for c in runs):
+        notes.append("warning: the pretraining data is not found: run ids hold its checksum, so runs launched on it "
+                     "show as new here (give the --data-root / --set / variables of the launch)")
     while True:
-        rows = status_rows(runs)
+        rows = status_rows(runs, spec.data_counts)
         if args.watch:
             print("\033[2J\033[H", end="")  # clear the terminal between refreshes
         print(f"spec {spec.name} ({len(runs)} runs)")
-        print(render(headers, rows))
-        if not args.watch or all(r[2] in ("finished", "failed", "cancelled", "new") for r in rows):
+        print(table(rows))
+        print(footer(rows))
+        for line in notes:
+            print(line, file=sys.stderr)
+        if not args.watch or all(r.state in ("finished", "failed", "cancelled", "new") for r in rows):
             return 0
         time.sleep(args.watch)
 
 
-def cmd_list(argv: list[str]) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in list_specs(runs_only=True):
         try:
@@ -402,20 +410,76 @@ def cmd_list(argv: list[str]) -> int:
     return 0
 
 
-def cmd_ui(argv: list[str]) -> int:
-    from roma.launch.ui import main as ui_main
+def cmd_ui(args: argparse.Namespace) -> int:
+    from roma.launch import ui
 
-    return ui_main(argv)
+    return ui.run(args)
+
+
+# ---------------------------------------------------------------- the parser
+LAUNCH_DESCRIPTION = "Validate a spec and launch its runs (finished runs are skipped, interrupted ones resume)."
+EVAL_DESCRIPTION = ("Run (or rerun) evaluations alone on finished pretraining runs; their metrics land in each "
+                    "run's MLflow run. Done evaluations are skipped (their results are read back) unless --force.")
+STATUS_DESCRIPTION = "State, step, loss and failure reason of each run of a spec."
+
+
+def _ui_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from roma.launch import ui  # imports no mlflow or torch: cheap enough for every --help
+
+    return ui.add_args(p)
+
+
+# name -> (how it fills its parser, what it runs, one-line help, description)
+SUBCOMMANDS = {
+    "launch": (launch_args, cmd_launch, "launch a spec's runs (the default: `launch.py SPEC`)", LAUNCH_DESCRIPTION),
+    "list": (lambda p: p, cmd_list, "the built-in specs with their run counts", "The built-in specs (experiments/specs) "
+             "with their run counts and descriptions."),
+    "status": (status_extra_args, cmd_status, "state and progress of a spec's runs", STATUS_DESCRIPTION),
+    "eval": (eval_args, cmd_eval, "run missing evaluations of finished runs", EVAL_DESCRIPTION),
+    "ui": (_ui_args, cmd_ui, "serve a spec's MLflow store and print its compare URLs",
+           "Serve a spec's MLflow store (one worker, 127.0.0.1) and print the runs-table and compare URLs."),
+}
+
+
+def _prog() -> str:
+    """The name usage lines show: `roma-launch` when run as the console script, else launch.py."""
+    return "roma-launch" if Path(sys.argv[0]).name == "roma-launch" else "launch.py"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    prog = _prog()
+    p = argparse.ArgumentParser(
+        prog=prog, description="Launch the runs of an experiment spec, follow them, evaluate and compare them.",
+        epilog="A first argument that is not a command is a spec to launch: `launch.py quickstart` is "
+               "`launch.py launch quickstart`. A spec named like a command: `launch.py launch NAME`. "
+               "`launch.py COMMAND --help` shows a command's options.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (fill, run, help_, description) in SUBCOMMANDS.items():
+        sp = fill(sub.add_parser(name, help=help_, description=description, prog=f"{prog} {name}"))
+        sp.set_defaults(run=run, parser=sp)
+    return p
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; a first word that is no subcommand (nor -h/--help) means `launch`."""
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["launch", *argv]
+    args = build_parser().parse_args(argv)
+    if args.command == "launch" and args.json and not args.dry_run:
+        args.parser.error("--json needs --dry-run")
+    if args.command == "ui":
+        from roma.launch import ui
+
+        ui.check_args(args, args.parser)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"status": cmd_status, "list": cmd_list, "ui": cmd_ui, "eval": cmd_eval}
+    args = parse(list(sys.argv[1:] if argv is None else argv))
     try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
-        return cmd_launch(argv)
+        return args.run(args)
     except ConfigError as e:
         print(e, file=sys.stderr)
-        print("nothing was launched.", file=sys.stderr)
+        if args.command == "launch":
+            print("nothing was launched.", file=sys.stderr)
         return 2

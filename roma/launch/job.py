@@ -21,6 +21,7 @@ from roma.config import RunConfig
 from roma.launch.claim import claim
 from roma.launch import status as run_state
 from roma.launch.status import read_status, update_progress
+from roma.progress import Rate
 from roma.train.distributed import export_submitit_env
 from roma.train.hooks import TrainHooks
 from roma.validation import build_config, dump_config
@@ -42,13 +43,24 @@ def resolve_execute(target: str | None) -> Callable[..., dict]:
 
 
 class JobHooks(TrainHooks):
-    """The training loop's progress -> status.json; its checkpoint-on-preemption -> SLURM's signal."""
+    """The training loop's progress -> status.json (step of total, rate, time left, the losses, for
+    `launch.py status`); its checkpoint-on-preemption -> SLURM's signal."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
+        self.rate = Rate()
+
+    def on_start(self, step: int, facts: dict[str, Any]) -> None:
+        self.rate = Rate(total=facts.get("total_steps"), start=step)
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
-        update_progress(self.run_dir, step, metrics.get("loss"))
+        facts: dict[str, Any] = {"images_per_s": metrics.get("images_per_s")}
+        if self.rate.total:
+            facts.update(total_steps=int(self.rate.total), s_per_step=self.rate.seconds_per_unit(step),
+                         eta_s=self.rate.left(step))
+        if "val_loss" in metrics:
+            facts["val_loss"] = float(metrics["val_loss"])
+        update_progress(self.run_dir, step, metrics.get("loss"), **facts)
 
     def on_preempt(self, save: Callable[[], None]) -> Callable[[], None]:
         """`save` runs inside SLURM's signal handler (main thread) before the job is requeued: it

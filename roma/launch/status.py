@@ -93,9 +93,18 @@ def started(path: Path, executor: str, job_id: str | None = None) -> dict[str, A
     return write_status(path, "running", executor=executor, **here(), **({"job_id": job_id} if job_id else {}))
 
 
-def update_progress(path: Path, step: int, loss: float | None) -> None:
-    """Called by the training loop at its log steps (rank 0 only): the state stays running."""
-    write_status(path, "running", step=int(step), loss=None if loss is None else float(loss))
+PROGRESS_FACTS = ("total_steps", "images_per_s", "s_per_step", "eta_s", "val_loss")  # for `launch.py status`
+
+
+def update_progress(path: Path, step: int, loss: float | None, **facts: Any) -> None:
+    """Called by the training loop at its log steps (rank 0 only): the state stays running.
+
+    facts: any of PROGRESS_FACTS (None values are left out, earlier values kept)."""
+    unknown = set(facts) - set(PROGRESS_FACTS)
+    if unknown:
+        raise ValueError(f"update_progress: unknown facts {sorted(unknown)}; expected some of {PROGRESS_FACTS}")
+    write_status(path, "running", step=int(step), loss=None if loss is None else float(loss),
+                 **{k: v for k, v in facts.items() if v is not None})
 
 
 def finished(path: Path, step: int | None, loss: float | None) -> dict[str, Any]:

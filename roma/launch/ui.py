@@ -290,9 +290,8 @@ def _raise_stop(signum, _frame):
     raise _Stop(signal.Signals(signum).name)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="launch.py ui",
-                                description="Serve a spec's MLflow store (one worker, 127.0.0.1) and print compare URLs.")
+def add_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`launch.py ui`'s options (the launcher's subcommand parser, and parse_args below)."""
     p.add_argument("spec", nargs="?", help="spec name or YAML path; omitted: the only store under --output-root")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 = any free port")
     p.add_argument("--host", default="127.0.0.1",
@@ -303,12 +302,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", metavar="PATTERN", help="compare only runs whose name or id matches (as for launching)")
     p.add_argument("--output-root", help="where to look for stores when no spec is given "
                    "(default: the config's output_root, relative to the repository)")
-    args = p.parse_args(argv)
+    return p
+
+
+def check_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> argparse.Namespace:
     if not 0 <= args.port <= 65535:
         p.error(f"--port {args.port}: expected 0..65535")
     if (args.sets or args.data_root or args.only) and not args.spec:
         p.error("--set, --data-root and --only need a SPEC")
     return args
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = add_args(argparse.ArgumentParser(
+        prog="launch.py ui", description="Serve a spec's MLflow store (one worker, 127.0.0.1) and print compare URLs."))
+    return check_args(p.parse_args(argv), p)
 
 
 def resolve_target(args: argparse.Namespace) -> Target:
@@ -362,13 +370,12 @@ def serve(target: Target, host: str = "127.0.0.1", port: int = DEFAULT_PORT, out
             signal.signal(s, h)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     """`launch.py ui`: resolve the store here, then serve from a fresh interpreter.
 
     Loading a spec imports the model registry (torch, ~200 MB); the process that waits on the
     server for hours need not keep that, so it replaces itself (exec: same pid, same terminal,
     Ctrl-C still reaches it) with `python -m roma.launch.ui --serve TARGET_JSON HOST PORT`."""
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         target = resolve_target(args)
     except UIError as e:
@@ -379,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     os.execv(sys.executable, [sys.executable, "-m", "roma.launch.ui", "--serve",
                               json.dumps(dataclasses.asdict(target)), args.host, str(args.port)])
     return 1  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse_args(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":
