@@ -11,6 +11,7 @@ quantity itself (a loss, or an error such as 1 - accuracy: see analysis.runs.err
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,8 @@ class FitResult:
     holdout: dict = field(default_factory=dict)
     samples: np.ndarray | None = field(default=None, repr=False)  # (B, P) bootstrap natural params
     warnings: list[str] = field(default_factory=list)  # why a number of this fit may mislead (CI collapse, ...)
+    selection: dict = field(default_factory=dict)  # every candidate form's AICc, lack of fit, ... (analysis.select)
+    lack_of_fit: dict = field(default_factory=dict)  # this form's F-test against the per-seed spread
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return LAWS[self.form].predict(self.params, np.asarray(X, float).reshape(len(X), -1))
@@ -61,7 +64,7 @@ class FitResult:
         return {"form": self.form, "params": self.params, "ci95": self.ci95, "n_points": self.n_points,
                 "objective": self.objective, "loo": self.loo, "holdout": self.holdout,
                 "bootstrap": self.bootstrap, "x": list(self.x_names), "n_starts": self.n_starts,
-                "warnings": self.warnings}
+                "lack_of_fit": self.lack_of_fit, "selection": self.selection, "warnings": self.warnings}
 
 
 def get_law(form: str) -> Law:
@@ -136,7 +139,8 @@ def _minimise(law: Law, data: dict, starts: np.ndarray, W: np.ndarray):
     def fg(x, rows):
         return law.value_grad(x, Wrow[rows] if R > 1 else Wrow, data)
 
-    x, f, _ = lbfgs_batch(fg, x0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a start that overflows ends as inf: failed
+        x, f, _ = lbfgs_batch(fg, x0)
     f = np.where(np.isfinite(f), f, np.inf).reshape(R, S)
     x = x.reshape(R, S, -1)
     best = f.argmin(1)
@@ -204,13 +208,37 @@ def _refit(res: FitResult, law: Law, data: dict, W: np.ndarray) -> np.ndarray:
     return nat
 
 
+def stratified_weights(X: np.ndarray, B: int, rng: np.random.Generator) -> tuple[np.ndarray, str, int]:
+    """Resample counts (B, n) that follow the design: at each size, its seeds are drawn with replacement
+    (as many as it has), so every resample keeps every size and its number of seeds. Returns the
+    weights, the design's name and the number of distinct resamples (the product over sizes of the
+    multisets C(2 n_g - 1, n_g)). With one run per size there are no seeds to resample: the points
+    themselves are resampled (the design 'points', which drops and doubles sizes)."""
+    g = np.unique(X, axis=0, return_inverse=True)[1].ravel()
+    counts = np.bincount(g)
+    n = len(g)
+    if counts.max() < 2:
+        W = rng.multinomial(n, np.full(n, 1 / n), size=B).astype(float)
+        return W, "points", math.comb(2 * n - 1, n)
+    W = np.zeros((B, n))
+    for j, c in enumerate(counts):
+        idx = np.flatnonzero(g == j)
+        W[:, idx] = rng.multinomial(c, np.full(c, 1 / c), size=B)
+    return W, "seeds within each size", math.prod(math.comb(2 * int(c) - 1, int(c)) for c in counts)
+
+
+MIN_SEEDS = 5  # fewer seeds per size than this: the within-size bootstrap has few distinct resamples
+
+
 def bootstrap(res: FitResult, X: np.ndarray, y: np.ndarray, B: int = 1000, seed: int = 0,
               chunk: int = 250) -> FitResult:
-    """Percentile 95% CIs from B refits on points resampled with replacement (seeded)."""
+    """Percentile 95% CIs from B refits on resamples that follow the design (stratified_weights:
+    the seeds of each size resampled within it; seeded)."""
     law = LAWS[res.form]
-    data = law.prepare(np.asarray(X, float).reshape(len(y), -1), np.asarray(y, float))
+    X = np.asarray(X, float).reshape(len(y), -1)
+    data = law.prepare(X, np.asarray(y, float))
     rng = np.random.default_rng(seed)
-    W = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=B).astype(float)  # (B, n) resample counts
+    W, design, n_resamples = stratified_weights(X, B, rng)
     parts = []
     with progress(B, f"bootstrap {res.form}", unit="refit") as bar:
         for i in range(0, B, chunk):
@@ -221,9 +249,11 @@ def bootstrap(res: FitResult, X: np.ndarray, y: np.ndarray, B: int = 1000, seed:
     lo, hi = np.percentile(samples[ok], [2.5, 97.5], axis=0) if ok.any() else (np.full(law.n_params, np.nan),) * 2
     res.ci95 = {k: [float(a), float(b)] for k, a, b in zip(law.param_names, lo, hi)}
     res.samples = samples[ok]
-    X = np.asarray(X, float).reshape(len(y), -1)
     degenerate = int((n_distinct(X, W) < law.n_params).sum())
-    res.bootstrap = {"B": B, "seed": seed, "n_failed": int((~ok).sum()), "n_degenerate": degenerate}
+    seeds = np.bincount(np.unique(X, axis=0, return_inverse=True)[1].ravel())
+    res.bootstrap = {"B": B, "seed": seed, "design": design, "n_distinct_resamples": n_resamples,
+                     "seeds_per_size": [int(seeds.min()), int(seeds.max())], "n_failed": int((~ok).sum()),
+                     "n_degenerate": degenerate}
     res.warnings = [w for w in res.warnings if not w.startswith("bootstrap")] + _bootstrap_warnings(res, X, law)
     return res
 
@@ -239,6 +269,14 @@ def _bootstrap_warnings(res: FitResult, X: np.ndarray, law: Law) -> list[str]:
     usable = b["B"] - b["n_failed"]
     if usable == 0:
         return [f"bootstrap: all {b['B']} resamples failed; no CI"]
+    lo_seeds, hi_seeds = b["seeds_per_size"]
+    if b["design"] == "points":
+        out.append(f"bootstrap: one run per size ({n_sizes} sizes): the points themselves are resampled, which "
+                   f"drops and doubles sizes; the CI mixes design and noise")
+    elif lo_seeds < MIN_SEEDS:
+        out.append(f"bootstrap: {lo_seeds}{'' if lo_seeds == hi_seeds else f'-{hi_seeds}'} seeds per size (fewer "
+                   f"than {MIN_SEEDS}): {b['n_distinct_resamples']:,} distinct resamples in all, and a percentile CI "
+                   f"from so few seeds per size understates the spread")
     collapsed = [k for k, (lo, hi) in res.ci95.items()
                  if hi - lo <= COLLAPSE_RTOL * max(abs(res.params[k]), abs(lo), abs(hi), 1e-300)]
     if collapsed:
@@ -254,27 +292,36 @@ def _bootstrap_warnings(res: FitResult, X: np.ndarray, law: Law) -> list[str]:
     return out
 
 
-def _errors(y: np.ndarray, pred: np.ndarray) -> dict:
-    rel = np.abs(pred - y) / np.abs(y)
+def _mean_errors(X: np.ndarray, y: np.ndarray, pred_of_size) -> tuple[dict, list]:
+    """The one definition of a prediction error used everywhere (tables, figures, fits.json, docs): at
+    each size, |predicted - observed seed mean| / observed seed mean. pred_of_size(index array) ->
+    the prediction at that size."""
+    g = np.unique(X, axis=0, return_inverse=True)[1].ravel()
+    rel, preds = [], []
+    for j in range(g.max() + 1):
+        idx = np.flatnonzero(g == j)
+        observed = float(np.mean(y[idx]))
+        pred = float(pred_of_size(j, idx))
+        preds.append(pred)
+        rel.append(abs(pred - observed) / abs(observed))
     return {"mean_abs_rel_err": float(np.mean(rel)), "max_abs_rel_err": float(np.max(rel)),
-            "rmse_log": float(np.sqrt(np.mean((np.log(np.maximum(pred, 1e-300)) - np.log(y)) ** 2)))}
+            "rel_errs": rel}, preds
 
 
 def leave_one_out(res: FitResult, X: np.ndarray, y: np.ndarray) -> dict:
-    """Refit without each point in turn and predict it: the interpolation error of the law."""
+    """Refit without each size in turn (all its seeds) and predict its seed mean: the interpolation
+    error of the law (leaving out one seed of a size measured by several would test nothing)."""
     law = LAWS[res.form]
     X = np.asarray(X, float).reshape(len(y), -1)
-    if len(y) - 1 < law.n_params:
-        return {"available": False, "reason": f"{len(y) - 1} points left out of {len(y)} < {law.n_params} parameters"}
-    W = 1.0 - np.eye(len(y))
-    left = n_distinct(X, W)
-    if left.min() < law.n_params:
-        return {"available": False, "reason": f"leaving out a size measured once leaves {int(left.min())} distinct "
-                                              f"sizes < {law.n_params} parameters"}
+    g = np.unique(X, axis=0, return_inverse=True)[1].ravel()
+    m = g.max() + 1
+    if m - 1 < law.n_params:
+        return {"available": False, "reason": f"{m - 1} sizes left out of {m} < {law.n_params} parameters"}
+    W = (g[None, :] != np.arange(m)[:, None]).astype(float)  # row j: every size but j
     data = law.prepare(X, y)
     nat = _refit(res, law, data, W)
-    pred = np.array([law.predict(dict(zip(law.param_names, p)), X[i:i + 1])[0] for i, p in enumerate(nat)])
-    return {"available": True, **_errors(y, pred), "pred": pred.tolist()}
+    errs, pred = _mean_errors(X, y, lambda j, idx: law.predict(dict(zip(law.param_names, nat[j])), X[idx[:1]])[0])
+    return {"available": True, "unit": "size", **errs, "pred": pred}
 
 
 def split_largest(law: Law, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -288,22 +335,30 @@ def split_largest(law: Law, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
 
 def hold_largest_out(form: str, X: np.ndarray, y: np.ndarray, k: int = 1, **kw) -> tuple[dict, FitResult | None]:
     """Fit (full grid, no information from the held-out points) without the points at the k largest
-    sizes and predict them: the extrapolation error, which is what a scaling law is used for."""
+    sizes and predict them: the extrapolation error, which is what a scaling law is used for.
+
+    The refit needs at least parameters + 1 distinct sizes: with exactly as many the law passes
+    through every point, its bootstrap cannot move it (a zero-width interval) and the check says
+    nothing, so it is reported as not possible. The error is that of the prediction against the
+    observed seed mean at each held-out size (`rel_err`: at the largest)."""
     law = LAWS[form]
     X = np.asarray(X, float).reshape(len(y), -1)
     keep, out = split_largest(law, X, k)
     left = len(np.unique(X[keep], axis=0))
-    if left < law.n_params:
-        reason = (f"{len(keep)} points at {left} distinct sizes left after holding out the {k} largest "
-                  f"size(s) < {law.n_params} parameters")
+    if left < law.n_params + 1:
+        reason = (f"not possible: {left} distinct sizes left after holding out the {k} largest, and the "
+                  f"{law.n_params}-parameter {form} law needs {law.n_params + 1} to be tested")
         return {"available": False, "reason": reason}, None
     try:
         sub = fit_law(form, X[keep], y[keep], **kw)
     except FitInputError as err:  # e.g. one N left for chinchilla
-        return {"available": False, "reason": f"without the {k} largest size(s): {err}"}, None
-    pred = sub.predict(X[out])
-    return {"available": True, "k": k, "held_out": out.tolist(), **_errors(y[out], pred), "pred": pred.tolist(),
-            "params": sub.params}, sub
+        return {"available": False, "reason": f"not possible without the {k} largest size(s): {err}"}, None
+    Xo, yo = X[out], y[out]
+    errs, pred = _mean_errors(Xo, yo, lambda j, idx: sub.predict(Xo[idx[:1]])[0])
+    sizes = np.unique(Xo, axis=0)
+    largest = int(np.argmax(law.size(sizes)))
+    return {"available": True, "k": k, "held_out": out.tolist(), "rel_err": errs["rel_errs"][largest], **errs,
+            "pred": pred, "params": sub.params}, sub
 
 
 def holdout_points(sub: FitResult, law: Law, X: np.ndarray, y: np.ndarray, out: np.ndarray) -> list[dict]:
@@ -330,39 +385,85 @@ def holdout_points(sub: FitResult, law: Law, X: np.ndarray, y: np.ndarray, out: 
 
 def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, bootstrap_b: int = 1000,
                 seed: int = 0, exclude_top: int = 0) -> FitResult:
-    """The full analysis of one law: fit, bootstrap CIs, leave-one-out and hold-largest-out errors.
+    """The full analysis of one law: the form (chosen by evidence with form 'auto'), fit, bootstrap
+    CIs, lack of fit, leave-one-size-out and hold-largest-out errors.
 
-    exclude_top K > 0: the law is fitted without the points at the K largest sizes (compute N*D for
-    chinchilla; every seed of a size), and `holdout` reports how well it predicts them; with K = 0 the
-    fit uses every point and the hold-out check refits once without the largest size (bootstrapped
-    like the full fit). `holdout["points"]`: per held-out size, observed mean, prediction, its 95%
-    interval, relative error and whether the observation lies in the interval (holdout_points). The
-    check needs at least as many distinct sizes left as the law has parameters."""
+    form 'auto': every candidate of analysis.laws.CANDIDATES for X's columns is fitted and compared
+    (analysis.select.compare_forms: lack-of-fit, AICc, the extrapolation check); a named form is
+    forced, and the comparison is still reported (`selection`). A form that fails the lack-of-fit
+    test gets a warning. exclude_top K > 0: the law is fitted without the points at the K largest
+    sizes (compute N*D for chinchilla; every seed of a size), and `holdout` reports how well it
+    predicts them; with K = 0 the fit uses every point and the hold-out check refits once without the
+    largest size (bootstrapped like the full fit). `holdout["points"]`: per held-out size, observed
+    mean, prediction, its 95% interval, relative error and whether the observation lies in the
+    interval (holdout_points). The check needs parameters + 1 distinct sizes left; where it is not
+    possible a warning says so."""
+    from analysis.select import compare_forms, lack_of_fit
+
     X = np.asarray(X, float).reshape(len(y), -1)
     y = np.asarray(y, float)
-    x_names = tuple(x_names or get_law(form).x_names)
+    forced = form != "auto"
+    if forced:
+        get_law(form)
+    probe = form if forced else {1: "power", 2: "chinchilla"}.get(X.shape[1])
+    if probe is None:
+        raise FitInputError(f"no law takes {X.shape[1]} size columns")
+    x_names = tuple(x_names or get_law(probe).x_names)
+    check_inputs(probe, X, y, x_names, y_name, labels)  # named errors on the data before any form is tried
+    # a forced form is compared on the points it is fitted on (without the top sizes when asked to be)
+    keep0 = split_largest(get_law(probe), X, exclude_top)[0] if exclude_top else np.arange(len(y))
+    sel = compare_forms(X[keep0], y[keep0], x_names=x_names, y_name=y_name)
+    if not forced:
+        if sel["chosen"] is None:
+            raise FitInputError(f"no candidate form could be fitted: " + "; ".join(
+                f"{f}: {c['reason']}" for f, c in sel["candidates"].items() if not c["fitted"]))
+        form = sel["chosen"]
+    done = sel.pop("_fits")
+    sel = {"mode": "forced" if forced else "auto", **sel}
     law = check_inputs(form, X, y, x_names, y_name, labels)
     kw = {"x_names": x_names, "y_name": y_name}
     if exclude_top:
         holdout, res = hold_largest_out(form, X, y, exclude_top, **kw)
         if res is None:
-            raise FitInputError(f"--exclude-top {exclude_top}: {holdout['reason']} of the {form} law")
+            raise FitInputError(f"--exclude-top {exclude_top}: {holdout['reason']}")
         keep, held = split_largest(law, X, exclude_top)
         Xf, yf = X[keep], y[keep]
         holdout.pop("params")
     else:
-        res = fit_law(form, X, y, **kw, labels=labels)
+        # the comparison fitted this form on the same points already (no labels: check_inputs passed above)
+        res, holdout, sub = done[form] if form in done else (fit_law(form, X, y, **kw, labels=labels),
+                                                             *hold_largest_out(form, X, y, 1, **kw))
+        holdout = dict(holdout)
         Xf, yf = X, y
-        holdout, sub = hold_largest_out(form, X, y, 1, **kw)
         if sub is not None:  # the extrapolation check's own interval: the held-out fit, bootstrapped
             keep, out = split_largest(law, X, 1)
             if bootstrap_b > 0:
                 bootstrap(sub, X[keep], y[keep], bootstrap_b, seed)
             holdout["points"] = holdout_points(sub, law, X, y, out)
     res.holdout = holdout
+    res.selection = sel
+    res.lack_of_fit = lack_of_fit(res, Xf, yf)
     res.loo = leave_one_out(res, Xf, yf)
     if bootstrap_b > 0:
         bootstrap(res, Xf, yf, bootstrap_b, seed)
     if exclude_top:  # the fit is the held-out fit: its own bootstrap gives the prediction intervals
         holdout["points"] = holdout_points(res, law, X, y, held)
+    res.warnings += fit_warnings(res)
     return res
+
+
+def fit_warnings(res: FitResult) -> list[str]:
+    """Lack of fit and an impossible extrapolation check, said where the fit's numbers are read."""
+    from analysis.select import lack_of_fit_text
+
+    out = []
+    if res.lack_of_fit.get("fails"):
+        others = [f for f, c in res.selection.get("candidates", {}).items()
+                  if f != res.form and c.get("fitted") and c["lack_of_fit"].get("testable")
+                  and not c["lack_of_fit"]["fails"]]
+        out.append(f"lack of fit: the {res.form} law misses the size means by more than the seeds scatter "
+                   f"({lack_of_fit_text(res.lack_of_fit)}); its parameters describe the form, not the data"
+                   + (f" ({', '.join(others)} pass{'es' if len(others) == 1 else ''})" if others else ""))
+    if not res.holdout.get("available"):
+        out.append(f"hold-largest-out: {res.holdout.get('reason', 'not possible')}")
+    return out

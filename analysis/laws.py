@@ -5,8 +5,9 @@ optimiser never leaves the valid region, and maps them to the natural parameters
 `value_grad(theta, W)` takes per-row point weights W (k, n): a bootstrap resample is a row of
 multinomial counts, a leave-one-out fit a row with one zero, so all refits share one batched call.
 
-  power       y = a * x^b                       least squares on log y (closed form)
-  saturating  y = a * (x + d)^(-b) + c          Zhai et al. 2022; least squares on log y
+  power        y = a * x^b                       least squares on log y (closed form)
+  saturating3  y = E + A * x^(-b), E >= 0        Kaplan/Hoffmann's one-axis form; least squares on log y
+  saturating   y = a * (x + d)^(-b) + c          Zhai et al. 2022 (4 parameters); least squares on log y
   chinchilla  L = E + A / N^alpha + B / D^beta  Hoffmann et al. 2022; Huber(1e-3) on log L, summed
 """
 from __future__ import annotations
@@ -90,6 +91,43 @@ class Power(Law):
         return params["a"] * X[:, 0] ** params["b"]
 
 
+class Saturating3(Law):
+    """y = E + A x^(-b) with A, b > 0 and E >= 0 (an irreducible level; E -> 0 is the power law),
+    fitted on u = x / x_ref (x_ref: geometric mean of x): theta = log(A'), log(b), log(E) with
+    A' = A x_ref^(-b). E = e^theta is positive; a fit at E ~ 0 says the data need no floor."""
+
+    name, param_names, x_names = "saturating3", ("E", "A", "b"), ("x",)
+
+    def prepare(self, X, y):
+        x_ref = float(np.exp(np.log(X[:, 0]).mean()))
+        return {"lu": np.log(X[:, 0] / x_ref), "x_ref": x_ref, "ly": np.log(y), "y": y}
+
+    def value_grad(self, theta, W, data):
+        a, b, e = (np.exp(theta[:, i, None]) for i in range(3))  # (k, 1) each
+        t = a * np.exp(-b * data["lu"])  # the power term A' u^-b, (k, n)
+        p = t + e
+        r = np.log(p) - data["ly"]
+        q = 2 * W * r / p  # d objective / d p
+        grad = np.stack([(q * t).sum(1), (q * t * (-b * data["lu"])).sum(1), (q * e).sum(1)], axis=1)
+        return (W * r * r).sum(1), grad
+
+    def starts(self, data):
+        y = data["y"]
+        rows = []
+        for b, ef in itertools.product((0.05, 0.1, 0.2, 0.5, 1.0, 2.0), (1e-3, 0.3, 0.6, 0.8, 0.9, 0.97)):
+            e = ef * y.min()
+            a = max(y.mean() - e, 1e-3 * y.mean())  # the power term makes up mean y at u = 1
+            rows.append(np.log([a, b, e]))
+        return np.array(rows)
+
+    def natural(self, theta, data):
+        a, b, e = np.exp(theta).T
+        return np.stack([e, a * data["x_ref"] ** b, b], axis=1)
+
+    def predict(self, params, X):
+        return params["E"] + params["A"] * X[:, 0] ** (-params["b"])
+
+
 class Saturating(Law):
     """y = a (x + d)^(-b) + c with a, b, c, d > 0, fitted on u = x / x_ref (x_ref: geometric mean of x)
     so that the starting grid is scale free: theta = log(a'), log(b), log(c), log(d') with
@@ -170,4 +208,6 @@ class Chinchilla(Law):
         return X[:, 0] * X[:, 1]  # compute ~ 6 N D: hold out the most expensive runs
 
 
-LAWS: dict[str, Law] = {law.name: law for law in (Power(), Saturating(), Chinchilla())}
+LAWS: dict[str, Law] = {law.name: law for law in (Power(), Saturating3(), Saturating(), Chinchilla())}
+# The forms `--form auto` chooses among, per number of size columns (analysis.select).
+CANDIDATES: dict[int, tuple[str, ...]] = {1: ("power", "saturating3", "saturating"), 2: ("chinchilla",)}

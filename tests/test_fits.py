@@ -123,7 +123,8 @@ def test_bootstrap_is_seeded():
     b = fit_scaling("power", x[:, None], y, bootstrap_b=50, seed=7)
     c = fit_scaling("power", x[:, None], y, bootstrap_b=50, seed=8)
     assert a.ci95 == b.ci95 and a.ci95 != c.ci95
-    assert a.bootstrap == {"B": 50, "seed": 7, "n_failed": 0, "n_degenerate": a.bootstrap["n_degenerate"]}
+    assert a.bootstrap == {"B": 50, "seed": 7, "design": "points", "n_distinct_resamples": 6435,  # C(15, 8)
+                           "seeds_per_size": [1, 1], "n_failed": 0, "n_degenerate": a.bootstrap["n_degenerate"]}
 
 
 def test_loo_and_holdout_exact_on_a_noiseless_law_and_large_on_a_wrong_one():
@@ -151,8 +152,9 @@ def test_exclude_top_fits_without_the_largest_compute_points():
 def test_loo_unavailable_when_too_few_points():
     x = np.array([[1e3], [1e4], [1e5], [1e6]])
     res = fit_scaling("saturating", x, np.array([0.5, 0.3, 0.2, 0.15]), bootstrap_b=0)
-    assert res.loo == {"available": False, "reason": "3 points left out of 4 < 4 parameters"}
+    assert res.loo == {"available": False, "reason": "3 sizes left out of 4 < 4 parameters"}
     assert not res.holdout["available"]
+    assert any(w.startswith("hold-largest-out: not possible: 3 distinct sizes left") for w in res.warnings)
 
 
 @pytest.mark.parametrize("X, y, match", [
@@ -218,15 +220,16 @@ def test_degenerate_resamples_and_loo_count_distinct_sizes():
     x = np.repeat([[1e3], [1e5]], 3, axis=0)  # 2 sizes x 3 seeds
     y = np.array([0.50, 0.52, 0.49, 0.30, 0.31, 0.29])
     res = fit_scaling("power", x, y, bootstrap_b=300, seed=1)
-    # a resample of one size cannot give a slope: it is degenerate, and exactly those fail
-    assert res.bootstrap["n_degenerate"] == res.bootstrap["n_failed"] > 0
-    assert res.loo["available"]  # each size keeps two seeds when one point is left out
+    # the stratified bootstrap keeps both sizes in every resample: none is degenerate, none fails
+    assert res.bootstrap["design"] == "seeds within each size" and res.bootstrap["n_distinct_resamples"] == 100
+    assert res.bootstrap["n_degenerate"] == res.bootstrap["n_failed"] == 0
+    assert res.loo == {"available": False, "reason": "1 sizes left out of 2 < 2 parameters"}  # leave one size out
     once = np.array([[1e3], [1e3], [1e4], [1e4], [1e5], [1e6]])  # 1e5 and 1e6 measured once
     sat = fit_scaling("saturating", once, np.array([0.5, 0.51, 0.4, 0.41, 0.3, 0.25]), bootstrap_b=0)
-    assert sat.loo == {"available": False,
-                       "reason": "leaving out a size measured once leaves 3 distinct sizes < 4 parameters"}
-    assert sat.holdout == {"available": False, "reason": "5 points at 3 distinct sizes left after holding out "
-                                                         "the 1 largest size(s) < 4 parameters"}
+    assert sat.loo == {"available": False, "reason": "3 sizes left out of 4 < 4 parameters"}
+    assert sat.holdout == {"available": False, "reason": "not possible: 3 distinct sizes left after holding out "
+                                                         "the 1 largest, and the 4-parameter saturating law needs 5 "
+                                                         "to be tested"}
 
 
 def test_hold_largest_out_holds_every_seed_of_the_largest_sizes():
@@ -235,5 +238,7 @@ def test_hold_largest_out_holds_every_seed_of_the_largest_sizes():
     ho, sub = hold_largest_out("power", x, y, k=1)
     assert ho["held_out"] == [6, 7] and sub.n_points == 6  # no seed of 1e6 left in the fit
     assert ho["mean_abs_rel_err"] > 0.05
-    res = fit_scaling("power", x, y, bootstrap_b=0, exclude_top=2)
-    assert res.n_points == 4 and res.holdout["held_out"] == [4, 5, 6, 7]
+    res = fit_scaling("power", x, y, bootstrap_b=0, exclude_top=1)
+    assert res.n_points == 6 and res.holdout["held_out"] == [6, 7]
+    with pytest.raises(FitInputError, match="--exclude-top 2: not possible: 2 distinct sizes left"):
+        fit_scaling("power", x, y, bootstrap_b=0, exclude_top=2)  # 2 sizes for 2 parameters: no test
