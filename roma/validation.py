@@ -315,6 +315,11 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
             err(f"train.{k}", f"must be positive, got {getattr(t, k)}")
     if t.max_steps is not None and t.max_steps <= 0:
         err("train.max_steps", f"must be positive or null, got {t.max_steps}")
+    if t.steps is not None and t.steps <= 0:
+        err("train.steps", f"must be positive or null (null: train.epochs passes), got {t.steps}")
+    elif t.steps is not None and t.max_steps is not None:
+        err("train.steps", f"{t.steps} fixes the step budget and train.max_steps {t.max_steps} caps the epoch "
+            "budget: give one of them")
     if not t.blr > 0:
         err("train.blr", f"must be positive, got {t.blr}")
     for k in ("min_lr", "warmup_epochs", "weight_decay"):

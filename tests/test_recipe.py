@@ -183,3 +183,48 @@ def test_dry_run_on_a_fresh_clone_with_no_data_and_no_environment(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout[-2000:] + out.stderr[-3000:]
+
+
+# ------------------------------------------------------------------ the fixed-steps control
+
+def test_train_steps_fixes_the_schedule_whatever_the_data_size():
+    t = TrainConfig(epochs=8, warmup_epochs=0.5, global_batch=32, steps=312)
+    sizes = (312, 625, 1250, 2500, 5000)
+    plans = [schedule(t, n) for n in sizes]
+    assert {(s.total_steps, s.warmup_steps, s.images_seen) for s in plans} == {(312, 20, 312 * 32)}
+    # at 1,250 images the fixed-steps schedule is the epoch schedule (8 epochs of 39 steps, 20 warm-up)
+    epochs = schedule(dataclasses.replace(t, steps=None), 1250)
+    assert (epochs.total_steps, epochs.warmup_steps) == (312, 20)
+    assert [schedule(dataclasses.replace(t, steps=None), n).total_steps for n in sizes] == [72, 152, 312, 624, 1248]
+
+
+def test_train_steps_is_checked_and_out_of_the_id_when_unset(no_env):
+    from roma.validation import ConfigError
+
+    with pytest.raises(ConfigError, match="train.steps: must be positive"):
+        load_spec("scaling_data_micro", {"train.steps": 0}, dry_run=True)
+    with pytest.raises(ConfigError, match="train.steps: 100 fixes the step budget and train.max_steps 50"):
+        load_spec("scaling_data_micro", {"train.steps": 100, "train.max_steps": 50}, dry_run=True)
+    cfg = load_spec("scaling_data_micro", dry_run=True).runs[0]
+    assert "steps" not in cfg.identity()["train"]  # unset: every pinned run id is unchanged
+    fixed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=312))
+    assert fixed.identity()["train"]["steps"] == 312 and fixed.run_id != cfg.run_id
+
+
+def test_the_fixed_steps_spec_gives_every_subset_the_same_steps(no_env, capsys, tmp_path):
+    fixed = dry_json(capsys, "scaling_data_micro_fixed_steps")["runs"]
+    epochs = dry_json(capsys, "scaling_data_micro")["runs"]
+    assert len(fixed) == 15 and {r["data_size"] for r in fixed} == {312, 625, 1250, 2500, 5000}
+    assert {(r["steps"], r["images_seen"]) for r in fixed} == {(312, 312 * 32)}
+    assert [r["config"]["data"]["subset"] for r in fixed] == [r["config"]["data"]["subset"] for r in epochs]
+    assert len({r["steps"] for r in epochs}) == 5  # the confounded axis it controls
+    assert {r["epochs"] for r in fixed if r["data_size"] == 5000} == {2.0}
+    assert all(r["name"].endswith("-fixed_steps") for r in fixed)
+    # the key reaches the loop: a run on 16 images with 4 per step trains 6 steps (1.5 epochs)
+    from test_train_helpers import nano_config, write_pngs
+
+    from roma.train.pretrain import pretrain
+
+    cfg = nano_config(write_pngs(tmp_path / "pool", n=16), tmp_path / "out", steps=6)
+    res = pretrain(cfg, tmp_path / "out" / "run")
+    assert (res["total_steps"], res["step"], res["epoch"]) == (6, 6, 1)

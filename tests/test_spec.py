@@ -15,7 +15,7 @@ from roma.validation import ConfigError, build_config
 EXPECTED_RUNS = {
     "scaling_data": 7, "scaling_model": 4, "ablation_ares_msp": 3, "ablation_descriptor": 3,
     "ablation_msp_scales": 4, "ablation_lambda": 4,
-    "scaling_data_micro": 15, "scaling_model_micro": 9, "ablation_ares_msp_micro": 9,
+    "scaling_data_micro": 15, "scaling_data_micro_fixed_steps": 15, "scaling_model_micro": 9, "ablation_ares_msp_micro": 9,
     "ablation_descriptor_micro": 9, "ablation_msp_scales_micro": 12, "ablation_lambda_micro": 12,
     "quickstart": 1,
 }
@@ -99,8 +99,11 @@ def test_builtin_specs_validate_and_expand(name, image_folder, paper_env):
         assert cfg.model.img_size % (cfg.model.patch_size * cfg.model.cluster_size) == 0
         if micro:
             assert cfg.model.name.startswith("roma_micro_")
-            # a few hundred steps, or (the study) 8 epochs over at most 5000 images
-            assert cfg.train.max_steps <= 300 if cfg.train.max_steps else cfg.train.epochs * cfg.data.subset <= 40000
+            # a few hundred steps, or (the study) at most 8 epochs' worth of 5000 images
+            from roma.train.batching import schedule
+
+            assert cfg.train.max_steps <= 300 if cfg.train.max_steps else \
+                schedule(cfg.train, cfg.data.subset).images_seen <= 40000
             assert cfg.eval.probes and cfg.eval.probes[0].root == str(image_folder)
 
 
@@ -327,8 +330,10 @@ def test_micro_study_specs_default_to_the_disjoint_split():
     for name in sorted(STUDY_SPECS):
         for cfg in load_spec(name, check_data=False).runs:
             assert Path(cfg.data.root) == pool and [Path(p.root) for p in cfg.eval.probes] == [probe], name
-            # the paper's compute design: a fixed number of epochs per subset, no step cap
+            # the paper's compute design: a fixed number of epochs per subset, no step cap (the
+            # fixed-steps control: the same steps for every subset instead)
             assert cfg.train.max_steps is None and cfg.train.epochs == 8, name
+            assert cfg.train.steps == (312 if name == "scaling_data_micro_fixed_steps" else None), name
 
 
 def test_micro_study_msp_is_coarser_than_the_prediction_cluster():

@@ -54,10 +54,18 @@ class RunPlan:
     estimate: budget.Estimate | budget.NoEntry | None
     problem: str = ""  # why a quantity is unknown (no data size, a layout that does not fit)
 
+    @property
+    def epochs(self) -> float | int | None:
+        """Passes over the data: train.epochs, or with train.steps (fixed steps) what the steps make."""
+        s = self.schedule
+        if not self.cfg.train.steps:
+            return self.cfg.train.epochs
+        return round(s.total_steps / s.steps_per_epoch, 2) if s else None
+
     def to_json(self) -> dict[str, Any]:
         s, lay = self.schedule, self.layout
         return {"run_id": self.cfg.run_id, "name": run_name(self.cfg), "config": self.cfg.to_dict(),
-                "global_batch": self.cfg.train.global_batch, "epochs": self.cfg.train.epochs,
+                "global_batch": self.cfg.train.global_batch, "epochs": self.epochs,
                 "data_size": self.data_size, "steps": s.total_steps if s else None,
                 "images_seen": s.images_seen if s else None, "evaluations": self.evaluations,
                 "layout": dataclasses.asdict(lay) if lay else None,
@@ -127,7 +135,7 @@ def table_row(p: RunPlan) -> list[object]:
         cost = "?"
     s = p.schedule
     return [p.cfg.run_id, run_name(p.cfg), p.cfg.model.name, format_size(p.data_size) if p.data_size else "?",
-            p.cfg.train.epochs, p.cfg.train.global_batch, lay, f"{s.total_steps:,}" if s else "?",
+            p.epochs if p.epochs is not None else "?", p.cfg.train.global_batch, lay, f"{s.total_steps:,}" if s else "?",
             format_size(s.images_seen, 3) if s else "?", len(p.evaluations), cost]
 
 

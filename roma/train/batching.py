@@ -78,14 +78,20 @@ class Schedule:
 
 def schedule(cfg: TrainConfig, data_size: int) -> Schedule:
     """Optimizer steps of a run over `data_size` images: an epoch is data_size // global_batch steps
-    (the tail of each shuffled epoch is dropped, as the sampler does)."""
+    (the tail of each shuffled epoch is dropped, as the sampler does). With train.steps every data
+    size gets exactly that many steps (the loop runs epochs until then) and a warm-up of
+    warmup_epochs / epochs of them: one schedule whatever the data size."""
     steps_per_epoch = data_size // cfg.global_batch
     if steps_per_epoch < 1:
         raise ValueError(f"a dataset of {data_size} images holds no full step of train.global_batch = "
                          f"{cfg.global_batch} images")
-    total = cfg.epochs * steps_per_epoch
-    total = min(total, cfg.max_steps) if cfg.max_steps else total
-    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
+    if cfg.steps:
+        total = cfg.steps
+        warmup = min(round(cfg.steps * cfg.warmup_epochs / cfg.epochs), total)
+    else:
+        total = cfg.epochs * steps_per_epoch
+        total = min(total, cfg.max_steps) if cfg.max_steps else total
+        warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
     return Schedule(data_size, steps_per_epoch, total, warmup, total * cfg.global_batch)
 
 
