@@ -41,8 +41,9 @@ EVAL_DATA_ENV: dict[str, str] = {"aid": "ROMA_AID", "ucm": "ROMA_UCM", "oscd": "
 # Fields that say where or how a run executes, not what it computes: left out of the id so that
 # moving a study or changing the cluster does not make finished work look new.
 # Dotted keys name a field of a section (the memory bound changes how a step is cut into
-# micro-batches, not the step).
-NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment", "train.max_device_batch")
+# micro-batches, not the step; data.nominal_total only plans a study before its data exists).
+NOT_IN_ID = ("output_root", "tracking_uri", "resources", "sweep", "experiment", "train.max_device_batch",
+             "data.nominal_total")
 # Where data lives, not what it is: left out of the id too. The pretraining data is in the id by
 # content (data.checksum: its manifest's sha256, with data.subset and data.subset_seed; a config
 # that nobody gave a checksum, built without the launcher, keeps data.root instead); an
@@ -94,7 +95,10 @@ class DataConfig:
     # `root`. The launcher fills it in from the data; a spec that sets it pins the data (a launch on
     # other data is refused), and the job refuses data that no longer gives it.
     checksum: str = ""
-    subset: int | None = None  # number of images (nested subsets, see roma.data.subsets)
+    # number of images (nested subsets, see roma.data.subsets). None: every image, or, with held-out
+    # images drawn from `root`, the largest subset beside them: the source less heldout_size
+    # (roma.data.heldout.largest_subset; a spec's `subset: null` becomes that number, roma.spec)
+    subset: int | None = None
     subset_seed: int = 0
     max_bad_fraction: float = 0.01
     num_workers: int = 2
@@ -107,6 +111,9 @@ class DataConfig:
     heldout_root: str = ""
     heldout_size: int = 0
     heldout_checksum: str = ""  # sha256 of the held-out keys, filled in by the launcher (in the id)
+    # the images `root` is meant to hold (the paper: 4,000,000): what a dry run without the data sizes
+    # subset null from. Planning only: the data's own count wins when it is there; not in the id
+    nominal_total: int | None = None
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,12 @@ BASES: dict[str, dict[str, Any]] = {
     # The paper's recipe (roma-reference.md section 5; the RunConfig defaults, written out) and its
     # downstream suite (section 6); data roots come from the environment. Large: 300 epochs (scaling_model).
     "paper": {
-        # held-out loss (val_loss): 512 images of the source that no nested subset reaches (roma.data.heldout)
-        "data": {"root": "${ROMA_PRETRAIN_DATA}", "heldout_size": 512},
+        # held-out loss (val_loss): 512 images of the source that no nested subset reaches (roma.data.heldout).
+        # The paper's largest point ("4M") is `data.subset: null`: the source less those 512, so it is valid
+        # whatever the source's exact count (3,999,488 of 4,000,000; roma.data.heldout.largest_subset), and
+        # its run name carries that size. nominal_total (OpticalRS-4M's 4,000,000; not in the run id) sizes
+        # it in a dry run without the data; a launch counts the data (docs/data.md).
+        "data": {"root": "${ROMA_PRETRAIN_DATA}", "heldout_size": 512, "nominal_total": 4_000_000},
         "train": {"global_batch": 256, "epochs": 400, "warmup_epochs": 40, "blr": 1.5e-4, "val_every_steps": 2000},
         "eval": {"probes": [PAPER_PROBE | {"dataset": "aid", "root": _env("aid"), "train_ratios": [0.2]},
                             PAPER_PROBE | {"dataset": "aid", "root": _env("aid"), "train_ratios": [0.5]},

@@ -37,8 +37,8 @@ from roma import yamlio
 from roma.config import RunConfig
 from roma.naming import run_name
 from roma.recipe import BASES
-from roma.validation import (SAFE_NAME_RULE, ConfigError, advisories, build_config, check_config, is_safe_name,
-                             root_exists, suggest, valid_keys, with_data_checksum)
+from roma.validation import (SAFE_NAME_RULE, ConfigError, advisories, build_config, check_config, count_images,
+                             is_safe_name, root_exists, suggest, valid_keys, with_data_checksum)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO_ROOT / "experiments" / "specs"
@@ -67,6 +67,8 @@ class Spec:
     # what runs but probably is not meant (roma.validation.advisories): printed, never refused
     advisories: list[str] = field(default_factory=list)
     data_counts: dict[str, int | None] = field(default_factory=dict)  # images per existing data root
+    # dry_run: what the plan assumed that a launch decides from the data (the largest subset's size)
+    notes: list[str] = field(default_factory=list)
 
     def names(self) -> list[str]:
         return [run_name(r) for r in self.runs]
@@ -378,7 +380,8 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             kind = "grid" if isinstance(meta.get("grid"), dict) and axis in meta["grid"] else "zip"
             origins["model.name" if axis == "model" else axis] = f"{where(kind)} ({kind})"
     runs: list[RunConfig] = []
-    notes: list[str] = []
+    notes: list[str] = []  # what a dry run assumed (the largest subset's size)
+    advice: list[str] = []  # roma.validation.advisories
     counts: dict[str, int | str | None] = {}
     for combo in combos:
         d = copy.deepcopy(raw)
@@ -409,13 +412,15 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             run_errors += e.problems
         if cfg is not None:
             cfg = _with_resolved_paths(cfg)
-            notes += advisories(cfg, where)
+            advice += advisories(cfg, where)
             if dry_run:
                 values = check_config(cfg, where, False)
                 run_errors += values
                 warnings += [p for p in check_config(cfg, where, True, counts) if p not in values]
             else:
                 run_errors += check_config(cfg, where, check_data, counts)
+            if not run_errors:
+                cfg = _with_largest_subset(cfg, where, counts, run_errors, notes if dry_run else None)
             # the run id holds the data's checksum, not its path: status and ui need it too (cached)
             if not run_errors and root_exists(cfg.data.root):
                 cfg, checksum_errors = with_data_checksum(cfg, where)
@@ -434,8 +439,8 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
     resources_set = raw.get("resources", {}) if isinstance(raw.get("resources"), dict) else {}
     return Spec(name=path.stem, path=path, runs=runs, description=str(meta.get("description", "")),
                 cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set),
-                fallback_data=meta.get("fallback_data"), warnings=list(dict.fromkeys(warnings)), advisories=list(dict.fromkeys(notes)),
-                data_counts=counts)
+                fallback_data=meta.get("fallback_data"), warnings=list(dict.fromkeys(warnings)),
+                advisories=list(dict.fromkeys(advice)), data_counts=counts, notes=list(dict.fromkeys(notes)))
 
 
 def _with_resolved_paths(cfg: RunConfig) -> RunConfig:
@@ -444,6 +449,44 @@ def _with_resolved_paths(cfg: RunConfig) -> RunConfig:
              data=r(cfg.data, root=_resolve_path(cfg.data.root)),
              eval=r(cfg.eval, probes=tuple(r(p, root=_resolve_path(p.root)) for p in cfg.eval.probes),
                     dense=tuple(r(x, root=_resolve_path(x.root)) for x in cfg.eval.dense)))
+
+
+def _with_largest_subset(cfg: RunConfig, where, counts: dict, errors: list[str],
+                         notes: list[str] | None) -> RunConfig:
+    """`data.subset: null` beside held-out images drawn from data.root -> the largest subset, a number:
+    the source less its held-out images (roma.data.heldout.largest_subset), counted from the data, or,
+    where there is none yet (a dry run), from data.nominal_total. The run's name and id carry the real
+    size (3,999,488 on a 4,000,000-image source with 512 held out: `roma_base-3.999M-seed0`)."""
+    from roma.data.heldout import draws_from_source, largest_subset
+
+    d = cfg.data
+    if d.subset is not None or not draws_from_source(d):
+        return cfg
+    total, source = None, "data.root"
+    if root_exists(d.root):
+        if d.root not in counts:
+            try:
+                counts[d.root] = count_images(d.root)
+            except (OSError, ValueError) as e:
+                counts[d.root] = f"cannot list the images of {d.root}: {e}"
+        total = counts[d.root] if isinstance(counts[d.root], int) else None
+        if total is not None and d.nominal_total is not None and total != d.nominal_total and notes is not None:
+            notes.append(f"{where('data.nominal_total')}: data.nominal_total: {d.nominal_total:,} images, but "
+                            f"{d.root} holds {total:,}: the largest subset is {total - d.heldout_size:,} of them")
+    if total is None and d.nominal_total is not None:  # no data yet, or data a dry run cannot list
+        total, source = d.nominal_total, "data.nominal_total"
+    if total is None:
+        return cfg  # no data and no nominal size: the plan says the data size is unknown
+    try:
+        n = largest_subset(d, total)
+    except ValueError as e:
+        errors.append(f"{where(source)}: {source}: {e}")
+        return cfg
+    if source == "data.nominal_total" and notes is not None:
+        notes.append(f"{where('data.subset')}: data.subset: null, the largest subset, is planned from "
+                     f"data.nominal_total: {total:,} less {d.heldout_size} held-out images = {n:,}; a launch "
+                     "counts the data")
+    return dataclasses.replace(cfg, data=dataclasses.replace(d, subset=n))
 
 
 def _check_unique(runs: list[RunConfig], origin: str) -> list[str]:

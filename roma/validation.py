@@ -375,6 +375,8 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
         err("data.crop_scale", f"(min, max) area fractions with 0 < min <= max <= 1, got {[lo, hi]}")
     if cfg.data.subset is not None and cfg.data.subset <= 0:
         err("data.subset", f"must be positive or null, got {cfg.data.subset}")
+    if dc.nominal_total is not None and dc.nominal_total <= 0:
+        err("data.nominal_total", f"must be a positive number of images or null, got {dc.nominal_total}")
     if dc.heldout_size < 0:
         err("data.heldout_size", f"must be >= 0 (0: no held-out loss), got {dc.heldout_size}")
     elif dc.heldout_root and not dc.heldout_size:

@@ -39,7 +39,7 @@ def test_heldout_from_the_source_is_beyond_every_subset(tmp_path):
 
 @pytest.mark.parametrize("subset, key, words", [
     (31, "data.subset", "31 training + 10 held-out images (data.heldout_size) exceed the 40 images"),
-    (None, "data.heldout_size", "need data.subset (at most 30 of its 40 images)"),
+    (None, "data.heldout_size", "need data.subset (at most 30 of its 40 images; a spec's data.subset: null"),
 ])
 def test_a_subset_that_would_reach_the_heldout_images_is_refused(tmp_path, subset, key, words):
     root = write_pngs(tmp_path / "src", n=40, size=8)
@@ -258,3 +258,39 @@ def test_ablation_variants_score_the_same_heldout_tensors_and_the_token_loss_has
     assert light_m["val_loss_token"] == heavy_m["val_loss_token"]
     assert heavy_m["val_loss"] - light_m["val_loss"] == pytest.approx(0.4 * light_m["val_loss_block_s2"], rel=1e-4)
     assert light_m["val_loss"] > light_m["val_loss_token"]
+
+
+# ----------------------------------------------------------------------------- the largest subset
+def test_the_largest_subset_is_the_source_less_its_heldout_images():
+    from roma.data.heldout import largest_subset
+
+    assert largest_subset(DataConfig(heldout_size=512), 4_000_000) == 3_999_488
+    assert largest_subset(DataConfig(heldout_size=0), 4_000_000) == 4_000_000
+    assert largest_subset(DataConfig(heldout_root="/h", heldout_size=512), 4_000_000) == 4_000_000  # a source of its own
+    with pytest.raises(ValueError, match="512 held-out images leave nothing to train on in the 512 images"):
+        largest_subset(DataConfig(root="/d", heldout_size=512), 512)
+
+
+def test_a_spec_subset_null_is_the_source_less_its_heldout_images(tmp_path):
+    from roma.spec import load_spec
+    from roma.validation import ConfigError
+
+    data = tmp_path / "images.txt"
+    data.write_text("".join(f"c/{i}.jpg\n" for i in range(300)))
+    # quickstart: 256 held-out images drawn from data.root
+    (cfg,) = load_spec("quickstart", {"data.subset": None, "output_root": str(tmp_path / "out")},
+                       data_root=str(data)).runs
+    assert cfg.data.subset == 300 - 256 and cfg.data.nominal_total is None
+    keys = [f"c/{i}.jpg" for i in range(300)]
+    assert not set(subset_keys(keys, 44, 0)) & set(ranked_keys(keys, 0)[-256:])  # the subset is all but them
+    assert cfg.run_id == load_spec("quickstart", {"data.subset": 44, "output_root": str(tmp_path / "out")},
+                                   data_root=str(data)).runs[0].run_id  # null is that number, nothing else
+    small = tmp_path / "small.txt"
+    small.write_text("".join(f"c/{i}.jpg\n" for i in range(200)))
+    with pytest.raises(ConfigError, match="256 held-out images leave nothing to train on in the 200 images"):
+        load_spec("quickstart", {"data.subset": None}, data_root=str(small))
+    # data.nominal_total sizes it without data, and stays out of the run id
+    (plan,) = load_spec("quickstart", {"data.subset": None, "data.root": str(tmp_path / "absent"),
+                                       "data.nominal_total": 1000}, dry_run=True).runs
+    assert plan.data.subset == 744
+    assert plan.run_id == dataclasses.replace(plan, data=dataclasses.replace(plan.data, nominal_total=5)).run_id

@@ -99,10 +99,14 @@ def test_dry_run_json_is_the_same_study_on_every_cluster(no_env, capsys):
     local = dry_json(capsys, "scaling_data")
     assert [r["run_id"] for r in a100["runs"]] == [r["run_id"] for r in h100["runs"]] == \
         [r["run_id"] for r in local["runs"]]
-    subsets = [62_500, 125_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000]
+    # no data: the subset sizes; the largest (null) is data.nominal_total less the 512 held-out images
+    subsets = [62_500, 125_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000 - 512]
     for plan in (a100, h100):
         runs = plan["runs"]
-        assert [r["data_size"] for r in runs] == subsets  # no data: the subset sizes
+        assert [r["data_size"] for r in runs] == subsets
+        assert runs[-1]["name"] == "roma_base-3.999M-seed0" and runs[-1]["config"]["data"]["subset"] == 3_999_488
+        assert any("planned from data.nominal_total: 4,000,000 less 512 held-out images = 3,999,488" in n
+                   for n in plan["notes"])
         assert all((r["global_batch"], r["epochs"]) == (256, 400) for r in runs)
         assert [r["steps"] for r in runs] == [400 * (n // 256) for n in subsets]
         assert [r["images_seen"] for r in runs] == [400 * (n // 256) * 256 for n in subsets]
@@ -123,10 +127,35 @@ def test_dry_run_json_is_the_same_study_on_every_cluster(no_env, capsys):
 def test_dry_run_table_shows_recipe_steps_evaluations_and_estimate(no_env, capsys):
     assert main(["scaling_model", "--dry-run", "--profile", "example_h100_multinode"]) == 0
     out = capsys.readouterr().out
-    large = next(line for line in out.splitlines() if "roma_large-4M" in line)
-    assert "  300  " in large and "  256  " in large and "32x8x1" in large and "4,687,500" in large
+    large = next(line for line in out.splitlines() if "roma_large-3.999M" in line)
+    assert "  300  " in large and "  256  " in large and "32x8x1" in large and "4,686,900" in large
     assert "total: " in out and "H100-hours" in out and "probe_aid" in out.split("evaluations: ")[1]
     assert "warning: " in out and "ROMA_PRETRAIN_DATA is not set" in out and "nothing launched" in out
+
+
+@pytest.fixture(scope="module")
+def source_of_4m(tmp_path_factory) -> Path:
+    """A manifest of exactly 4,000,000 images (OpticalRS-4M's count; the files need not exist for a plan)."""
+    path = tmp_path_factory.mktemp("rs4m") / "images.txt"
+    path.write_text("".join(f"part{i // 100_000:02d}/img_{i:07d}.jpg\n" for i in range(4_000_000)))
+    return path
+
+
+def test_the_paper_studies_plan_every_run_on_a_source_of_exactly_4m_images(no_env, capsys, monkeypatch, source_of_4m):
+    """Held-out images drawn from the same source used to refuse every 4M run (4M + 512 > 4M): the
+    largest point is now the source less them, 3,999,488 images, with that size in its name."""
+    monkeypatch.setenv("ROMA_PRETRAIN_DATA", str(source_of_4m))
+    for spec, runs, total in (("scaling_data", 7, "5,033"), ("scaling_model", 4, "9,773")):
+        assert main([spec, "--dry-run", "--profile", "example_a100"]) == 0
+        out = capsys.readouterr().out
+        assert f"total: {total} A100-hours for {runs} of {runs} runs" in out, out
+        assert "exceed" not in out and "need data.subset" not in out and "nominal_total" not in out
+        plan = dry_json(capsys, spec, "--profile", "example_a100")
+        assert len(plan["runs"]) == runs and all(r["estimate"]["gpu_hours"] > 0 for r in plan["runs"])
+        largest = [r for r in plan["runs"] if r["data_size"] == 3_999_488]
+        assert len(largest) == (1 if spec == "scaling_data" else 4)
+        assert all("-3.999M-" in r["name"] and r["config"]["data"]["heldout_checksum"] for r in largest)
+        assert {r["steps"] for r in largest} == ({6_249_200} if spec == "scaling_data" else {6_249_200, 4_686_900})
 
 
 def test_missing_data_is_an_error_in_a_real_launch(no_env, capsys, tmp_path):
@@ -146,9 +175,9 @@ def test_a_subset_larger_than_present_data_warns_in_a_dry_run_and_fails_a_launch
     assert any("subset of 62500 images is larger than the dataset" in w for w in plan["warnings"])
     assert main([*args, "--executor", "debug"]) == 2
     assert "subset of 62500 images is larger than the dataset" in capsys.readouterr().err
-    # with data and no subset, the data size is the images under the root
+    # with data and no subset, the data size is the images under the root less the 256 held out
     plan = dry_json(capsys, "quickstart", "--data-root", str(data), "--set", "data.subset=null")
-    assert plan["runs"][0]["data_size"] == 1000 and plan["runs"][0]["steps"] == 200
+    assert plan["runs"][0]["data_size"] == 1000 - 256 and plan["runs"][0]["steps"] == 200
 
 
 def test_a_launch_whose_ranks_do_not_divide_the_global_batch_is_refused(no_env, capsys, monkeypatch, tmp_path):

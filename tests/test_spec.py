@@ -117,8 +117,9 @@ def test_quickstart_on_real_aid(aid_root):
 
 def test_scaling_data_sizes_and_names(paper_env):
     spec = load_spec("scaling_data", check_data=False)
-    assert [r.data.subset for r in spec.runs] == [62500, 125000, 250000, 500000, 1000000, 2000000, 4000000]
-    assert spec.names()[0] == "roma_base-62.5K-seed0" and spec.names()[-1] == "roma_base-4M-seed0"
+    # the largest point is the source less its 512 held-out images; without data, of data.nominal_total
+    assert [r.data.subset for r in spec.runs] == [62500, 125000, 250000, 500000, 1000000, 2000000, 3999488]
+    assert spec.names()[0] == "roma_base-62.5K-seed0" and spec.names()[-1] == "roma_base-3.999M-seed0"
     assert dict(spec.runs[2].sweep) == {"data.subset": 250000}
     # each model of scaling_model takes its geometry from the registry
     sm = load_spec("scaling_model", check_data=False)

@@ -28,8 +28,10 @@ new listing with a warning naming the file, never trusted and never a reason to 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +41,8 @@ from roma import atomic
 from roma.cache import cache_dir
 
 from .shard_reader import expand_shard_pattern, is_shard_pattern
-from .sources import MANIFEST_EXTS, list_folder, list_images, manifest_key, manifest_paths
-from .subsets import keys_checksum, ranked_keys
+from .sources import MANIFEST_EXTS, list_folder, list_images, manifest_keys
+from .subsets import keys_checksum, rank_order, subset_in_key_order
 
 log = logging.getLogger(__name__)
 SHARD_INDEX = "index.json"  # roma.data.shards' index (branch shards): {"format", "images", "keys_sha256", ...}
@@ -119,7 +121,9 @@ def _listing(src: str, kind: str) -> tuple[list[str], dict[str, Any]]:
     stamp = _cheap_stamp(src, kind, None)
     if kind == "manifest":  # the keys as the job will list them; whether each file exists is the job's check
         m = Path(src)
-        keys = sorted({manifest_key(m, e) for e in manifest_paths(m)})
+        keys = sorted(manifest_keys(m))  # a manifest in key order (the usual) sorts in one pass
+        if any(map(operator.eq, keys, itertools.islice(keys, 1, None))):  # an image listed twice
+            keys = sorted(set(keys))
         if not keys:
             raise ValueError(f"no images listed in {src}")
         return keys, stamp
@@ -194,7 +198,7 @@ def _write_cache(path: Path, entry: dict[str, Any]) -> None:
 
 # in-process: the keys of a source listed during this launch, and their rank orders per seed
 _KEYS: dict[str, tuple[dict[str, Any], list[str]]] = {}
-_RANKED: dict[tuple[str, int], list[str]] = {}
+_RANKED: dict[tuple[str, int], Any] = {}  # (source, seed) -> indices into its sorted keys
 
 
 def data_fingerprint(root: str | os.PathLike, subset: int | None = None, seed: int = 0,
@@ -229,14 +233,16 @@ def data_fingerprint(root: str | os.PathLike, subset: int | None = None, seed: i
             entry["checksums"] = {}
         stamp, keys = memo
         entry.update(stamp=stamp, total=len(keys))
-        entry["checksums"].setdefault("all", keys_checksum(keys))
+        if "all" not in entry["checksums"]:
+            entry["checksums"]["all"] = keys_checksum(keys)
         if subset is not None:
             if subset > len(keys):
                 raise ValueError(f"data.subset asks for {subset} images but {src} holds only {len(keys)}")
-            ranked = _RANKED.get((src, seed))
-            if ranked is None:
-                ranked = _RANKED[(src, seed)] = ranked_keys(keys, seed)
-            entry["checksums"][want] = keys_checksum(ranked[len(ranked) - subset:] if tail else ranked[:subset])
+            order = _RANKED.get((src, seed))
+            if order is None:
+                order = _RANKED[(src, seed)] = rank_order(keys, seed)
+            picked = order[len(order) - subset:] if tail else order[:subset]
+            entry["checksums"][want] = keys_checksum(subset_in_key_order(keys, picked))
         if cache is not None:
             _write_cache(cache, entry)
     total = int(entry["total"])

@@ -66,10 +66,29 @@ def _resolved(refs) -> set[str]:
     return {os.path.realpath(r.path) for r in refs if r.path and not r.in_shard}
 
 
+def draws_from_source(d: DataConfig) -> bool:
+    """Whether the held-out images are drawn from data.root itself (then they bound every subset)."""
+    return d.heldout_size > 0 and not d.heldout_root
+
+
+def largest_subset(d: DataConfig, total: int) -> int:
+    """The largest nested subset of a source of `total` images: all of them, or, with the held-out set
+    drawn from the source, all but its heldout_size images (the last ones in subset_seed's order). So
+    the largest point of a study is valid whatever the source's exact count: on 4,000,000 images with
+    512 held out it is 3,999,488. A spec's `data.subset: null` means this (roma.spec)."""
+    if not draws_from_source(d):
+        return total
+    if total <= d.heldout_size:
+        raise ValueError(f"data.heldout_size {d.heldout_size} held-out images leave nothing to train on in the "
+                         f"{total} images of data.root {d.root}")
+    return total - d.heldout_size
+
+
 def _same_source_problems(d: DataConfig, total: int) -> list[str]:
     if d.subset is None:
         return [("data.heldout_size", f"{d.heldout_size} held-out images drawn from data.root {d.root} need "
-                f"data.subset (at most {total - d.heldout_size} of its {total} images); or give data.heldout_root")]
+                f"data.subset (at most {total - d.heldout_size} of its {total} images; a spec's data.subset: null "
+                "is that largest subset); or give data.heldout_root")]
     if d.subset + d.heldout_size > total:
         return [("data.subset", f"{d.subset} training + {d.heldout_size} held-out images (data.heldout_size) exceed "
                 f"the {total} images of data.root {d.root}: the largest subset would train on held-out "

@@ -157,7 +157,7 @@ def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: d
         out = {"spec": spec.name, "executor": executor, "profile": profile["name"] if profile else None,
                "runs": [dict(p.to_json(), state=pl.state, action=pl.action) for p, pl in zip(plans, planned)],
                "warnings": spec.warnings, "data_note": data_note,
-               "notes": [f"{run_name(pl.cfg)}: {pl.note}" for pl in planned if pl.note] + spec.advisories}
+               "notes": spec.notes + [f"{run_name(pl.cfg)}: {pl.note}" for pl in planned if pl.note] + spec.advisories}
         total = [p.estimate for p in plans if estimate_json(p.estimate)["gpu_hours"] is not None]
         out["total_gpu_hours"] = round(sum(e.gpu_hours for e in total), 2) if total else None
         print(json.dumps(out, indent=1))
@@ -174,6 +174,8 @@ def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: d
         print(line)
     for w in spec.warnings:
         print(f"warning: {w} (a real launch refuses this)")
+    for n in spec.notes:
+        print(f"note: {n}")
     if data_note:
         print(data_note)
     # the data check of a real launch, shown (not enforced) when the data is there to check
