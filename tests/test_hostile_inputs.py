@@ -256,3 +256,91 @@ def test_local_launch_of_a_run_with_a_truncated_last_pt_prints_one_line(tmp_path
     err = capfd.readouterr().err
     assert "Traceback" not in err and f"cannot read checkpoint {cfg.run_dir / 'last.pt'}" in err, err
     assert "--force" in read_status(cfg.run_dir)["reason"]
+
+
+# ------------------------------------------------------------------ 8: writes that destroy before they succeed
+
+class _Tracker:
+    def __init__(self):
+        self.metrics: dict = {}
+
+    def set_tags(self, tags):
+        pass
+
+    def log_metrics(self, m, step=None):
+        self.metrics.update(m)
+
+
+@pytest.mark.timeout(30)
+def test_eval_force_keeps_the_previous_results_until_new_ones_are_written(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from roma import run as run_mod
+    from roma.config import EvalConfig, ProbeConfig, RunConfig
+
+    cfg = RunConfig(output_root=str(tmp_path), eval=EvalConfig(probes=(ProbeConfig(dataset="aid", root=str(tmp_path)),)))
+    ((name, *_),) = run_mod.evaluations(cfg)
+    edir = cfg.run_dir / "eval" / name
+    edir.mkdir(parents=True)
+    (edir / "results.json").write_text(json.dumps({"metrics": {"acc": 0.5}}))
+    (edir / "claim.lock").write_text("")
+
+    def broken(encoder, sub, model, out_dir, device):
+        (out_dir / "partial.bin").parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / "partial.bin").write_bytes(b"half")
+        raise RuntimeError("the redo broke")
+
+    monkeypatch.setattr(run_mod, "_runner", lambda kind: broken)
+    metrics, failures = run_mod.run_evaluations(cfg, _Tracker(), tmp_path / "encoder.pt", None, force=True)
+    assert "the redo broke" in failures[name]
+    assert json.loads((edir / "results.json").read_text())["metrics"] == {"acc": 0.5}  # kept
+    assert (edir / "failed.json").exists() and not (edir / "partial.bin").exists()
+    assert not (cfg.run_dir / "eval" / run_mod.REDO / name).exists()
+
+    monkeypatch.setattr(run_mod, "_runner", lambda kind: lambda *a: {"acc": 0.75})
+    tracker = _Tracker()
+    metrics, failures = run_mod.run_evaluations(cfg, tracker, tmp_path / "encoder.pt", None, force=True)
+    assert failures == {} and tracker.metrics == {"acc": 0.75}
+    assert json.loads((edir / "results.json").read_text())["metrics"] == {"acc": 0.75}
+    assert sorted(p.name for p in edir.iterdir()) == ["claim.lock", "results.json"]  # failed.json gone, claim kept
+    assert dataclasses.replace(cfg) == cfg
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("foreign", ["index.json", "index.parquet", "other-000000.tar"])
+def test_shards_pack_refuses_to_overwrite_what_it_did_not_write(tmp_path, capsys, foreign):
+    from roma.data import shards
+
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "0.png").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / foreign).write_text("someone else's")
+    assert shards.main(["pack", str(tmp_path / "src"), str(out)]) == 2
+    assert f"already holds {foreign}" in capsys.readouterr().err
+    assert (out / foreign).read_text() == "someone else's" and sorted(p.name for p in out.iterdir()) == [foreign]
+
+
+@pytest.mark.timeout(30)
+def test_unwritable_outputs_are_refused_before_any_work_naming_the_path(tmp_path, monkeypatch, capsys):
+    from roma.data import download, shards
+    from roma.launch import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a folder below a regular file cannot be made (a read-only root, even for root)
+    spec = _folder_spec(tmp_path)
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    assert cli.main([str(spec), "--set", f"output_root={blocker / 'out'}", "--skip-data-check"]) == 2
+    assert re.search(rf"output_root: runs cannot be written under {blocker / 'out'}: {blocker} is not a folder",
+                     capsys.readouterr().err)
+    assert shards.main(["pack", str(tmp_path / "data"), str(blocker / "shards")]) == 2
+    assert f"pack's output folder {blocker / 'shards'} is not writable" in capsys.readouterr().err
+    monkeypatch.setenv("ROMA_CACHE", str(blocker / "cache"))
+    monkeypatch.setenv("ROMA_UCM_URL", "http://127.0.0.1:9/never-asked.zip")  # nothing may be downloaded
+    monkeypatch.setenv("ROMA_UCM_SHA256", "0" * 64)
+    monkeypatch.delenv("ROMA_UCM", raising=False)
+    assert download.main(["ucm"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(rf"the download cache \(ROMA_CACHE or ~/.cache/roma\) {blocker / 'cache'}/\S+ is not writable", err)
+    assert "[download]" not in err and "127.0.0.1:9" not in err
