@@ -318,7 +318,7 @@ def test_shards_pack_refuses_to_overwrite_what_it_did_not_write(tmp_path, capsys
     out.mkdir()
     (out / foreign).write_text("someone else's")
     assert shards.main(["pack", str(tmp_path / "src"), str(out)]) == 2
-    assert f"already holds {foreign}" in capsys.readouterr().err
+    assert f"already holds 1 file(s) of the kind pack writes ({foreign})" in capsys.readouterr().err
     assert (out / foreign).read_text() == "someone else's" and sorted(p.name for p in out.iterdir()) == [foreign]
 
 
@@ -344,3 +344,57 @@ def test_unwritable_outputs_are_refused_before_any_work_naming_the_path(tmp_path
     err = capsys.readouterr().err
     assert re.search(rf"the download cache \(ROMA_CACHE or ~/.cache/roma\) {blocker / 'cache'}/\S+ is not writable", err)
     assert "[download]" not in err and "127.0.0.1:9" not in err
+
+
+# ------------------------------------------------------------------ 3: files that are not regular files
+
+def _png(path: Path, size=(8, 8), mode="RGB", value=128) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).convert(mode).save(path)
+    return path
+
+
+def _odd_classes(tmp_path: Path) -> Path:
+    root = tmp_path / "ds"
+    for c in ("a", "b"):
+        for i in range(3):
+            _png(root / c / f"{i}.png")
+    os.mkfifo(root / "a" / "fifo.jpg")  # opening it for reading blocks until a writer comes
+    (root / "a" / "into_b").symlink_to(root / "b", target_is_directory=True)  # counted twice before
+    (root / "b" / "loop").symlink_to(root / "b", target_is_directory=True)
+    (root / "b" / "gone.png").symlink_to(root / "nowhere.png")
+    return root
+
+
+@pytest.mark.timeout(30)
+def test_data_check_skips_fifos_and_links_into_the_dataset_and_counts_them(tmp_path):
+    from roma.data.check import check_dataset
+
+    root = _odd_classes(tmp_path)
+    rep = check_dataset("classes", root)
+    assert rep.counts == {"images": 6, "classes": 2}, rep.render()
+    text = rep.render()
+    assert "1 not a regular file (FIFO, socket or device): fifo.jpg" in text
+    assert "link to a folder inside the dataset" in text and "into_b" in text
+    assert "folder link loop" in text and "1 broken link: gone.png" in text
+    pre = check_dataset("pretrain", root)
+    assert pre.counts == {"images": 6} and "fifo.jpg" in pre.render()
+
+
+@pytest.mark.timeout(30)
+def test_training_and_probe_listings_follow_the_same_rule(tmp_path):
+    from roma.data.headers import file_problem
+    from roma.data.sources import list_images
+    from roma.eval.splits import scan_folder
+
+    root = _odd_classes(tmp_path)
+    assert [r.key for r in list_images(root)] == [f"{c}/{i}.png" for c in "ab" for i in range(3)]
+    assert scan_folder(root).paths == tuple(f"{c}/{i}.png" for c in "ab" for i in range(3))
+    assert file_problem(root / "a" / "fifo.jpg").startswith("not a regular file")  # a manifest may name it
+    outside = tmp_path / "elsewhere"
+    _png(outside / "x.png")
+    (root / "a" / "ext").symlink_to(outside, target_is_directory=True)  # a link gathering data from elsewhere
+    assert "a/ext/x.png" in [r.key for r in list_images(root)]

@@ -10,6 +10,7 @@ roma.data.check runs this over a dataset copy (and over shard members), in secon
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -65,7 +66,10 @@ def header_problem(head: bytes, tail: bytes, size: int, path: Path | None = None
 
 def file_problem(path: Path) -> str | None:
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO blocks forever; a device is not an image
+            return "not a regular file (FIFO, socket, device or folder)"
+        size = st.st_size
         with open(path, "rb") as f:
             head = f.read(16)
             if size > 16:

@@ -150,9 +150,9 @@ def pack(src: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1
     # pack writes *.tar, index.json and index.parquet: it never replaces such a file it did not write
     existing = sorted([*out.glob("*.tar"), *(out / n for n in (INDEX_NAME, TABLE_NAME) if (out / n).exists())])
     if existing:
-        raise FileExistsError(f"{out} already holds {', '.join(p.name for p in existing[:3])}"
-                              + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-                              + ": pack into a folder without shards or a shard index (nothing was written)")
+        raise FileExistsError(f"{out} already holds {len(existing)} file(s) of the kind pack writes ("
+                              + ", ".join(p.name for p in existing[:3]) + (", ..." if len(existing) > 3 else "")
+                              + "): pack into a folder without shards or a shard index (nothing was written)")
     atomic.check_writable(out, "pack's output folder")
     out.mkdir(parents=True, exist_ok=True)
     refs = list_images(src)
