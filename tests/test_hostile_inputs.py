@@ -398,3 +398,83 @@ def test_training_and_probe_listings_follow_the_same_rule(tmp_path):
     _png(outside / "x.png")
     (root / "a" / "ext").symlink_to(outside, target_is_directory=True)  # a link gathering data from elsewhere
     assert "a/ext/x.png" in [r.key for r in list_images(root)]
+
+
+# ------------------------------------------------------------------ 2: images that decode into something else
+
+def _gray16(path: Path, values) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(values, np.uint16).reshape(1, -1)).save(path)
+    return path
+
+
+@pytest.mark.timeout(30)
+def test_16_bit_images_are_scaled_by_the_stated_rule_not_clipped(tmp_path):
+    import numpy as np
+
+    from roma.data.decode import open_rgb
+
+    img = open_rgb(_gray16(tmp_path / "g.png", [0, 257, 4095, 32768, 65535]))
+    assert img.mode == "RGB"
+    assert np.asarray(img)[0, :, 0].tolist() == [0, 1, 16, 128, 255]  # convert("RGB") gave [0, 255, 255, 255, 255]
+    tif = open_rgb(_gray16(tmp_path / "g.tif", [1000, 2000]))
+    assert np.asarray(tif)[0, :, 1].tolist() == [4, 8]
+
+
+@pytest.mark.timeout(30)
+def test_float_and_32_bit_images_are_refused_by_check_and_decoder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from roma.data.check import check_dataset
+    from roma.data.decode import BadImage, open_rgb
+
+    root = tmp_path / "ds"
+    for c in ("a", "b"):
+        for i in range(2):
+            _png(root / c / f"{i}.png")
+    _gray16(root / "a" / "sixteen.png", [0, 65535])
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(root / "b" / "float.tif")
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(root / "b" / "int32.tif")
+    with pytest.raises(BadImage, match="32-bit float image, mode F, refused"):
+        open_rgb(root / "b" / "float.tif")
+    rep = check_dataset("classes", root)
+    assert rep.verdict == "FAIL" and rep.counts["images"] == 7
+    text = rep.render()
+    assert "32-bit float image, mode F, refused" in text and "32-bit integer image, mode I, refused" in text
+    assert "sixteen.png" not in text  # 16-bit converts faithfully: not an error
+
+
+@pytest.mark.timeout(30)
+def test_pixel_cap_refuses_before_decoding_in_check_pretraining_and_probe(tmp_path, monkeypatch):
+    from roma.data.check import check_dataset
+    from roma.data.dataset import BadSample, PretrainDataset
+    from roma.data.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
+    from roma.data.refs import ImageRef
+    from roma.data.transforms import PretrainTransform
+    from roma.eval.augment import EvalTransform
+    from roma.eval.features import ImageListDataset
+    from roma.eval.splits import scan_folder
+
+    doc = (REPO / "docs" / "data.md").read_text()
+    assert f"{DEFAULT_MAX_PIXELS:,} pixels" in doc and MAX_PIXELS_ENV in doc  # the default is stated
+    root = tmp_path / "ds"
+    for c in ("a", "b"):
+        _png(root / c / "small.png", (16, 16))
+    big = _png(root / "b" / "big.png", (300, 200))  # a "bomb" under a cap of 50,000 pixels
+    monkeypatch.setenv(MAX_PIXELS_ENV, "50000")
+    rep = check_dataset("classes", root)
+    assert rep.verdict == "FAIL" and "over the pixel cap of 50,000 that ROMA_MAX_PIXELS sets" in rep.render()
+    ds = PretrainDataset([ImageRef("big.png", str(big)), ImageRef("a.png", str(root / "a" / "small.png"))],
+                         PretrainTransform(16, 8))
+    bad = ds[0]
+    assert isinstance(bad, BadSample) and "(300 x 200 = 60,000 pixels)" in bad.error and isinstance(ds[1], dict)
+    folder = scan_folder(root)
+    probe = ImageListDataset(folder, range(len(folder.paths)), EvalTransform(16), skip_bad=True)
+    got = [probe[k][0] is None for k in range(len(folder.paths))]
+    assert got == [p == "b/big.png" for p in folder.paths]  # counted bad, the others still read
+    monkeypatch.setenv(MAX_PIXELS_ENV, "100000")
+    assert check_dataset("classes", root).verdict in ("OK", "PARTIAL")

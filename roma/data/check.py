@@ -361,7 +361,12 @@ def _shard_member_problem(ref) -> str | None:
         tail = f.read(min(256, ref.size))
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return None  # TIFF inside a shard: its IFD offsets are relative to the member; not checked here
-    return header_problem(head, tail, ref.size)
+    from roma.data.decode import header_problem as decode_problem
+
+    with open(ref.path, "rb") as f:  # mode and size sit in the first bytes (a JPEG's after its EXIF block)
+        f.seek(ref.offset)
+        first = f.read(min(ref.size, 1 << 18))
+    return header_problem(head, tail, ref.size) or decode_problem(first)
 
 
 def check_pretrain(root: str, sample: int | None = None, expect: int | None = None) -> Report:

@@ -1,7 +1,8 @@
 """Is an image file whole? Answered from its first and last bytes, without decoding it.
 
     header_problem(head, tail, size) -> None | "truncated JPEG (no end-of-image marker)" | ...
-    file_problem(path)               -> the same, reading 16 + 256 bytes of the file
+    file_problem(path)               -> the same, reading 16 + 256 bytes of the file, then whether
+                                        roma.data.decode would refuse it (mode, pixel cap: header only)
 
 JPEG: the end-of-image marker; PNG: the IEND chunk; TIFF: the strips / tiles of the first
 directory lie inside the file (PIL reads that directory only); BMP and WebP: their declared sizes.
@@ -77,4 +78,6 @@ def file_problem(path: Path) -> str | None:
             tail = f.read(256) if size > 16 else head
     except OSError as e:
         return f"unreadable ({e.strerror or e})"
-    return header_problem(head, tail, size, path)
+    from roma.data.decode import header_problem as decode_problem
+
+    return header_problem(head, tail, size, path) or decode_problem(path)  # whole, then feedable (mode, size)

@@ -53,11 +53,10 @@ class Scene:
 
 # ----------------------------------------------------------------------------- file reading
 def read_image(path: Path) -> np.ndarray:
-    """An 8-bit RGB image file -> (H, W, 3) float32 in [0, 1]."""
-    from PIL import Image
+    """An image file -> (H, W, 3) float32 in [0, 1], by roma.data.decode's rules (BadImage names a refused one)."""
+    from roma.data.decode import open_rgb
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return np.asarray(open_rgb(path), dtype=np.float32) / 255.0
 
 
 def read_mask(path: Path) -> np.ndarray:
