@@ -478,3 +478,111 @@ def test_pixel_cap_refuses_before_decoding_in_check_pretraining_and_probe(tmp_pa
     assert got == [p == "b/big.png" for p in folder.paths]  # counted bad, the others still read
     monkeypatch.setenv(MAX_PIXELS_ENV, "100000")
     assert check_dataset("classes", root).verdict in ("OK", "PARTIAL")
+
+
+# ------------------------------------------------------------------ 7: signals and killed workers
+
+SLOW = ("import os, time\n"
+        "def slow(cfg, hooks=None):\n"
+        "    with open(os.environ['FAKE_LOG'], 'a') as fh:\n"
+        "        fh.write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(float(os.environ.get('FAKE_SECONDS', '60')))\n"
+        "    return {'step': 1, 'final_loss': 0.5}\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead too
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def _wait(pred, seconds: float = 20) -> bool:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _launch_slow(tmp_path: Path):
+    spec = _folder_spec(tmp_path)
+    (tmp_path / "fake_slow.py").write_text(SLOW)
+    log = tmp_path / "pids.log"
+    env = {**os.environ, "FAKE_LOG": str(log), "ROMA_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    proc = subprocess.Popen([sys.executable, str(REPO / "experiments" / "launch.py"), str(spec), "--only", "*seed0*",
+                             "--executor", "local", "--execute", "fake_slow:slow", "--skip-data-check"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert _wait(lambda: log.exists() and log.read_text().strip(), 60), "the worker never started"
+    cfg = [r for r in load_spec(spec, check_data=False).runs if r.train.seed == 0][0]
+    return proc, int(log.read_text().split()[0]), cfg
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_to_the_launcher_takes_its_worker_down_and_the_run_resumes(tmp_path, monkeypatch):
+    import signal
+
+    from roma.launch.plan import plan
+    from roma.launch.status import read_status
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    proc, worker, cfg = _launch_slow(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert _wait(lambda: not _alive(worker)), "the worker trains on alone"
+    st = read_status(cfg.run_dir)
+    assert st["state"] == "interrupted" and "SIGTERM" in st["reason"], st
+    assert plan([cfg])[0].action == "resume"  # a plain relaunch resumes it
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_killed_from_outside_is_interrupted_not_failed(tmp_path, monkeypatch):
+    import signal
+
+    from roma.launch.plan import plan
+    from roma.launch.status import read_status
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    proc, worker, cfg = _launch_slow(tmp_path)
+    os.kill(worker, signal.SIGKILL)  # what the OOM killer does
+    out = proc.communicate(timeout=60)[0]
+    st = read_status(cfg.run_dir)
+    assert st["state"] == "interrupted" and "SIGKILL (kill -9 or the OOM killer)" in st["reason"], out
+    assert "-> interrupted" in out and plan([cfg])[0].action == "resume"
+
+
+@pytest.mark.timeout(90)
+def test_the_worker_dies_with_a_launcher_killed_by_sigkill(tmp_path, monkeypatch):
+    import signal
+
+    from roma.launch.plan import plan
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    proc, worker, cfg = _launch_slow(tmp_path)
+    proc.send_signal(signal.SIGKILL)  # no handler runs: the kernel's parent-death signal must
+    proc.communicate(timeout=30)
+    assert _wait(lambda: not _alive(worker)), "the worker outlived its launcher"
+    p = plan([cfg])[0]
+    assert p.action == "resume", (p, p.status)
+
+
+@pytest.mark.timeout(30)
+def test_exit_codes_mean_one_thing(tmp_path):
+    from roma.config import RunConfig
+    from roma.launch import status as st
+
+    cfg = RunConfig(output_root=str(tmp_path))
+    for code, state, words in ((-15, "interrupted", "killed by SIGTERM"), (-9, "interrupted", "OOM killer"),
+                               (-11, "failed", "crashed with SIGSEGV"), (1, "failed", "exited with code 1")):
+        st.write_status(cfg.run_dir, "running")
+        new = st.ended_by_exit(cfg, code)
+        assert new["state"] == state and words in new["reason"]
+    st.finished(cfg.run_dir, 1, 0.5)
+    assert st.ended_by_exit(cfg, -15) is None  # the job had recorded its end
