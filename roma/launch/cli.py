@@ -19,7 +19,7 @@ from pathlib import Path
 
 from roma.launch import slurm
 from roma.launch.plan import Planned, clear_for_rerun, plan, reconcile
-from roma.launch.status import read_status, run_dir
+from roma.launch.status import ENDED, read_status, run_dir
 from roma.launch.table import describe_resources, fmt_loss, render
 from roma.naming import run_name
 from roma.spec import Spec, list_specs, load_spec, parse_set, select
@@ -378,7 +378,7 @@ def cmd_status(argv: list[str]) -> int:
             print("\033[2J\033[H", end="")  # clear the terminal between refreshes
         print(f"spec {spec.name} ({len(runs)} runs)")
         print(render(headers, rows))
-        if not args.watch or all(r[2] in ("finished", "failed", "cancelled", "new") for r in rows):
+        if not args.watch or all(r[2] in (*ENDED, "new") for r in rows):
             return 0
         time.sleep(args.watch)
 
