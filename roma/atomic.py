@@ -5,6 +5,7 @@ half-written one, even when the writer is killed mid-write.
 
     atomic.write_text(path, text); atomic.write_json(path, obj)
     atomic.read_json(path)                   # CorruptFile (a ValueError naming the file) for bytes that are not JSON
+    atomic.check_writable(folder, "what it is for")   # NotWritable naming the folder, before any work
     with atomic.replacing(path) as tmp:      # any writer that takes a path: torch.save, savefig, to_csv
         torch.save(state, tmp)
 """
@@ -39,6 +40,37 @@ def read_json(path: str | os.PathLike) -> Any:
         raise CorruptFile(path, f"not a UTF-8 text file (byte {data[e.start]:#04x} at offset {e.start})") from None
     except json.JSONDecodeError as e:
         raise CorruptFile(path, f"not valid JSON ({e})") from None
+
+
+class NotWritable(PermissionError):
+    def __init__(self, path: str | os.PathLike, what: str, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{what} {path} is not writable: {reason}")
+
+
+def writable_problem(folder: str | os.PathLike) -> str | None:
+    """Why no file can be written under `folder` (which may not exist yet), or None. Tried, not
+    guessed: a temporary file is made and removed in the nearest existing folder (os.access is
+    wrong for root, read-only mounts and NFS); nothing else is created."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".roma-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        return f"cannot create a file in {probe} ({e.strerror or e})"
+    return None
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """NotWritable (a PermissionError naming `what` and the folder) unless files can be written there."""
+    problem = writable_problem(folder)
+    if problem:
+        raise NotWritable(folder, what, problem)
 
 
 @contextlib.contextmanager

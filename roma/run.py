@@ -76,9 +76,8 @@ def run_evaluations(cfg: RunConfig, tracker, encoder: Path, names: list[str] | N
     """The named evaluations (all: None) one after another, each logged into `tracker` as it ends.
 
     -> (metrics, failures {name: error}). A failed evaluation is recorded in eval/<name>/failed.json
-    and the others still run; force=True deletes an evaluation's folder (results, caches) first."""
-    import shutil
-
+    and the others still run; force=True computes it afresh (see _redo): its earlier results stay
+    until the new ones are written."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -89,11 +88,12 @@ def run_evaluations(cfg: RunConfig, tracker, encoder: Path, names: list[str] | N
     for name, kind, sub, rand in evaluations(cfg):
         if names is not None and name not in names:
             continue
-        if force:
-            shutil.rmtree(out_root / name, ignore_errors=True)
         tracker.set_tags({"eval": name})
         try:
-            got = run_evaluation(name, kind, sub, rand, cfg, encoder, out_root, device)
+            if force:
+                got = _redo(out_root, name, lambda root: run_evaluation(name, kind, sub, rand, cfg, encoder, root, device))
+            else:
+                got = run_evaluation(name, kind, sub, rand, cfg, encoder, out_root, device)
         except Exception as e:  # noqa: BLE001 - the other evaluations still run; reported by the caller
             failures[name] = f"{type(e).__name__}: {e}"
             atomic.write_json(out_root / name / FAILED, {"error": failures[name], "time": time.time()})
@@ -108,6 +108,37 @@ def run_evaluations(cfg: RunConfig, tracker, encoder: Path, names: list[str] | N
         tracker.log_metrics(got)
         metrics.update(got)
     return metrics, failures
+
+
+REDO = ".redo"  # eval/.redo/<name>/<name>: a forced evaluation computes here, from scratch
+CLAIM_FILE = "claim.lock"  # roma.launch.claim.CLAIM (the launcher's file; roma.run does not import it)
+
+
+def _redo(out_root: Path, name: str, run: Callable[[Path], dict[str, float]]) -> dict[str, float]:
+    """--force: run the evaluation into eval/.redo/<name>/ (a fresh folder: no results, no caches),
+    and only once its results.json is written swap it in for eval/<name>. A failed or killed redo
+    leaves the earlier results where they were (the caller records failed.json beside them)."""
+    import shutil
+
+    redo = out_root / REDO / name  # one per evaluation: each runs under its own claim
+    scratch, final, old = redo / name, out_root / name, redo / ".old"
+    shutil.rmtree(redo, ignore_errors=True)  # an earlier redo that died: start it again
+    try:
+        got = run(redo)
+    except BaseException:
+        shutil.rmtree(redo, ignore_errors=True)
+        raise
+    if not (scratch / RESULTS).is_file():
+        raise RuntimeError(f"evaluation {name} returned without writing {scratch / RESULTS}")
+    old.mkdir()
+    final.mkdir(parents=True, exist_ok=True)
+    for f in final.iterdir():  # eval/<name>/claim.lock stays: this process holds it (roma.launch.job.eval_one)
+        if f.name != CLAIM_FILE:
+            os.replace(f, old / f.name)
+    for f in sorted(scratch.iterdir(), key=lambda f: f.name == RESULTS):  # results.json last: the commit point
+        os.replace(f, final / f.name)
+    shutil.rmtree(redo, ignore_errors=True)
+    return got
 
 
 def read_results(path: Path, name: str) -> dict[str, float]:

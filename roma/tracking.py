@@ -37,7 +37,7 @@ _MAX_PARAM_LEN = 6000
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
 # our run states (status.json) -> MLflow run status; the `state` tag holds ours
 MLFLOW_STATUS = {"pending": "RUNNING", "running": "RUNNING", "requeued": "SCHEDULED", "finished": "FINISHED",
-                 "failed": "FAILED", "cancelled": "KILLED"}
+                 "failed": "FAILED", "cancelled": "KILLED", "interrupted": "KILLED"}
 FAILURE_TAGS = ("failure_reason", "failure_stage")  # cleared when a retry finishes
 LAYOUT_FACTS = ("world_size", "device_batch", "accum_steps")  # how a start cut the global batch
 

@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
-from roma import yamlio
+from roma import atomic, yamlio
 
 from roma.config import CHOICES, EVAL_DATA_ENV, RunConfig, to_plain
 
@@ -273,6 +273,8 @@ def check_config(cfg: RunConfig, where: Where = lambda key: "config", check_data
 
     if not is_safe_name(cfg.experiment):
         err("experiment", f"{cfg.experiment!r} is not a safe name: {SAFE_NAME_RULE}")
+    if check_data and (problem := atomic.writable_problem(cfg.output_root)):
+        err("output_root", f"runs cannot be written under {cfg.output_root}: {problem}")
     for key in _non_finite(cfg):
         err(key, "must be a finite number, not NaN or infinity")
 

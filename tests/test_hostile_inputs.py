@@ -256,3 +256,333 @@ def test_local_launch_of_a_run_with_a_truncated_last_pt_prints_one_line(tmp_path
     err = capfd.readouterr().err
     assert "Traceback" not in err and f"cannot read checkpoint {cfg.run_dir / 'last.pt'}" in err, err
     assert "--force" in read_status(cfg.run_dir)["reason"]
+
+
+# ------------------------------------------------------------------ 8: writes that destroy before they succeed
+
+class _Tracker:
+    def __init__(self):
+        self.metrics: dict = {}
+
+    def set_tags(self, tags):
+        pass
+
+    def log_metrics(self, m, step=None):
+        self.metrics.update(m)
+
+
+@pytest.mark.timeout(30)
+def test_eval_force_keeps_the_previous_results_until_new_ones_are_written(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from roma import run as run_mod
+    from roma.config import EvalConfig, ProbeConfig, RunConfig
+
+    cfg = RunConfig(output_root=str(tmp_path), eval=EvalConfig(probes=(ProbeConfig(dataset="aid", root=str(tmp_path)),)))
+    ((name, *_),) = run_mod.evaluations(cfg)
+    edir = cfg.run_dir / "eval" / name
+    edir.mkdir(parents=True)
+    (edir / "results.json").write_text(json.dumps({"metrics": {"acc": 0.5}}))
+    (edir / "claim.lock").write_text("")
+
+    def broken(encoder, sub, model, out_dir, device):
+        (out_dir / "partial.bin").parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / "partial.bin").write_bytes(b"half")
+        raise RuntimeError("the redo broke")
+
+    monkeypatch.setattr(run_mod, "_runner", lambda kind: broken)
+    metrics, failures = run_mod.run_evaluations(cfg, _Tracker(), tmp_path / "encoder.pt", None, force=True)
+    assert "the redo broke" in failures[name]
+    assert json.loads((edir / "results.json").read_text())["metrics"] == {"acc": 0.5}  # kept
+    assert (edir / "failed.json").exists() and not (edir / "partial.bin").exists()
+    assert not (cfg.run_dir / "eval" / run_mod.REDO / name).exists()
+
+    monkeypatch.setattr(run_mod, "_runner", lambda kind: lambda *a: {"acc": 0.75})
+    tracker = _Tracker()
+    metrics, failures = run_mod.run_evaluations(cfg, tracker, tmp_path / "encoder.pt", None, force=True)
+    assert failures == {} and tracker.metrics == {"acc": 0.75}
+    assert json.loads((edir / "results.json").read_text())["metrics"] == {"acc": 0.75}
+    assert sorted(p.name for p in edir.iterdir()) == ["claim.lock", "results.json"]  # failed.json gone, claim kept
+    assert dataclasses.replace(cfg) == cfg
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("foreign", ["index.json", "index.parquet", "other-000000.tar"])
+def test_shards_pack_refuses_to_overwrite_what_it_did_not_write(tmp_path, capsys, foreign):
+    from roma.data import shards
+
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "0.png").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / foreign).write_text("someone else's")
+    assert shards.main(["pack", str(tmp_path / "src"), str(out)]) == 2
+    assert f"already holds 1 file(s) of the kind pack writes ({foreign})" in capsys.readouterr().err
+    assert (out / foreign).read_text() == "someone else's" and sorted(p.name for p in out.iterdir()) == [foreign]
+
+
+@pytest.mark.timeout(30)
+def test_unwritable_outputs_are_refused_before_any_work_naming_the_path(tmp_path, monkeypatch, capsys):
+    from roma.data import download, shards
+    from roma.launch import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a folder below a regular file cannot be made (a read-only root, even for root)
+    spec = _folder_spec(tmp_path)
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    assert cli.main([str(spec), "--set", f"output_root={blocker / 'out'}", "--skip-data-check"]) == 2
+    assert re.search(rf"output_root: runs cannot be written under {blocker / 'out'}: {blocker} is not a folder",
+                     capsys.readouterr().err)
+    assert shards.main(["pack", str(tmp_path / "data"), str(blocker / "shards")]) == 2
+    assert f"pack's output folder {blocker / 'shards'} is not writable" in capsys.readouterr().err
+    monkeypatch.setenv("ROMA_CACHE", str(blocker / "cache"))
+    monkeypatch.setenv("ROMA_UCM_URL", "http://127.0.0.1:9/never-asked.zip")  # nothing may be downloaded
+    monkeypatch.setenv("ROMA_UCM_SHA256", "0" * 64)
+    monkeypatch.delenv("ROMA_UCM", raising=False)
+    assert download.main(["ucm"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(rf"the download cache \(ROMA_CACHE or ~/.cache/roma\) {blocker / 'cache'}/\S+ is not writable", err)
+    assert "[download]" not in err and "127.0.0.1:9" not in err
+
+
+# ------------------------------------------------------------------ 3: files that are not regular files
+
+def _png(path: Path, size=(8, 8), mode="RGB", value=128) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).convert(mode).save(path)
+    return path
+
+
+def _odd_classes(tmp_path: Path) -> Path:
+    root = tmp_path / "ds"
+    for c in ("a", "b"):
+        for i in range(3):
+            _png(root / c / f"{i}.png")
+    os.mkfifo(root / "a" / "fifo.jpg")  # opening it for reading blocks until a writer comes
+    (root / "a" / "into_b").symlink_to(root / "b", target_is_directory=True)  # counted twice before
+    (root / "b" / "loop").symlink_to(root / "b", target_is_directory=True)
+    (root / "b" / "gone.png").symlink_to(root / "nowhere.png")
+    return root
+
+
+@pytest.mark.timeout(30)
+def test_data_check_skips_fifos_and_links_into_the_dataset_and_counts_them(tmp_path):
+    from roma.data.check import check_dataset
+
+    root = _odd_classes(tmp_path)
+    rep = check_dataset("classes", root)
+    assert rep.counts == {"images": 6, "classes": 2}, rep.render()
+    text = rep.render()
+    assert "1 not a regular file (FIFO, socket or device): fifo.jpg" in text
+    assert "link to a folder inside the dataset" in text and "into_b" in text
+    assert "folder link loop" in text and "1 broken link: gone.png" in text
+    pre = check_dataset("pretrain", root)
+    assert pre.counts == {"images": 6} and "fifo.jpg" in pre.render()
+
+
+@pytest.mark.timeout(30)
+def test_training_and_probe_listings_follow_the_same_rule(tmp_path):
+    from roma.data.headers import file_problem
+    from roma.data.sources import list_images
+    from roma.eval.splits import scan_folder
+
+    root = _odd_classes(tmp_path)
+    assert [r.key for r in list_images(root)] == [f"{c}/{i}.png" for c in "ab" for i in range(3)]
+    assert scan_folder(root).paths == tuple(f"{c}/{i}.png" for c in "ab" for i in range(3))
+    assert file_problem(root / "a" / "fifo.jpg").startswith("not a regular file")  # a manifest may name it
+    outside = tmp_path / "elsewhere"
+    _png(outside / "x.png")
+    (root / "a" / "ext").symlink_to(outside, target_is_directory=True)  # a link gathering data from elsewhere
+    assert "a/ext/x.png" in [r.key for r in list_images(root)]
+
+
+# ------------------------------------------------------------------ 2: images that decode into something else
+
+def _gray16(path: Path, values) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(values, np.uint16).reshape(1, -1)).save(path)
+    return path
+
+
+@pytest.mark.timeout(30)
+def test_16_bit_images_are_scaled_by_the_stated_rule_not_clipped(tmp_path):
+    import numpy as np
+
+    from roma.data.decode import open_rgb
+
+    img = open_rgb(_gray16(tmp_path / "g.png", [0, 257, 4095, 32768, 65535]))
+    assert img.mode == "RGB"
+    assert np.asarray(img)[0, :, 0].tolist() == [0, 1, 16, 128, 255]  # convert("RGB") gave [0, 255, 255, 255, 255]
+    tif = open_rgb(_gray16(tmp_path / "g.tif", [1000, 2000]))
+    assert np.asarray(tif)[0, :, 1].tolist() == [4, 8]
+
+
+@pytest.mark.timeout(30)
+def test_float_and_32_bit_images_are_refused_by_check_and_decoder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from roma.data.check import check_dataset
+    from roma.data.decode import BadImage, open_rgb
+
+    root = tmp_path / "ds"
+    for c in ("a", "b"):
+        for i in range(2):
+            _png(root / c / f"{i}.png")
+    _gray16(root / "a" / "sixteen.png", [0, 65535])
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(root / "b" / "float.tif")
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(root / "b" / "int32.tif")
+    with pytest.raises(BadImage, match="32-bit float image, mode F, refused"):
+        open_rgb(root / "b" / "float.tif")
+    rep = check_dataset("classes", root)
+    assert rep.verdict == "FAIL" and rep.counts["images"] == 7
+    text = rep.render()
+    assert "32-bit float image, mode F, refused" in text and "32-bit integer image, mode I, refused" in text
+    assert "sixteen.png" not in text  # 16-bit converts faithfully: not an error
+
+
+@pytest.mark.timeout(30)
+def test_pixel_cap_refuses_before_decoding_in_check_pretraining_and_probe(tmp_path, monkeypatch):
+    from roma.data.check import check_dataset
+    from roma.data.dataset import BadSample, PretrainDataset
+    from roma.data.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
+    from roma.data.refs import ImageRef
+    from roma.data.transforms import PretrainTransform
+    from roma.eval.augment import EvalTransform
+    from roma.eval.features import ImageListDataset
+    from roma.eval.splits import scan_folder
+
+    doc = (REPO / "docs" / "data.md").read_text()
+    assert f"{DEFAULT_MAX_PIXELS:,} pixels" in doc and MAX_PIXELS_ENV in doc  # the default is stated
+    root = tmp_path / "ds"
+    for c in ("a", "b"):
+        _png(root / c / "small.png", (16, 16))
+    big = _png(root / "b" / "big.png", (300, 200))  # a "bomb" under a cap of 50,000 pixels
+    monkeypatch.setenv(MAX_PIXELS_ENV, "50000")
+    rep = check_dataset("classes", root)
+    assert rep.verdict == "FAIL" and "over the pixel cap of 50,000 that ROMA_MAX_PIXELS sets" in rep.render()
+    ds = PretrainDataset([ImageRef("big.png", str(big)), ImageRef("a.png", str(root / "a" / "small.png"))],
+                         PretrainTransform(16, 8))
+    bad = ds[0]
+    assert isinstance(bad, BadSample) and "(300 x 200 = 60,000 pixels)" in bad.error and isinstance(ds[1], dict)
+    folder = scan_folder(root)
+    probe = ImageListDataset(folder, range(len(folder.paths)), EvalTransform(16), skip_bad=True)
+    got = [probe[k][0] is None for k in range(len(folder.paths))]
+    assert got == [p == "b/big.png" for p in folder.paths]  # counted bad, the others still read
+    monkeypatch.setenv(MAX_PIXELS_ENV, "100000")
+    assert check_dataset("classes", root).verdict in ("OK", "PARTIAL")
+
+
+# ------------------------------------------------------------------ 7: signals and killed workers
+
+SLOW = ("import os, time\n"
+        "def slow(cfg, hooks=None):\n"
+        "    with open(os.environ['FAKE_LOG'], 'a') as fh:\n"
+        "        fh.write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(float(os.environ.get('FAKE_SECONDS', '60')))\n"
+        "    return {'step': 1, 'final_loss': 0.5}\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead too
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def _wait(pred, seconds: float = 20) -> bool:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _launch_slow(tmp_path: Path):
+    spec = _folder_spec(tmp_path)
+    (tmp_path / "fake_slow.py").write_text(SLOW)
+    log = tmp_path / "pids.log"
+    env = {**os.environ, "FAKE_LOG": str(log), "ROMA_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    proc = subprocess.Popen([sys.executable, str(REPO / "experiments" / "launch.py"), str(spec), "--only", "*seed0*",
+                             "--executor", "local", "--execute", "fake_slow:slow", "--skip-data-check"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert _wait(lambda: log.exists() and log.read_text().strip(), 60), "the worker never started"
+    cfg = [r for r in load_spec(spec, check_data=False).runs if r.train.seed == 0][0]
+    return proc, int(log.read_text().split()[0]), cfg
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_to_the_launcher_takes_its_worker_down_and_the_run_resumes(tmp_path, monkeypatch):
+    import signal
+
+    from roma.launch.plan import plan
+    from roma.launch.status import read_status
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    proc, worker, cfg = _launch_slow(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert _wait(lambda: not _alive(worker)), "the worker trains on alone"
+    st = read_status(cfg.run_dir)
+    assert st["state"] == "interrupted" and "SIGTERM" in st["reason"], st
+    assert plan([cfg])[0].action == "resume"  # a plain relaunch resumes it
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_killed_from_outside_is_interrupted_not_failed(tmp_path, monkeypatch):
+    import signal
+
+    from roma.launch.plan import plan
+    from roma.launch.status import read_status
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    proc, worker, cfg = _launch_slow(tmp_path)
+    os.kill(worker, signal.SIGKILL)  # what the OOM killer does
+    out = proc.communicate(timeout=60)[0]
+    st = read_status(cfg.run_dir)
+    assert st["state"] == "interrupted" and "SIGKILL (kill -9 or the OOM killer)" in st["reason"], out
+    assert "-> interrupted" in out and plan([cfg])[0].action == "resume"
+
+
+@pytest.mark.timeout(90)
+def test_the_worker_dies_with_a_launcher_killed_by_sigkill(tmp_path, monkeypatch):
+    import signal
+
+    from roma.launch.plan import plan
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    proc, worker, cfg = _launch_slow(tmp_path)
+    proc.send_signal(signal.SIGKILL)  # no handler runs: the kernel's parent-death signal must
+    proc.communicate(timeout=30)
+    assert _wait(lambda: not _alive(worker)), "the worker outlived its launcher"
+    p = plan([cfg])[0]
+    assert p.action == "resume", (p, p.status)
+
+
+@pytest.mark.timeout(30)
+def test_exit_codes_mean_one_thing(tmp_path):
+    from roma.config import RunConfig
+    from roma.launch import status as st
+
+    cfg = RunConfig(output_root=str(tmp_path))
+    for code, state, words in ((-15, "interrupted", "killed by SIGTERM"), (-9, "interrupted", "OOM killer"),
+                               (-11, "failed", "crashed with SIGSEGV"), (1, "failed", "exited with code 1")):
+        st.write_status(cfg.run_dir, "running")
+        new = st.ended_by_exit(cfg, code)
+        assert new["state"] == state and words in new["reason"]
+    st.finished(cfg.run_dir, 1, 0.5)
+    assert st.ended_by_exit(cfg, -15) is None  # the job had recorded its end

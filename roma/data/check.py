@@ -110,17 +110,17 @@ def check_headers(paths: list[Path], report: Report, sample: int | None, what: s
             report.errors.append(f"{len(ps)} {what} file(s): {msg}: {_examples(ps)}")
 
 
-def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, other files) under root, following folder symlinks once; hidden files count as other."""
-    images, other = [], []
-    visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        visited.add(os.path.realpath(dirpath))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and os.path.realpath(os.path.join(dirpath, d)) not in visited)
-        for name in sorted(filenames):
-            (images if is_image(name) and not name.startswith(".") else other).append(Path(dirpath) / name)
-    return images, other
+def _walk(root: Path, report: Report, within: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) under root as roma.data.walk lists them; what it skips (FIFOs,
+    broken links, links into the dataset, loops) is counted in a note of the report."""
+    from roma.data.walk import walk
+
+    w = walk(root, within)
+    note = w.skipped_note()
+    if note:
+        report.notes.append(f"{root}: {note}")
+    images = [f for f in w.files if is_image(f.name)]
+    return images, [f for f in w.files if not is_image(f.name)]
 
 
 # ----------------------------------------------------------------------------- class folders (AID, UCM)
@@ -138,7 +138,7 @@ def check_classes(root: Path, kind: str = "classes", sample: int | None = None) 
     counts: dict[str, int] = {}
     images: list[Path] = []
     for c in classes:
-        imgs, other = _walk(root / c)
+        imgs, other = _walk(root / c, report, within=root)  # a link into a sibling class: not followed
         counts[c] = len(imgs)
         images += imgs
         if other:
@@ -300,8 +300,8 @@ def check_spacenet(root: Path, sample: int | None = None) -> Report:
     if report.errors:
         return report
     key = re.compile(r"img(\d+)$")
-    tifs = {m.group(1): p for p in sorted(tif_dir.glob("*.tif")) if (m := key.search(p.stem))}
-    geos = {m.group(1): p for p in sorted(geo_dir.glob("*.geojson")) if (m := key.search(p.stem))}
+    tifs = {m.group(1): p for p in sorted(tif_dir.glob("*.tif")) if (m := key.search(p.stem)) and p.is_file()}
+    geos = {m.group(1): p for p in sorted(geo_dir.glob("*.geojson")) if (m := key.search(p.stem)) and p.is_file()}
     odd = sorted(p.name for d in (tif_dir, geo_dir) for p in d.iterdir()
                  if p.is_file() and not key.search(p.stem))
     if odd:
@@ -361,7 +361,12 @@ def _shard_member_problem(ref) -> str | None:
         tail = f.read(min(256, ref.size))
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return None  # TIFF inside a shard: its IFD offsets are relative to the member; not checked here
-    return header_problem(head, tail, ref.size)
+    from roma.data.decode import header_problem as decode_problem
+
+    with open(ref.path, "rb") as f:  # mode and size sit in the first bytes (a JPEG's after its EXIF block)
+        f.seek(ref.offset)
+        first = f.read(min(ref.size, 1 << 18))
+    return header_problem(head, tail, ref.size) or decode_problem(first)
 
 
 def check_pretrain(root: str, sample: int | None = None, expect: int | None = None) -> Report:
@@ -391,7 +396,7 @@ def check_pretrain(root: str, sample: int | None = None, expect: int | None = No
         check_headers([Path(r.path) for r in refs], report, sample)
         p = Path(root)
         if p.is_dir():
-            other = [q for q in _walk(p)[1] if not q.name.endswith(".tar")]
+            other = [q for q in _walk(p, report)[1] if not q.name.endswith(".tar")]
             if other:
                 report.notes.append(f"{len(other)} non-image file(s) ignored: "
                                     f"{_examples([q.relative_to(p).as_posix() for q in other])}")

@@ -15,9 +15,7 @@ index), so crops, flips and ARES do not depend on the worker count or on the ord
 """
 from __future__ import annotations
 
-import io
 import os
-import struct
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -29,14 +27,14 @@ from torch.utils.data import Dataset
 from roma import atomic
 from roma.config import AresConfig, DataConfig, ModelConfig
 
+from .decode import DECODE_ERRORS, BadImage, open_rgb
 from .refs import ImageRef, read_bytes
 from .shard_reader import subset_prefix
 from .sources import list_images
 from .subsets import keys_checksum, manifest_name, read_manifest, subset_keys, write_manifest
 from .transforms import PretrainTransform
 
-# what a broken file raises while it is read and decoded (PIL uses all of these)
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+DECODE_ERRORS = (BadImage, *DECODE_ERRORS)  # open_rgb raises BadImage; reading a ref raises OSError
 
 
 class BadSample(NamedTuple):
@@ -54,10 +52,9 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 def decode_rgb(data: bytes) -> Image.Image:
-    """Fully decode encoded image bytes as RGB (a truncated file raises here, not later)."""
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img if img.mode == "RGB" else img.convert("RGB")
+    """Fully decode encoded image bytes as 8-bit RGB by roma.data.decode's rules (modes, pixel cap);
+    BadImage for a broken or refused file (a truncated file raises here, not later)."""
+    return open_rgb(data)
 
 
 def load_rgb(ref: ImageRef) -> Image.Image:

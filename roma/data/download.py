@@ -34,7 +34,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from roma.cache import cache_root
+from roma import atomic
+from roma.cache import CACHE_ENV, cache_root
 from roma.progress import progress
 
 CHUNK = 1 << 20
@@ -213,6 +214,10 @@ def fetch(archive: Archive, cache: Path | None = None) -> Path:
     root = extracted / archive.inner
     if root.is_dir():
         return root
+    try:  # before any byte is downloaded: a read-only cache must not cost a 300 MB download first
+        atomic.check_writable(folder, f"the download cache ({CACHE_ENV} or ~/.cache/roma)")
+    except atomic.NotWritable as e:
+        raise DownloadError(f"{e}; set {CACHE_ENV} to a writable folder") from None
     zip_path = folder / archive.filename
     errors = []
     if zip_path.exists():  # a finished download, or one put here by hand

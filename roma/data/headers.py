@@ -1,7 +1,8 @@
 """Is an image file whole? Answered from its first and last bytes, without decoding it.
 
     header_problem(head, tail, size) -> None | "truncated JPEG (no end-of-image marker)" | ...
-    file_problem(path)               -> the same, reading 16 + 256 bytes of the file
+    file_problem(path)               -> the same, reading 16 + 256 bytes of the file, then whether
+                                        roma.data.decode would refuse it (mode, pixel cap: header only)
 
 JPEG: the end-of-image marker; PNG: the IEND chunk; TIFF: the strips / tiles of the first
 directory lie inside the file (PIL reads that directory only); BMP and WebP: their declared sizes.
@@ -10,6 +11,7 @@ roma.data.check runs this over a dataset copy (and over shard members), in secon
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -65,7 +67,10 @@ def header_problem(head: bytes, tail: bytes, size: int, path: Path | None = None
 
 def file_problem(path: Path) -> str | None:
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO blocks forever; a device is not an image
+            return "not a regular file (FIFO, socket, device or folder)"
+        size = st.st_size
         with open(path, "rb") as f:
             head = f.read(16)
             if size > 16:
@@ -73,4 +78,6 @@ def file_problem(path: Path) -> str | None:
             tail = f.read(256) if size > 16 else head
     except OSError as e:
         return f"unreadable ({e.strerror or e})"
-    return header_problem(head, tail, size, path)
+    from roma.data.decode import header_problem as decode_problem
+
+    return header_problem(head, tail, size, path) or decode_problem(path)  # whole, then feedable (mode, size)

@@ -147,11 +147,14 @@ def pack(src: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    existing = sorted(out.glob("*.tar"))
+    # pack writes *.tar, index.json and index.parquet: it never replaces such a file it did not write
+    existing = sorted([*out.glob("*.tar"), *(out / n for n in (INDEX_NAME, TABLE_NAME) if (out / n).exists())])
     if existing:
-        raise FileExistsError(f"{out} already holds {len(existing)} .tar file(s) (e.g. {existing[0].name}): "
-                              f"pack into an empty folder")
+        raise FileExistsError(f"{out} already holds {len(existing)} file(s) of the kind pack writes ("
+                              + ", ".join(p.name for p in existing[:3]) + (", ..." if len(existing) > 3 else "")
+                              + "): pack into a folder without shards or a shard index (nothing was written)")
+    atomic.check_writable(out, "pack's output folder")
+    out.mkdir(parents=True, exist_ok=True)
     refs = list_images(src)
     refs = [refs[i] for i in rank_order([r.key for r in refs], seed)]
     shards, entries, members = [], [], []
@@ -196,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("count", help="count the images of a folder, manifest or shard pattern")
     c.add_argument("src")
     args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except (FileExistsError, FileNotFoundError, PermissionError, ValueError) as e:  # named errors, no traceback
+        print(f"shards {args.cmd}: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.cmd == "pack":
         shards = pack(args.src, args.out, args.shard_size, args.prefix, args.seed)
         index = read_index(args.out)

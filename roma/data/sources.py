@@ -59,24 +59,19 @@ def _check_unique(refs: list[ImageRef], source: str) -> None:
 
 # ----------------------------------------------------------------------------- folders
 def list_folder(root: str | os.PathLike, folders: list[str] | None = None) -> list[ImageRef]:
-    """Images anywhere under `root` (extensions case-insensitive; hidden folders skipped).
+    """Images anywhere under `root` (extensions case-insensitive), as roma.data.walk lists them:
+    regular files only, hidden ones skipped, each image once however folder links point.
 
     folders: if given, every folder walked is appended to it (roma.data.fingerprint stamps them)."""
+    from .walk import walk
+
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"image folder {root} does not exist")
-    refs = []
-    visited: set[str] = set()  # real paths: symlinked folders are followed, symlink loops are not
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        visited.add(os.path.realpath(dirpath))
-        if folders is not None:
-            folders.append(dirpath)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")
-                       and os.path.realpath(os.path.join(dirpath, d)) not in visited]
-        for name in filenames:
-            if is_image(name) and not name.startswith("."):
-                full = Path(dirpath) / name
-                refs.append(ImageRef(full.relative_to(root).as_posix(), str(full)))
+    w = walk(root)
+    if folders is not None:
+        folders.extend(w.folders)
+    refs = [ImageRef(f.relative_to(root).as_posix(), str(f)) for f in w.files if is_image(f.name)]
     return sorted(refs, key=lambda r: r.key)
 
 

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from roma import atomic, torchfile
+from roma.data.decode import BadImage, open_rgb
 from roma.eval.augment import EVAL_CROP_PCT, EvalTransform
 from roma.eval.splits import FolderDataset
 from roma.progress import progress
@@ -45,9 +45,8 @@ class ImageListDataset(Dataset):
         i = self.indices[k]
         path = self.ds.root / self.ds.paths[i]
         try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except (OSError, ValueError) as e:
+            img = open_rgb(path)  # roma.data.decode: modes, pixel cap; every decode error is BadImage
+        except (BadImage, OSError) as e:
             if self.skip_bad:
                 return None, self.ds.labels[i]
             raise RuntimeError(f"cannot read image {path}: {e}") from e

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from roma import atomic
 from roma.data.refs import IMAGE_EXTS
+from roma.data.walk import walk
 
 SPLIT_VERSION = 1
 
@@ -48,8 +49,8 @@ def scan_folder(root: Path) -> FolderDataset:
         raise ValueError(f"{root} must hold one sub-folder per class; found {len(classes)} class folder(s)")
     paths, labels = [], []
     for y, c in enumerate(classes):
-        files = sorted(f.relative_to(root).as_posix() for f in (root / c).rglob("*")
-                       if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        files = sorted(f.relative_to(root).as_posix() for f in walk(root / c, within=root).files
+                       if f.suffix.lower() in IMAGE_EXTS)  # regular files; links into a sibling class not followed
         if not files:
             raise ValueError(f"class folder {root / c} holds no images ({', '.join(IMAGE_EXTS)})")
         paths += files

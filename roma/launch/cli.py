@@ -23,6 +23,7 @@ from pathlib import Path
 
 from roma.launch import slurm
 from roma.launch.plan import Planned, clear_for_rerun, plan
+from roma.launch.status import ENDED
 from roma.launch.table import describe_resources, render
 from roma.naming import run_name
 from roma.spec import Spec, list_specs, load_spec, parse_set, select
@@ -395,7 +396,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(footer(rows))
         for line in notes:
             print(line, file=sys.stderr)
-        if not args.watch or all(r.state in ("finished", "failed", "cancelled", "new") for r in rows):
+        if not args.watch or all(r.state in (*ENDED, "new") for r in rows):
             return 0
         time.sleep(args.watch)
 

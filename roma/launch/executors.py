@@ -2,15 +2,22 @@
 
 debug: in this process, one after another; the first error stops the launch (for pdb/tracebacks).
 local: one spawned child process per run, one after another (a crash or OOM of one run cannot take
-       the launcher down; torch in the child uses all cores).
+       the launcher down; torch in the child uses all cores). The child dies with the launcher: a
+       SIGTERM/SIGHUP to the launcher is passed on to it, and the kernel sends it SIGTERM when the
+       launcher dies any other way (PR_SET_PDEATHSIG). A child killed by a signal is `interrupted`
+       (a plain relaunch resumes it), one that raised is `failed` (roma.launch.status.ended_by_exit).
 slurm: one submitit job array per spec (see roma.launch.slurm).
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing as mp
+import os
+import signal
 import sys
 import traceback
-from typing import Any
+from typing import Any, Iterator
 
 from roma.config import RunConfig
 from roma.launch.claim import RunClaimed, holder
@@ -42,7 +49,41 @@ def run_debug(runs: list[RunConfig], execute_target: str | None = None) -> dict[
     return states
 
 
-def _child(cfg_dict: dict, execute_target: str | None) -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM to this process when the launcher dies, however it dies (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Terminated(Exception):
+    """The launcher got SIGTERM or SIGHUP."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _child(cfg_dict: dict, execute_target: str | None, parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with(parent)
     try:
         run_one(cfg_dict, execute_target, executor="local")
     except RunClaimed as e:
@@ -73,10 +114,21 @@ def run_local(runs: list[RunConfig], execute_target: str | None = None) -> dict[
             states[cfg.run_id] = "active"
             continue
         run_state.submitted(cfg, "local", **here())  # the launcher's pid until the child claims it
-        proc = ctx.Process(target=_child, args=(cfg.to_dict(), execute_target), name=f"roma-{cfg.run_id}")
+        proc = ctx.Process(target=_child, args=(cfg.to_dict(), execute_target, os.getpid()), name=f"roma-{cfg.run_id}")
         try:
-            proc.start()
-            proc.join()
+            with _stop_signals_raise():
+                proc.start()
+                proc.join()
+        except Terminated as t:  # pass it on: the child must not train on alone
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            run_state.ended_by_exit(cfg, proc.exitcode, f" (the launcher got {t})")
+            _say(f"    -> interrupted: the launcher got {t}; relaunch to resume")
+            raise SystemExit(128 + t.signum) from None
         except KeyboardInterrupt:
             proc.join(timeout=30)  # the child got the same SIGINT and records "cancelled" itself
             if proc.is_alive():
@@ -88,15 +140,11 @@ def run_local(runs: list[RunConfig], execute_target: str | None = None) -> dict[
         if proc.exitcode == CLAIMED_EXIT:  # another launch won the claim: its run, its status
             states[cfg.run_id] = "active"
             continue
-        state = (read_status(d) or {}).get("state")
-        if proc.exitcode != 0 and state in ("pending", "running"):
-            # killed from outside (OOM killer, kill -9): the child could not record it
-            reason = f"process exited with code {proc.exitcode}"
-            run_state.ended_outside(cfg, "failed", reason)
-            state = "failed"
-        states[cfg.run_id] = state or "failed"
+        run_state.ended_by_exit(cfg, proc.exitcode)  # killed from outside: the child could not record it
         status = read_status(d) or {}
-        _say(f"    -> {state}" + (f": {status.get('reason')}" if state == "failed" else ""))
+        state = status.get("state")
+        states[cfg.run_id] = state or "failed"
+        _say(f"    -> {state}" + (f": {status.get('reason')}" if state in ("failed", "interrupted") else ""))
     return states
 
 

@@ -56,10 +56,13 @@ def load_with_fallback(name: str, overrides: dict[str, Any], data_root: str | No
     if fetch:
         from roma.eval.splits import write_halves
 
+        from roma import atomic
+
         print(note, flush=True)
         try:
+            atomic.check_writable(out, "the UC Merced halves folder (under $ROMA_CACHE or ~/.cache/roma)")
             info = write_halves(dataset_root(UCM), out, "ucm")
-        except DownloadError as e:
+        except (DownloadError, atomic.NotWritable) as e:
             raise SystemExit(f"launch.py: {spec.name} needs UC Merced Land Use: {e}") from None
         note = f"UC Merced halves: {info['pool']:,} pretraining images, {info['probe']:,} probe images ({out})"
     pending = not fetch and not pool.is_dir()

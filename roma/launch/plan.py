@@ -5,7 +5,7 @@
     failed                    -> skip            (--retry-failed: retry, resuming from last.pt)
     claimed, or pending/running/requeued and alive -> skip (active)   (a process holds the run's claim,
                                                        a live local process or a queued SLURM job)
-    pending/running/requeued/cancelled -> resume (execute continues from last.pt)
+    pending/running/requeued/cancelled/interrupted -> resume (execute continues from last.pt)
 
 A new run whose config equals a run already in the study folder except for the data's checksum
 (other images under the same data root) gets a `note` saying so: it is a new run, the old one is kept.

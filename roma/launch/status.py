@@ -1,6 +1,6 @@
 """`<output_root>/<experiment>/<run_id>/status.json`: the state of one run, and its only writer.
 
-    {"state": "pending|running|requeued|finished|failed|cancelled", "step": int|None, "loss": float|None,
+    {"state": "pending|running|requeued|finished|failed|cancelled|interrupted", "step": int|None, "loss": float|None,
      "reason": str|None, "updated": ISO-8601 UTC, ...executor facts: "executor", "job_id", "host", "pid"}
 
 Every change of a run's state is one of the transitions below, called by the launcher (submitted,
@@ -19,6 +19,7 @@ after pretraining finished is failed with "stage": "eval" and "encoder": its usa
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,8 +28,12 @@ from typing import Any
 from roma import atomic
 from roma.config import RunConfig
 
-STATES = ("pending", "running", "requeued", "finished", "failed", "cancelled")
+STATES = ("pending", "running", "requeued", "finished", "failed", "cancelled", "interrupted")
 WAITING = ("pending", "running", "requeued")  # states a live process or a queued job will move on
+ENDED = ("finished", "failed", "cancelled", "interrupted")  # no process will move these on
+# a process killed by one of these was stopped from outside (kill, the OOM killer, a launcher going
+# away): `interrupted`, which a plain relaunch resumes; any other signal is a crash (`failed`)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -146,6 +151,22 @@ def ended_outside(cfg: RunConfig, state: str, reason: str) -> dict[str, Any]:
     return new
 
 
+def ended_by_exit(cfg: RunConfig, exitcode: int | None, why: str = "") -> dict[str, Any] | None:
+    """A job process that exited without recording its end (status still pending/running): the one
+    rule for what its exit code means. Killed by a stop signal -> interrupted (a plain relaunch
+    resumes it from last.pt); any other exit -> failed. None when the job had recorded its end."""
+    if (read_status(cfg.run_dir) or {}).get("state") not in ("pending", "running"):
+        return None
+    if exitcode is not None and exitcode < 0:
+        sig = signal.Signals(-exitcode)
+        if sig in STOP_SIGNALS:
+            hint = " (kill -9 or the OOM killer)" if sig == signal.SIGKILL else ""
+            return ended_outside(cfg, "interrupted", f"killed by {sig.name}{hint}{why}: relaunch to resume "
+                                                     "from the last checkpoint")
+        return ended_outside(cfg, "failed", f"crashed with {sig.name}{why}")
+    return ended_outside(cfg, "failed", f"process exited with code {exitcode}{why}")
+
+
 def mirror(cfg: RunConfig) -> None:
     """Bring the config's MLflow run to the state status.json holds (best effort, see mark_state)."""
     from roma.tracking import mark_state
@@ -163,10 +184,21 @@ def here() -> dict[str, Any]:
 def local_process_alive(status: dict[str, Any]) -> bool:
     if status.get("host") != socket.gethostname() or not status.get("pid"):
         return False
+    pid = int(status["pid"])
     try:
-        os.kill(int(status["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited but was not reaped (its parent died, and no init reaps it in a
+    container) still answers kill(pid, 0): it computes nothing."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

@@ -53,11 +53,10 @@ class Scene:
 
 # ----------------------------------------------------------------------------- file reading
 def read_image(path: Path) -> np.ndarray:
-    """An 8-bit RGB image file -> (H, W, 3) float32 in [0, 1]."""
-    from PIL import Image
+    """An image file -> (H, W, 3) float32 in [0, 1], by roma.data.decode's rules (BadImage names a refused one)."""
+    from roma.data.decode import open_rgb
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return np.asarray(open_rgb(path), dtype=np.float32) / 255.0
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -80,7 +79,7 @@ def read_tiff(path: Path) -> np.ndarray:
 
 
 def _stems(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS and p.is_file()}
 
 
 def _seeded_split(names: list[str], seed: int, val_fraction: float, test_fraction: float) -> dict[str, list[str]]:
@@ -145,7 +144,7 @@ def _pair_scene(folder: Path, name: str, path_a: Path) -> Scene:
 
 def _folder_names(root: Path, a_dir: Path) -> dict[str, list[str]]:
     """Split file names by list/{split}.txt, else by train_/val_/test_ prefixes."""
-    files = sorted(p.name for p in a_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    files = sorted(p.name for p in a_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
     lists = {s: root / "list" / f"{s}.txt" for s in SPLITS}
     if all(p.is_file() for p in lists.values()):
         names = {s: [ln.strip() for ln in p.read_text().splitlines() if ln.strip()] for s, p in lists.items()}
@@ -163,7 +162,7 @@ def _folder_names(root: Path, a_dir: Path) -> dict[str, list[str]]:
 def levir_splits(root: Path) -> dict[str, list[Scene]]:
     if all((root / s / "A").is_dir() for s in SPLITS):  # the official release
         return {s: [_pair_scene(root / s, p.name, p) for p in sorted((root / s / "A").iterdir())
-                    if p.suffix.lower() in IMAGE_EXTS] for s in SPLITS}
+                    if p.suffix.lower() in IMAGE_EXTS and p.is_file()] for s in SPLITS}
     if not (root / "A").is_dir():
         raise FileNotFoundError(f"{root} has neither A/ nor train/A/ (LEVIR-CD-style folders)")
     names = _folder_names(root, root / "A")
@@ -193,8 +192,8 @@ def spacenet_tile(tif: Path, geojson: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spacenet_splits(root: Path, val_fraction: float, test_fraction: float, split_seed: int) -> dict[str, list[Scene]]:
-    tifs = {_img_key(p): p for p in sorted((root / "3band").glob("*.tif"))}
-    geos = {_img_key(p): p for p in sorted((root / "geojson").glob("*.geojson"))}
+    tifs = {_img_key(p): p for p in sorted((root / "3band").glob("*.tif")) if p.is_file()}  # regular files only
+    geos = {_img_key(p): p for p in sorted((root / "geojson").glob("*.geojson")) if p.is_file()}
     if not tifs:
         raise FileNotFoundError(f"no tiles in {root / '3band'} (SpaceNet v1: 3band/*img<N>.tif)")
     missing = sorted(set(tifs) - set(geos), key=int)
