@@ -212,5 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {err}") from None
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The `roma-fit` console entry point (and this script's): main's results stay in its files."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
