@@ -19,6 +19,8 @@ From finished MLflow runs (params model.name, param_count, data_size; metrics ai
   -> OUT/runs.csv, fits.json, {data,model}_scaling.{png,pdf} (one panel per metric), ablation.{png,pdf},
      tables/*.{md,tex,csv}; the report (fits, the paper's main table with ours, ours vs paper,
      ablation) on stdout, notes (panels left out, ...) on stderr.
+From a run table instead of MLflow (that runs.csv, or a table with its columns): the same outputs
+    python analysis/fit_scaling.py --csv OUT/runs.csv --out OUT2
 
 fit.json: {"form", "params", "ci95": {name: [lo, hi]}, "n_points", "objective", "loo", "holdout", ...};
 chinchilla params E, A, B, alpha, beta; power a, b (y = a x^b); saturating a, b, c, d (y = a (x+d)^-b + c).
@@ -131,6 +133,16 @@ def run_mlflow(args) -> dict:
     return run_study(load_mlflow(args.experiment, uri, args.allow_missing), args)
 
 
+def run_table(args) -> dict:
+    """--csv RUNS without --form: a run table (the runs.csv an MLflow analysis writes, or one of its
+    columns built elsewhere) -> the same fits, figures and tables as from the MLflow store."""
+    from analysis.runs import check_metrics
+
+    study_form(args)
+    df = read_table(args.csv, ["run_name", "model", "param_count", "data_size"], numeric=["param_count", "data_size"])
+    return run_study(check_metrics(df, args.allow_missing), args)
+
+
 def study_form(args) -> str:
     if args.form == "chinchilla":
         raise SystemExit("--form chinchilla is for --csv with --n/--d/--y; from runs the joint law is fitted on val_loss "
@@ -210,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "finds it (outputs/<spec>/mlflow.db by default); the same as --spec")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--spec", dest="spec_opt", metavar="SPEC", help="the same as the positional SPEC")
-    src.add_argument("--csv", type=Path, help="a table with one row per run")
+    src.add_argument("--csv", type=Path, help="a table with one row per run: with --form, one law on its columns; "
+                     "without, a run table (columns of runs.csv) -> the same fits, figures and tables as from MLflow")
     src.add_argument("--experiment", help="an MLflow experiment name (finished runs are read)")
     p.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="with SPEC: the --set of its launch that moves its store (e.g. output_root=/scratch/out)")
@@ -273,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
         if args.csv:
-            return run_csv(args)
+            return run_csv(args) if args.form in ("chinchilla", "power", "saturating") else run_table(args)
         return run_mlflow(args)
     except (FitInputError, RunTableError, AxisError) as err:
         raise SystemExit(f"error: {err}") from None

@@ -45,7 +45,7 @@ def _log_finished(spec: Path) -> Path:
     return Path(tracking_uri(cfg)[len("sqlite:///"):])
 
 
-def test_spec_finds_its_store(tmp_path, capsys):
+def test_spec_finds_its_store_and_csv_mode_draws_the_same(tmp_path, capsys):
     spec = _spec(tmp_path)
     with pytest.raises(SystemExit, match="no MLflow store at .*launch it first"):
         fit_scaling.main([str(spec)])
@@ -59,6 +59,10 @@ def test_spec_finds_its_store(tmp_path, capsys):
     assert json.loads((tmp_path / "o2" / "fits.json").read_text()) == json.loads((out / "fits.json").read_text())
     assert len(again["fits"]) == len(res["fits"])
 
+    table = tmp_path / "from_csv"  # the run table alone: the same fits and the same figures
+    fit_scaling.main(["--csv", str(out / "runs.csv"), "--bootstrap", "0", "--no-paper", "--out", str(table)])
+    assert json.loads((table / "fits.json").read_text()) == json.loads((out / "fits.json").read_text())
+    assert {p.name for p in out.glob("*.png")} == {p.name for p in table.glob("*.png")}
 
 
 def test_one_source_and_spec_options_are_checked(tmp_path, capsys):
