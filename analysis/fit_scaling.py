@@ -6,6 +6,9 @@ From a table (any source), writing OUT/fit.json:
     python analysis/fit_scaling.py --csv FILE --form power|saturating --x COL --y COL [--bootstrap B] --out OUT
   y is fitted as given (pass an error or a loss, not an accuracy, to the saturating law).
 
+From a spec's finished runs, in one command (its MLflow store found as the launcher finds it;
+results in outputs/<spec>/analysis unless --out; `roma-fit` is the same command):
+    python analysis/fit_scaling.py scaling_data            # or --spec scaling_data
 From finished MLflow runs (params model.name, param_count, data_size; metrics aid_oa_tr50, ...):
     python analysis/fit_scaling.py --experiment scaling_data --tracking-uri sqlite:///outputs/scaling_data/mlflow.db \\
         --out outputs/analysis/scaling_data [--form auto|power|saturating] [--format markdown|latex|csv]
@@ -16,6 +19,8 @@ From finished MLflow runs (params model.name, param_count, data_size; metrics ai
   -> OUT/runs.csv, fits.json, {data,model}_scaling.{png,pdf} (one panel per metric), ablation.{png,pdf},
      tables/*.{md,tex,csv}; the report (fits, the paper's main table with ours, ours vs paper,
      ablation) on stdout, notes (panels left out, ...) on stderr.
+From a run table instead of MLflow (that runs.csv, or a table with its columns): the same outputs
+    python analysis/fit_scaling.py --csv OUT/runs.csv --out OUT2
 
 fit.json: {"form", "params", "ci95": {name: [lo, hi]}, "n_points", "objective", "loo", "holdout", ...};
 chinchilla params E, A, B, alpha, beta; power a, b (y = a x^b); saturating a, b, c, d (y = a (x+d)^-b + c).
@@ -98,18 +103,59 @@ def run_csv(args) -> dict:
     return out
 
 
+def spec_store(spec: str, sets: list[str]) -> tuple[str, str, Path]:
+    """(experiment, tracking URI, default output folder) of a spec's runs: the store its launch wrote,
+    by the launcher's own rule (roma.tracking.store_of); an error when there is none yet."""
+    from roma.spec import load_spec, parse_set
+    from roma.tracking import store_of
+    from roma.validation import ConfigError
+
+    try:
+        runs = load_spec(spec, parse_set(sets), check_data=False, require_env=False).runs
+        uri, experiment = store_of(runs)
+    except (ConfigError, ValueError) as err:
+        raise SystemExit(f"error: spec {spec}: {err}") from None
+    store = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if store is not None and not store.is_file():
+        raise SystemExit(f"error: spec {spec}: no MLflow store at {store} yet: launch it first "
+                         f"(python experiments/launch.py {spec})")
+    out = (store.parent if store is not None else Path(runs[0].output_root) / experiment) / "analysis"
+    return experiment, uri, out
+
+
 def run_mlflow(args) -> dict:
-    from analysis import axes, figures, study, tables
-    from analysis.runs import load_mlflow, load_paper
+    from analysis.runs import load_mlflow
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise SystemExit("--experiment needs --tracking-uri (or MLFLOW_TRACKING_URI)")
-    form = args.form or "auto"
-    if form == "chinchilla":
-        raise SystemExit("--form chinchilla is for --csv; from MLflow the joint law is fitted on val_loss (else final_loss) "
-                         "whenever the runs vary both param_count and data_size")
-    df = load_mlflow(args.experiment, uri, args.allow_missing)
+    study_form(args)
+    return run_study(load_mlflow(args.experiment, uri, args.allow_missing), args)
+
+
+def run_table(args) -> dict:
+    """--csv RUNS without --form: a run table (the runs.csv an MLflow analysis writes, or one of its
+    columns built elsewhere) -> the same fits, figures and tables as from the MLflow store."""
+    from analysis.runs import check_metrics
+
+    study_form(args)
+    df = read_table(args.csv, ["run_name", "model", "param_count", "data_size"], numeric=["param_count", "data_size"])
+    return run_study(check_metrics(df, args.allow_missing), args)
+
+
+def study_form(args) -> str:
+    if args.form == "chinchilla":
+        raise SystemExit("--form chinchilla is for --csv with --n/--d/--y; from runs the joint law is fitted on val_loss "
+                         "(else final_loss) whenever the runs vary both param_count and data_size")
+    return args.form or "auto"
+
+
+def run_study(df, args) -> dict:
+    """The runs of a study (one row per run) -> OUT/runs.csv, fits.json, figures, tables, the report."""
+    from analysis import axes, figures, study, tables
+    from analysis.runs import load_paper
+
+    form = study_form(args)
     paper = load_paper(args.paper)
     # Where each run sits on the data and model axes (analysis.axes): the columns study.AXES fits on.
     if args.x and args.x not in COMPUTE_AXES:
@@ -172,9 +218,15 @@ def run_mlflow(args) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", type=Path, help="a table with one row per run")
+    p.add_argument("spec", nargs="?", help="a spec (name or YAML path): its runs' MLflow store, found as the launcher "
+                   "finds it (outputs/<spec>/mlflow.db by default); the same as --spec")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--spec", dest="spec_opt", metavar="SPEC", help="the same as the positional SPEC")
+    src.add_argument("--csv", type=Path, help="a table with one row per run: with --form, one law on its columns; "
+                     "without, a run table (columns of runs.csv) -> the same fits, figures and tables as from MLflow")
     src.add_argument("--experiment", help="an MLflow experiment name (finished runs are read)")
+    p.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="with SPEC: the --set of its launch that moves its store (e.g. output_root=/scratch/out)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///outputs/x/mlflow.db")
     p.add_argument("--form", choices=("chinchilla", "power", "saturating", "auto"),
                    help="the law (CSV: required; MLflow: auto = saturating with > 4 sizes, else power)")
@@ -188,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "report how well they are predicted")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples for the CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, help="output folder (default with SPEC: analysis/ beside its store, "
+                   "outputs/<spec>/analysis; required otherwise)")
     p.add_argument("--format", choices=FORMATS, default="markdown", help="the report on stdout")
     p.add_argument("--paper", type=Path, default=None, help="the paper's numbers (default analysis/paper_results.csv)")
     p.add_argument("--no-paper", action="store_true", help="do not fit or draw the paper's points")
@@ -202,15 +255,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Exactly one source: SPEC (positional or --spec), --csv or --experiment; a spec's store and
+    default --out are resolved here."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.spec and args.spec_opt:
+        parser.error("give the spec once: SPEC or --spec SPEC")
+    args.spec = args.spec or args.spec_opt
+    given = [name for name, v in (("SPEC", args.spec), ("--csv", args.csv), ("--experiment", args.experiment)) if v]
+    if len(given) != 1:
+        parser.error("one source: a SPEC, --csv FILE or --experiment NAME" + (f" (got {' and '.join(given)})" if given else ""))
+    if args.sets and not args.spec:
+        parser.error("--set needs a SPEC")
+    if args.spec and args.tracking_uri:
+        parser.error("a SPEC names its own store: drop --tracking-uri (or use --experiment with it)")
     if args.exclude_top < 0 or args.bootstrap < 0:
-        raise SystemExit("--exclude-top and --bootstrap must be >= 0")
+        parser.error("--exclude-top and --bootstrap must be >= 0")
+    if args.spec:
+        args.experiment, args.tracking_uri, out = spec_store(args.spec, args.sets)
+        args.out = args.out or out
+        print(f"spec {args.spec}: experiment {args.experiment} in {args.tracking_uri}; results in {args.out}",
+              file=sys.stderr)
+    elif args.out is None:
+        parser.error("--out is required with --csv and --experiment")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     try:
-        return run_csv(args) if args.csv else run_mlflow(args)
+        if args.csv:
+            return run_csv(args) if args.form in ("chinchilla", "power", "saturating") else run_table(args)
+        return run_mlflow(args)
     except (FitInputError, RunTableError, AxisError) as err:
         raise SystemExit(f"error: {err}") from None
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The `roma-fit` console entry point (and this script's): main's results stay in its files."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -47,6 +47,19 @@ def tracking_uri(cfg: RunConfig) -> str:
     return cfg.tracking_uri or f"sqlite:///{Path(cfg.output_root) / cfg.experiment / 'mlflow.db'}"
 
 
+def store_of(runs: list[RunConfig]) -> tuple[str, str]:
+    """(tracking URI, experiment) that a spec's runs share: where `launch.py ui` and
+    `analysis/fit_scaling.py SPEC` read them. ValueError when they are spread over several."""
+    if not runs:
+        raise ValueError("the spec has no runs")
+    uris = sorted({tracking_uri(c) for c in runs})
+    exps = sorted({c.experiment for c in runs})
+    if len(uris) > 1 or len(exps) > 1:
+        raise ValueError(f"the spec's runs use {len(uris)} tracking stores ({', '.join(uris)}) and "
+                         f"{len(exps)} experiments ({', '.join(exps)}); name one with --set or --only")
+    return uris[0], exps[0]
+
+
 def _is_locked(e: BaseException) -> bool:
     text = f"{type(e).__name__}: {e}".lower()
     return "database is locked" in text or "database table is locked" in text

@@ -131,3 +131,10 @@ def test_the_cycle_check_sees_function_level_and_relative_imports(tmp_path):
     (root / "run.py").write_text("from roma import validation\n")
     (root / "validation.py").write_text("def g():\n    from roma.run import h\n")
     assert cycles(import_graph(root)) == [["roma.data.a", "roma.data.b"], ["roma.run", "roma.validation"]]
+
+
+def test_the_library_never_imports_analysis():
+    # analysis/ is installed beside roma (the roma-fit entry point) and reads what roma writes
+    bad = [f"{f.relative_to(ROMA.parent)}:{line} imports {mod}" for f in sorted(ROMA.rglob("*.py"))
+           for line, mod in _imports(f, ROMA) if mod == "analysis" or mod.startswith("analysis.")]
+    assert bad == []

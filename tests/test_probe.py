@@ -105,6 +105,42 @@ def test_augmentations_shapes_and_determinism():
     assert 0 < (x != 0).float().mean() < 0.5  # one rectangle of noise, not the whole image
 
 
+def test_timm_randaugment_is_used_where_timm_imports_and_stays_seeded(monkeypatch):
+    """timm is never installed here (it needs a matching torchvision): a stand-in module with timm's
+    API and its use of the global RNGs checks the wiring, the seeding from rng and the restore."""
+    import sys
+    import types
+
+    from roma.eval import augment
+
+    made = []
+
+    def rand_augment_transform(config, hparams):
+        made.append((config, hparams))
+        # like timm's ops: the global random (magnitudes, probabilities) and numpy.random (op choice)
+        return lambda img: img.rotate(random.uniform(-30, 30) + float(np.random.uniform(-1, 1)))
+
+    mod = types.ModuleType("timm.data.auto_augment")
+    mod.rand_augment_transform = rand_augment_transform
+    for name, m in (("timm", types.ModuleType("timm")), ("timm.data", types.ModuleType("timm.data")),
+                    ("timm.data.auto_augment", mod)):
+        monkeypatch.setitem(sys.modules, name, m)
+    assert augment._timm_importable()
+    monkeypatch.setattr(augment, "RANDAUG_SOURCE", "timm")
+    ra = augment.rand_augment()
+    assert isinstance(ra, augment.TimmRandAugment) and made == [("rand-m9-mstd0.5-inc1", {"img_mean": (124, 116, 104)})]
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    random.seed(123)
+    before = random.random(), random.getstate()
+    a = np.asarray(ra(img, random.Random(7)))
+    assert random.getstate() == before[1]  # the global stream is left as it was
+    assert np.array_equal(a, np.asarray(ra(img, random.Random(7))))  # the sample's rng decides
+    assert not np.array_equal(a, np.asarray(ra(img, random.Random(8))))
+    assert isinstance(TrainTransform(32).randaug, augment.TimmRandAugment)
+    monkeypatch.setattr(augment, "RANDAUG_SOURCE", "roma")
+    assert type(TrainTransform(32).randaug) is RandAugment
+
+
 # ----------------------------------------------------------------------------- end to end on AID
 def test_metric_names():
     assert metric_name("aid", 0.5) == "aid_oa_tr50" and metric_name("ucm", 0.2) == "ucm_oa_tr20"

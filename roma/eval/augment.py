@@ -1,4 +1,4 @@
-"""Image transforms of the linear-probe recipe, in PIL + torch (timm/torchvision are unavailable).
+"""Image transforms of the linear-probe recipe, in PIL + torch; RandAugment from timm where timm imports.
 
 Train (the paper's probe, timm `create_transform(is_training=True, auto_augment="rand-m9-mstd0.5-inc1",
 re_prob=0.25, interpolation="bicubic")`): RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3, bicubic)
@@ -8,6 +8,13 @@ Eval: resize the short side to size / 0.875 (bicubic) -> centre crop `size` -> t
 
 Every random choice draws from a `random.Random` passed in, so a sample's augmentation depends
 only on (seed, epoch, index), never on which DataLoader worker ran it.
+
+RandAugment: timm's own (`rand_augment_transform`, the paper's) where timm is importable, else
+RandAugment below, the same ops and magnitudes in PIL. Why both: timm needs a torchvision built for
+the installed torch, which CPU machines and many clusters lack (timm is the optional `vit` extra);
+the probe must run there too. timm's ops draw from the global `random` and `numpy.random`, so
+TimmRandAugment seeds them from the sample's `rng` and restores them after, keeping the property above.
+RANDAUG_SOURCE says which one this process uses (logged with the probe's results).
 """
 from __future__ import annotations
 
@@ -110,6 +117,41 @@ class RandAugment:
         return img
 
 
+class TimmRandAugment:
+    """timm's RandAugment under the (img, rng) call of this module: global RNGs seeded from rng, then restored."""
+
+    def __init__(self, config: str = "rand-m9-mstd0.5-inc1"):
+        from timm.data.auto_augment import rand_augment_transform
+
+        self.op = rand_augment_transform(config, {"img_mean": _FILL})  # the fill timm's create_transform gives
+
+    def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
+        py, npy = random.getstate(), np.random.get_state()
+        try:
+            random.seed(rng.getrandbits(64))
+            np.random.seed(rng.getrandbits(32))
+            return self.op(img)
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+def _timm_importable() -> bool:
+    try:
+        import timm.data.auto_augment  # noqa: F401
+    except Exception:  # noqa: BLE001 - ImportError, or timm failing on a torchvision built for another torch
+        return False
+    return True
+
+
+RANDAUG_SOURCE = "timm" if _timm_importable() else "roma"
+
+
+def rand_augment() -> TimmRandAugment | RandAugment:
+    """The probe's RandAugment (rand-m9-mstd0.5-inc1): timm's where importable, else ours."""
+    return TimmRandAugment() if RANDAUG_SOURCE == "timm" else RandAugment()
+
+
 # ----------------------------------------------------------------------------- geometry + tensors
 def random_resized_crop(img: Image.Image, size: int, rng: random.Random, scale=(0.08, 1.0),
                         ratio=(3 / 4, 4 / 3)) -> Image.Image:
@@ -169,9 +211,9 @@ def random_erasing(x: torch.Tensor, rng: random.Random, p: float = 0.25, area=(0
 
 
 class TrainTransform:
-    def __init__(self, size: int, reprob: float = 0.25, randaug: RandAugment | None = None):
+    def __init__(self, size: int, reprob: float = 0.25, randaug: RandAugment | TimmRandAugment | None = None):
         self.size, self.reprob = size, reprob
-        self.randaug = randaug or RandAugment()
+        self.randaug = randaug or rand_augment()
 
     def __call__(self, img: Image.Image, rng: random.Random) -> torch.Tensor:
         img = random_resized_crop(img, self.size, rng)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from roma import atomic
 from roma.config import CHOICES, ModelConfig, ProbeConfig
-from roma.eval.augment import TrainTransform
+from roma.eval.augment import RANDAUG_SOURCE, TrainTransform
 from roma.eval.checks import choice_problems, probe_problems, raise_problems
 from roma.eval.features import ImageListDataset, bad_rows, cache_key, cached_features, extract_features
 from roma.eval.probe import fit_head_on_images, select_and_fit
@@ -109,7 +109,8 @@ def run_probe(encoder_ckpt: Path | None, probe_cfg: ProbeConfig, model_cfg: Mode
 
     metrics: dict[str, float] = {}
     report = {"config": asdict(cfg), "model": model_cfg.name, "checkpoint": str(encoder_ckpt),
-              "checkpoint_sha256": ckpt_id, "img_size": img_size, "n_images": len(ds), "feature_seconds": round(t_feat, 2), "ratios": {}}
+              "checkpoint_sha256": ckpt_id, "img_size": img_size, "n_images": len(ds), "feature_seconds": round(t_feat, 2),
+              "randaugment": RANDAUG_SOURCE if cfg.protocol != "fast" else None, "ratios": {}}  # full protocol only
     split_dir = out_dir / "splits" / f"{cfg.dataset}_{ds.fingerprint[:8]}"  # a subset is another dataset
     for ratio in cfg.train_ratios:
         split = load_or_create_split(ds, split_dir, ratio, cfg.split_seed, cfg.val_fraction)

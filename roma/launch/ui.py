@@ -58,16 +58,12 @@ def _store_dir(uri: str) -> Path | None:
 
 def target_for_runs(runs: list[RunConfig]) -> Target:
     """The tracking store and experiment shared by a spec's runs (see roma.tracking.tracking_uri)."""
-    from roma.tracking import tracking_uri
+    from roma.tracking import store_of
 
-    if not runs:
-        raise UIError("the spec has no runs")
-    uris = sorted({tracking_uri(c) for c in runs})
-    exps = sorted({c.experiment for c in runs})
-    if len(uris) > 1 or len(exps) > 1:
-        raise UIError(f"the spec's runs use {len(uris)} tracking stores ({', '.join(uris)}) and "
-                      f"{len(exps)} experiments ({', '.join(exps)}); one `ui` serves one store and experiment")
-    uri = uris[0]
+    try:
+        uri, experiment = store_of(runs)
+    except ValueError as e:
+        raise UIError(f"{e}; one `ui` serves one store and experiment") from None
     if uri.startswith(("http://", "https://")):
         raise UIError(f"tracking_uri {uri} is already an MLflow server: open it in a browser")
     store = _store_dir(uri)
@@ -75,7 +71,7 @@ def target_for_runs(runs: list[RunConfig]) -> Target:
         raise UIError(f"tracking_uri {uri}: only sqlite:/// and file:// stores can be served by `ui`")
     # sqlite: new experiments' artifacts beside the store, where roma.tracking puts them; a file store holds its own
     artifacts = (store / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
-    return Target(uri, exps[0], tuple(c.run_id for c in runs), artifacts)
+    return Target(uri, experiment, tuple(c.run_id for c in runs), artifacts)
 
 
 def target_without_spec(output_root: Path) -> Target:
