@@ -44,7 +44,7 @@ class FitResult:
     holdout: dict = field(default_factory=dict)
     samples: np.ndarray | None = field(default=None, repr=False)  # (B, P) bootstrap natural params
     warnings: list[str] = field(default_factory=list)  # why a number of this fit may mislead (CI collapse, ...)
-    selection: dict = field(default_factory=dict)  # every candidate form's AICc, lack of fit, ... (analysis.law_selection)
+    selection: dict = field(default_factory=dict)  # every candidate form's AICc, lack of fit, ... (analysis.select)
     lack_of_fit: dict = field(default_factory=dict)  # this form's F-test against the per-seed spread
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -389,7 +389,7 @@ def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, b
     CIs, lack of fit, leave-one-size-out and hold-largest-out errors.
 
     form 'auto': every candidate of analysis.laws.CANDIDATES for X's columns is fitted and compared
-    (analysis.law_selection.compare_forms: lack-of-fit, AICc, the extrapolation check); a named form is
+    (analysis.select.compare_forms: lack-of-fit, AICc, the extrapolation check); a named form is
     forced, and the comparison is still reported (`selection`). A form that fails the lack-of-fit
     test gets a warning. exclude_top K > 0: the law is fitted without the points at the K largest
     sizes (compute N*D for chinchilla; every seed of a size), and `holdout` reports how well it
@@ -398,7 +398,7 @@ def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, b
     mean, prediction, its 95% interval, relative error and whether the observation lies in the
     interval (holdout_points). The check needs parameters + 1 distinct sizes left; where it is not
     possible a warning says so."""
-    from analysis.law_selection import compare_forms, lack_of_fit
+    from analysis.select import compare_forms, lack_of_fit
 
     X = np.asarray(X, float).reshape(len(y), -1)
     y = np.asarray(y, float)
@@ -454,7 +454,7 @@ def fit_scaling(form: str, X, y, x_names=None, y_name: str = "y", labels=None, b
 
 def fit_warnings(res: FitResult) -> list[str]:
     """Lack of fit and an impossible extrapolation check, said where the fit's numbers are read."""
-    from analysis.law_selection import lack_of_fit_text
+    from analysis.select import lack_of_fit_text
 
     out = []
     if res.lack_of_fit.get("fails"):

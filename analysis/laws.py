@@ -209,5 +209,5 @@ class Chinchilla(Law):
 
 
 LAWS: dict[str, Law] = {law.name: law for law in (Power(), Saturating3(), Saturating(), Chinchilla())}
-# The forms `--form auto` chooses among, per number of size columns (analysis.law_selection).
+# The forms `--form auto` chooses among, per number of size columns (analysis.select).
 CANDIDATES: dict[int, tuple[str, ...]] = {1: ("power", "saturating3", "saturating"), 2: ("chinchilla",)}
