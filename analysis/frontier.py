@@ -80,6 +80,10 @@ def compute_frontier(runs: pd.DataFrame, fit=None, bootstrap_b: int = 1000, seed
         out["envelope_fit"] = {"available": True, "a": s[0], "b": s[1], "a_ci95": _ci(boot[:, 0]),
                                "b_ci95": _ci(boot[:, 1]), "n_points": len(env), "B": bootstrap_b,
                                "n_failed": int((~np.isfinite(boot).all(1)).sum()) if len(boot) else 0}
+        ef = out["envelope_fit"]
+        if len(boot) and ef["a_ci95"][1] - ef["a_ci95"][0] <= 1e-9 * abs(ef["a"]):
+            out["warnings"].append("frontier (envelope): the same cells form the envelope in every resample, so its "
+                                   "slopes' CIs have zero width: they are set by which (N, D) were run, not measured")
     kappa = float(np.median(runs["C"] / (runs["N"] * runs["D"])))
     out["kappa"] = kappa
     if fit is None:
