@@ -188,19 +188,21 @@ def ablation_figure(table: pd.DataFrame):
                 ours = ax.bar(x - (0.2 if has_paper else 0), t[f"{m} ours"], w, yerr=t[f"{m} std"].fillna(0),
                               capsize=2, label="ours (mean +- std over seeds)")
                 drawn += [(model, size, s, m, "ours", r.get_height()) for s, r in zip(t["setting"], ours)]
-                vals = t[f"{m} ours"].dropna()
+                std = t[f"{m} std"].fillna(0)
+                vals = pd.concat([t[f"{m} ours"] - std, t[f"{m} ours"] + std]).dropna()  # the error bars fit
                 if has_paper:
                     keep = t[f"{m} paper"].notna().to_numpy()
                     paper = ax.bar((x + 0.2)[keep], t[f"{m} paper"][keep], w, color="0.6", label="paper")
                     drawn += [(model, size, s, m, "paper", r.get_height()) for s, r in zip(t["setting"][keep], paper)]
                     vals = pd.concat([vals, t[f"{m} paper"].dropna()])
                 if len(vals):
-                    pad = (vals.max() - vals.min()) or abs(vals.max()) * 0.05 or 1.0
-                    lo = vals.min() - pad - float(t[f"{m} std"].fillna(0).max())
+                    pad = 0.3 * ((vals.max() - vals.min()) or abs(vals.max()) * 0.05 or 1.0)
+                    lo = vals.min() - pad
                     ax.set_ylim(max(0.0, lo) if m in PERCENT_METRICS else lo, vals.max() + pad)
                 ax.set_xticks(x, [f"{s}\n(n={n})" for s, n in zip(t["setting"], t["runs"])], rotation=20, ha="right")
                 ax.set_ylabel(LABELS.get(m, m) + (" (%)" if m in PERCENT_METRICS else ""))
-                ax.set_title(f"{model}, {size} images", fontsize=8)
+                ax.set_title(f"{model}, {size} images" + ("\nval_loss: + MSP block loss for MSP runs, not one target"
+                                                           if m == "val_loss" else ""), fontsize=8)
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35))  # below the panel: never over a bar
         fig.tight_layout()
     bars = pd.DataFrame(drawn, columns=["model", "data size", "setting", "metric", "source", "value"])
