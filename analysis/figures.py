@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.laws import LAWS  # noqa: E402
-from analysis.runs import LABELS, LOSS_METRICS, from_error_like, load_paper  # noqa: E402
+from analysis.runs import LABELS, LOSS_METRICS, PERCENT_METRICS, from_error_like, load_paper  # noqa: E402
 
 STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 7,
          "legend.frameon": False, "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 200}
@@ -49,11 +49,16 @@ def _tidy_log_x(ax) -> None:
 
 
 def _exponent_label(res) -> str:
-    b = res.params["b"]
-    if "b" in res.ci95:
-        lo, hi = res.ci95["b"]
-        return f"b={b:.3g} [{lo:.3g}, {hi:.3g}]"
-    return f"b={b:.3g}"
+    """The exponent with its CI, the floor of a saturating form, and a lack-of-fit flag."""
+    def one(k):
+        v = res.params[k]
+        return f"{k}={v:.3g}" + (f" [{res.ci95[k][0]:.3g}, {res.ci95[k][1]:.3g}]" if k in res.ci95 else "")
+
+    parts = [one("b")] + [one(k) for k in ("E", "c") if k in res.params]  # one per line: a narrow panel's legend
+    lof = res.lack_of_fit or {}
+    if lof.get("fails"):
+        parts.append(f"FAILS lack of fit (F({lof['df'][0]},{lof['df'][1]})={lof['F']:.3g}, p={lof['p']:.1g})")
+    return "\n".join(parts)
 
 
 def _draw_fit(ax, f: dict, color, linestyle: str, label: str) -> None:
@@ -62,7 +67,7 @@ def _draw_fit(ax, f: dict, color, linestyle: str, label: str) -> None:
     x = f["points"]["x"].to_numpy(float)
     grid = np.geomspace(x.min(), x.max() * 1.1, 100)
     ax.plot(grid, from_error_like(metric, res.predict(grid[:, None])), color=color, ls=linestyle, lw=1.2,
-            label=f"{label}: {res.form}, {_exponent_label(res)}")
+            label=f"{label}: {res.form}\n" + _exponent_label(res))
     if res.samples is not None and len(res.samples):
         lo, hi = res.predict_band(grid[:, None])
         ax.fill_between(grid, from_error_like(metric, lo), from_error_like(metric, hi), color=color, alpha=0.15, lw=0)
@@ -74,7 +79,10 @@ def _draw_extrapolation(ax, res, metric: str, color) -> None:
     there as a hollow marker with the bootstrap 95% interval as an error bar."""
     ho = res.holdout or {}
     pts = [p for p in ho.get("points") or [] if not isinstance(p["x"], list)]
-    if not ho.get("available") or not pts or "params" not in ho:
+    if not ho.get("available"):  # said in the legend: no marker, never a zero-width interval
+        ax.plot([], [], " ", label="extrapolation check not possible (too few sizes left)")
+        return
+    if not pts or "params" not in ho:
         return
     x = np.array([p["x"] for p in pts])
     grid = np.geomspace(x.min() / 2, x.max(), 50)
@@ -84,12 +92,13 @@ def _draw_extrapolation(ax, res, metric: str, color) -> None:
     band = np.array([p["pred_ci95"] or [p["predicted"]] * 2 for p in pts])
     y, lo, hi = (from_error_like(metric, v) for v in (pred, band[:, 0], band[:, 1]))
     ax.errorbar(x, y, yerr=[np.abs(y - np.minimum(lo, hi)), np.abs(np.maximum(lo, hi) - y)], fmt="o", mfc="none",
-                color=color, ms=7, capsize=3, lw=1, label=f"extrapolated to the largest ({ho['mean_abs_rel_err']:.1%} off)")
+                color=color, ms=7, capsize=3, lw=1, label=f"extrapolated to the largest ({ho['rel_err']:.2%} off the seed mean)")
 
 
 # One panel per metric, in this order: the paper's figures have AID (TR 50%), OSCD and SpaceNet;
 # our suite adds AID at TR 20%, UCM and the pretraining loss.
-PANELS = ("aid_oa_tr50", "aid_oa_tr20", "oscd_f1", "spacenet_mf1", "ucm_oa_tr50", "val_loss", "final_loss")
+PANELS = ("aid_oa_tr50", "aid_oa_tr20", "oscd_f1", "spacenet_mf1", "ucm_oa_tr50", "val_loss_token", "val_loss",
+          "final_loss")
 PAPER_ONLY = " (paper only: no runs)"
 
 
@@ -97,8 +106,8 @@ def scaling_panels(fits: list[dict], axis: str) -> tuple[list[str], list[str]]:
     """The metrics that get a panel on `axis` (ours or the paper's points), and those left out (neither)."""
     have = {f["metric"] for f in fits if f["axis"] == axis}
     metrics = [m for m in PANELS if m in have] + sorted(have - set(PANELS))
-    # a store from before the held-out loss has no val_loss: not a panel worth naming as missing
-    return metrics, [m for m in PANELS if m not in have and m != "val_loss"]
+    # a store from before the held-out losses has none: not a panel worth naming as missing
+    return metrics, [m for m in PANELS if m not in have and m not in ("val_loss", "val_loss_token")]
 
 
 def scaling_figure(fits: list[dict], axis: str, xlabel: str, note: str = ""):
@@ -155,25 +164,103 @@ def plot_scaling(fits: list[dict], axis: str, out: str | Path, xlabel: str | Non
     return save(fig, out, f"{axis}_scaling") if fig is not None else []
 
 
-def plot_ablation(table: pd.DataFrame, out: str | Path) -> list[Path]:
-    """Bars per setting and metric: ours (with std over seeds) beside the paper's, where it has one."""
+def ablation_figure(table: pd.DataFrame):
+    """The ablation bars: one row of panels per (model, data size) cell of the table (analysis.tables.
+    ablation_table), one panel per metric, one bar per setting (mean over seeds, std as error bar),
+    the paper's bar beside ours only where it has a number (and only then "paper" in the legend).
+
+    Returns (figure, bars): bars is a DataFrame read back from the drawn rectangles (model, data size,
+    setting, metric, source, value), so a test can hold the figure to its table."""
     metrics = [c[: -len(" ours")] for c in table.columns if c.endswith(" ours")]
     if table.empty or not metrics:
-        return []
+        return None, pd.DataFrame()
+    cells = list(dict.fromkeys(zip(table["model"], table["data size"])))
+    drawn = []
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 2.9), squeeze=False)
-        x = np.arange(len(table))
-        for ax, m in zip(axes[0], metrics):
-            ax.bar(x - 0.2, table[f"{m} ours"], 0.4, yerr=table[f"{m} std"].fillna(0), capsize=2, label="ours")
-            ax.bar(x + 0.2, table[f"{m} paper"].fillna(0), 0.4, color="0.6", label="paper")
-            vals = pd.concat([table[f"{m} ours"], table[f"{m} paper"]]).dropna()
-            if len(vals):
-                ax.set_ylim(max(0.0, vals.min() - 5), vals.max() + 3)
-            ax.set_xticks(x, table["setting"], rotation=20, ha="right")
-            ax.set_ylabel(LABELS.get(m, m) + " (%)")
-            ax.legend()
+        fig, axes = plt.subplots(len(cells), len(metrics), figsize=(3.6 * len(metrics), 3.0 * len(cells)),
+                                 squeeze=False)
+        for (model, size), row_axes in zip(cells, axes):
+            t = table[(table["model"] == model) & (table["data size"] == size)].reset_index(drop=True)
+            x = np.arange(len(t))
+            for ax, m in zip(row_axes, metrics):
+                has_paper = f"{m} paper" in t and t[f"{m} paper"].notna().any()
+                w = 0.4 if has_paper else 0.6
+                ours = ax.bar(x - (0.2 if has_paper else 0), t[f"{m} ours"], w, yerr=t[f"{m} std"].fillna(0),
+                              capsize=2, label="ours (mean +- std over seeds)")
+                drawn += [(model, size, s, m, "ours", r.get_height()) for s, r in zip(t["setting"], ours)]
+                std = t[f"{m} std"].fillna(0)
+                vals = pd.concat([t[f"{m} ours"] - std, t[f"{m} ours"] + std]).dropna()  # the error bars fit
+                if has_paper:
+                    keep = t[f"{m} paper"].notna().to_numpy()
+                    paper = ax.bar((x + 0.2)[keep], t[f"{m} paper"][keep], w, color="0.6", label="paper")
+                    drawn += [(model, size, s, m, "paper", r.get_height()) for s, r in zip(t["setting"][keep], paper)]
+                    vals = pd.concat([vals, t[f"{m} paper"].dropna()])
+                if len(vals):
+                    pad = 0.3 * ((vals.max() - vals.min()) or abs(vals.max()) * 0.05 or 1.0)
+                    lo = vals.min() - pad
+                    ax.set_ylim(max(0.0, lo) if m in PERCENT_METRICS else lo, vals.max() + pad)
+                ax.set_xticks(x, [f"{s}\n(n={n})" for s, n in zip(t["setting"], t["runs"])], rotation=20, ha="right")
+                ax.set_ylabel(LABELS.get(m, m) + (" (%)" if m in PERCENT_METRICS else ""))
+                ax.set_title(f"{model}, {size} images" + ("\nval_loss: + MSP block loss for MSP runs, not one target"
+                                                           if m == "val_loss" else ""), fontsize=8)
+                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35))  # below the panel: never over a bar
         fig.tight_layout()
-        return save(fig, out, "ablation")
+    bars = pd.DataFrame(drawn, columns=["model", "data size", "setting", "metric", "source", "value"])
+    return fig, bars
+
+
+def plot_ablation(table: pd.DataFrame, out: str | Path) -> dict:
+    """ablation_figure saved as ablation.{png,pdf}: {"paths": [...], "bars": the drawn bar values}."""
+    fig, bars = ablation_figure(table)
+    return {"paths": save(fig, out, "ablation") if fig is not None else [], "bars": bars}
+
+
+def frontier_figure(joint: dict):
+    """The compute-optimal frontier (analysis.frontier) of a joint fit entry (analysis.study.fit_joint):
+    left, every (N, D) cell's seed-mean loss against its compute, one colour per N, the envelope and
+    the joint law's optimum L(N_opt(C), D_opt(C)); right, N and D along the envelope with the
+    allocation laws N_opt ~ C^a, D_opt ~ C^b (envelope fit and law fit, exponents with 95% CIs)."""
+    from analysis.frontier import law_optimum
+
+    fr = joint.get("frontier")
+    if not fr:
+        return None
+    cells, env = pd.DataFrame(fr["cells"]), pd.DataFrame(fr["envelope"])
+    law, ef = fr.get("law_fit", {}), fr.get("envelope_fit", {})
+    ci = lambda d, k: f"{d[k]:.2f} [{d[k + '_ci95'][0]:.2f}, {d[k + '_ci95'][1]:.2f}]" if k + "_ci95" in d else f"{d[k]:.2f}"  # noqa: E731
+    with plt.rc_context(STYLE):
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+        for i, (N, s) in enumerate(cells.groupby("N", sort=True)):
+            ax.plot(s["C"], s["loss"], "o-", color=f"C{i}", ms=4, lw=0.8, label=f"N = {N / 1e6:.3g}M")
+        ax.plot(env["C"], env["loss"], "k--", lw=1.2, label="envelope (no cheaper cell is lower)")
+        grid = np.geomspace(cells["C"].min(), cells["C"].max(), 60)
+        if law.get("available"):
+            ax.plot(grid, law_optimum(joint["fit"], grid, fr["kappa"], law["G"], law["a"], law["b"])[2], color="0.4",
+                    lw=1, label="joint law at its optimum")
+        ax.set(xscale="log", xlabel="pretraining FLOPs (train_flops)", ylabel=LABELS.get(joint["metric"], joint["metric"]),
+               title=f"compute-optimal frontier ({joint['curve']})")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+        for col, mk, k in (("N", "s", "a"), ("D", "^", "b")):
+            ax2.plot(env["C"], env[col], mk, color="k" if col == "N" else "C3", mfc="none", label=f"{col} on the envelope")
+            parts = []
+            if ef.get("available"):
+                parts.append(f"envelope {ci(ef, k)}")
+            if law.get("available"):
+                N_opt, D_opt, _ = law_optimum(joint["fit"], grid, fr["kappa"], law["G"], law["a"], law["b"])
+                ax2.plot(grid, N_opt if col == "N" else D_opt, color="k" if col == "N" else "C3", lw=1)
+                parts.append(f"law {ci(law, k)}")
+            ax2.plot([], [], " ", label=f"{col}_opt ~ C^{k}: " + ("; ".join(parts) or "not estimable"))
+        ax2.set(xscale="log", yscale="log", xlabel="pretraining FLOPs (train_flops)", ylabel="N (parameters), D (images)",
+                title="allocation along the frontier")
+        ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))
+        _tidy_log_x(ax)
+        fig.tight_layout()
+    return fig
+
+
+def plot_frontier(joint: dict, out: str | Path) -> list[Path]:
+    fig = frontier_figure(joint)
+    return save(fig, out, "frontier") if fig is not None else []
 
 
 def growth_exponent(resolution, values) -> float:

@@ -3,27 +3,30 @@
 From a table (any source), writing OUT/fit.json:
     python analysis/fit_scaling.py --csv FILE --form chinchilla --n COL --d COL --y COL \\
         [--exclude-top K] [--bootstrap B] [--seed S] --out OUT
-    python analysis/fit_scaling.py --csv FILE --form power|saturating --x COL --y COL [--bootstrap B] --out OUT
-  y is fitted as given (pass an error or a loss, not an accuracy, to the saturating law).
+    python analysis/fit_scaling.py --csv FILE [--form auto|power|saturating3|saturating] --x COL --y COL [--bootstrap B] --out OUT
+  y is fitted as given (pass an error or a loss, not an accuracy, to a saturating law). --form auto (the
+  default) fits every form, tests each for lack of fit against the per-seed spread and picks by AICc
+  and the extrapolation check (analysis/selection.py); fit.json "selection" holds the comparison.
 
 From a spec's finished runs, in one command (its MLflow store found as the launcher finds it;
 results in outputs/<spec>/analysis unless --out; `roma-fit` is the same command):
     python analysis/fit_scaling.py scaling_data            # or --spec scaling_data
 From finished MLflow runs (params model.name, param_count, data_size; metrics aid_oa_tr50, ...):
     python analysis/fit_scaling.py --experiment scaling_data --tracking-uri sqlite:///outputs/scaling_data/mlflow.db \\
-        --out outputs/analysis/scaling_data [--form auto|power|saturating] [--format markdown|latex|csv]
+        --out outputs/analysis/scaling_data [--form auto|power|saturating3|saturating] [--format markdown|latex|csv]
         [--data-axis data_size|images_seen] [--param-convention ours|paper] [--x train_flops|device_hours]
+  --runs RUNS.csv instead of --experiment/--tracking-uri: the same from a run table an earlier analysis wrote.
   --x train_flops (or device_hours) fits and draws every curve against the compute its runs used.
   Every law is also checked by extrapolation: refitted without its largest size, which it then
   predicts with a bootstrap 95% interval (fits.json "holdout"; the fits table; a hollow marker).
   -> OUT/runs.csv, fits.json, {data,model}_scaling.{png,pdf} (one panel per metric), ablation.{png,pdf},
+     frontier.{png,pdf} (the joint law's runs against train_flops),
      tables/*.{md,tex,csv}; the report (fits, the paper's main table with ours, ours vs paper,
      ablation) on stdout, notes (panels left out, ...) on stderr.
-From a run table instead of MLflow (that runs.csv, or a table with its columns): the same outputs
-    python analysis/fit_scaling.py --csv OUT/runs.csv --out OUT2
 
 fit.json: {"form", "params", "ci95": {name: [lo, hi]}, "n_points", "objective", "loo", "holdout", ...};
-chinchilla params E, A, B, alpha, beta; power a, b (y = a x^b); saturating a, b, c, d (y = a (x+d)^-b + c).
+chinchilla params E, A, B, alpha, beta; power a, b (y = a x^b); saturating3 E, A, b (y = E + A x^-b);
+saturating a, b, c, d (y = a (x+d)^-b + c).
 """
 from __future__ import annotations
 
@@ -70,16 +73,15 @@ def write_text(path: Path, text: str) -> None:
 
 
 def run_csv(args) -> dict:
-    if args.form == "chinchilla":
+    joint = args.form == "chinchilla" or (args.form == "auto" and args.n and args.d)
+    if joint:
         if not (args.n and args.d and args.y):
-            raise SystemExit("--form chinchilla needs --n COL --d COL --y COL")
+            raise SystemExit(f"--form {args.form} with a joint law needs --n COL --d COL --y COL")
         x_cols = [args.n, args.d]
-    elif args.form in ("power", "saturating"):
-        if not (args.x and args.y):
-            raise SystemExit(f"--form {args.form} needs --x COL --y COL")
-        x_cols = [args.x]
     else:
-        raise SystemExit("--csv needs --form chinchilla|power|saturating")
+        if not (args.x and args.y):
+            raise SystemExit(f"--form {args.form} needs --x COL --y COL (or --n COL --d COL --y COL: the joint law)")
+        x_cols = [args.x]
     df = read_table(args.csv, x_cols + [args.y], numeric=x_cols + [args.y])
     X = df[x_cols].to_numpy(float)
     try:
@@ -93,8 +95,12 @@ def run_csv(args) -> dict:
     out.update({"csv": str(args.csv), "y": args.y, "exclude_top": args.exclude_top})
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "fit.json", out)
-    lines = [render(params_table(res), args.format, caption=f"{args.form} fit of {args.y} on {', '.join(x_cols)} "
+    lines = [render(params_table(res), args.format, caption=f"{res.form} fit of {args.y} on {', '.join(x_cols)} "
                     f"({res.n_points} points, objective {res.objective:.6g}, bootstrap B={args.bootstrap})")]
+    if args.format != "csv":
+        from analysis.tables import selection_cells
+
+        lines += [f"{k}: {v}" for k, v in selection_cells(res).items()]
     for name, d in (("leave-one-out", res.loo), ("hold-largest-out", res.holdout)):
         if args.format != "csv":
             lines.append(f"{name}: " + (f"mean |rel. err| {d['mean_abs_rel_err']:.4g}, max {d['max_abs_rel_err']:.4g}, "
@@ -134,19 +140,18 @@ def run_mlflow(args) -> dict:
 
 
 def run_table(args) -> dict:
-    """--csv RUNS without --form: a run table (the runs.csv an MLflow analysis writes, or one of its
-    columns built elsewhere) -> the same fits, figures and tables as from the MLflow store."""
-    from analysis.runs import check_metrics
+    """--runs RUNS.csv: a run table (the runs.csv an analysis writes, or one with its columns built
+    elsewhere) -> the same fits, figures and tables as from the MLflow store."""
+    from analysis.runs import load_runs
 
     study_form(args)
-    df = read_table(args.csv, ["run_name", "model", "param_count", "data_size"], numeric=["param_count", "data_size"])
-    return run_study(check_metrics(df, args.allow_missing), args)
+    return run_study(load_runs(args.runs, args.allow_missing), args)
 
 
 def study_form(args) -> str:
     if args.form == "chinchilla":
-        raise SystemExit("--form chinchilla is for --csv with --n/--d/--y; from runs the joint law is fitted on val_loss "
-                         "(else final_loss) whenever the runs vary both param_count and data_size")
+        raise SystemExit("--form chinchilla is for --csv; from runs the joint law is fitted on val_loss_token (else "
+                         "val_loss, final_loss) whenever the runs of one setting vary both param_count and data_size")
     return args.form or "auto"
 
 
@@ -196,8 +201,13 @@ def run_study(df, args) -> dict:
     report = {"fits": tables.fits_table(all_fits),
               "main table (the paper's, ours last)": tables.main_table(df, paper),
               "ours vs paper (RoMA-B)": tables.ours_vs_paper(df, paper)}
+    if joint and joint.get("frontier"):
+        report["frontier (compute-optimal allocation)"] = tables.frontier_table(joint["frontier"])
+        figures.plot_frontier(joint, args.out)
     abl = tables.ablation_table(df, paper)
-    if len(abl) >= 2:  # an ablation needs at least two settings
+    for w in abl.attrs.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    if len(abl) >= 2:  # an ablation needs at least two settings of one model and data size
         report["ablation"] = abl
         figures.plot_ablation(abl, args.out)
     (args.out / "tables").mkdir(exist_ok=True)
@@ -225,11 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--csv", type=Path, help="a table with one row per run: with --form, one law on its columns; "
                      "without, a run table (columns of runs.csv) -> the same fits, figures and tables as from MLflow")
     src.add_argument("--experiment", help="an MLflow experiment name (finished runs are read)")
+    src.add_argument("--runs", type=Path, help="a run table written by an earlier analysis (its runs.csv): the same "
+                                               "analysis as --experiment, without the MLflow store")
     p.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="with SPEC: the --set of its launch that moves its store (e.g. output_root=/scratch/out)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///outputs/x/mlflow.db")
-    p.add_argument("--form", choices=("chinchilla", "power", "saturating", "auto"),
-                   help="the law (CSV: required; MLflow: auto = saturating with > 4 sizes, else power)")
+    p.add_argument("--form", choices=("auto", "power", "saturating3", "saturating", "chinchilla"), default="auto",
+                   help="the law; auto (default) chooses by evidence: lack of fit, AICc, the extrapolation check "
+                        "(analysis/selection.py); a named form is forced and the comparison still reported")
     p.add_argument("--n", help="CSV column of parameter counts (chinchilla)")
     p.add_argument("--d", help="CSV column of data sizes (chinchilla)")
     p.add_argument("--x", help="CSV: the column of sizes (power, saturating); MLflow: a compute axis, "
@@ -263,9 +276,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.spec and args.spec_opt:
         parser.error("give the spec once: SPEC or --spec SPEC")
     args.spec = args.spec or args.spec_opt
-    given = [name for name, v in (("SPEC", args.spec), ("--csv", args.csv), ("--experiment", args.experiment)) if v]
+    given = [name for name, v in (("SPEC", args.spec), ("--csv", args.csv), ("--experiment", args.experiment),
+                                  ("--runs", args.runs)) if v]
     if len(given) != 1:
-        parser.error("one source: a SPEC, --csv FILE or --experiment NAME" + (f" (got {' and '.join(given)})" if given else ""))
+        parser.error("one source: a SPEC, --csv FILE, --runs RUNS.csv or --experiment NAME"
+                     + (f" (got {' and '.join(given)})" if given else ""))
     if args.sets and not args.spec:
         parser.error("--set needs a SPEC")
     if args.spec and args.tracking_uri:
@@ -278,7 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         print(f"spec {args.spec}: experiment {args.experiment} in {args.tracking_uri}; results in {args.out}",
               file=sys.stderr)
     elif args.out is None:
-        parser.error("--out is required with --csv and --experiment")
+        parser.error("--out is required with --csv, --runs and --experiment")
     return args
 
 
@@ -286,8 +301,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
         if args.csv:
-            return run_csv(args) if args.form in ("chinchilla", "power", "saturating") else run_table(args)
-        return run_mlflow(args)
+            return run_csv(args)
+        return run_table(args) if args.runs else run_mlflow(args)
     except (FitInputError, RunTableError, AxisError) as err:
         raise SystemExit(f"error: {err}") from None
 

@@ -140,6 +140,10 @@ class Saturating(Law):
         return {"u": X[:, 0] / x_ref, "x_ref": x_ref, "ly": np.log(y), "y": y}
 
     def value_grad(self, theta, W, data):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # far starts overflow: inf, rejected
+            return self._value_grad(theta, W, data)
+
+    def _value_grad(self, theta, W, data):
         a, b, c, d = (np.exp(theta[:, i, None]) for i in range(4))  # (k, 1) each
         ud = data["u"] + d  # (k, n)
         log_ud = np.log(ud)
@@ -162,12 +166,14 @@ class Saturating(Law):
         return np.array(rows)
 
     def natural(self, theta, data):
-        a, b, c, d = np.exp(theta).T
-        x_ref = data["x_ref"]
-        return np.stack([a * x_ref ** b, b, c, d * x_ref], axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            a, b, c, d = np.exp(theta).T
+            x_ref = data["x_ref"]
+            return np.stack([a * x_ref ** b, b, c, d * x_ref], axis=1)
 
     def predict(self, params, X):
-        return params["a"] * (X[:, 0] + params["d"]) ** (-params["b"]) + params["c"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            return params["a"] * (X[:, 0] + params["d"]) ** (-params["b"]) + params["c"]
 
 
 class Chinchilla(Law):
@@ -209,5 +215,5 @@ class Chinchilla(Law):
 
 
 LAWS: dict[str, Law] = {law.name: law for law in (Power(), Saturating3(), Saturating(), Chinchilla())}
-# The forms `--form auto` chooses among, per number of size columns (analysis.select).
+# The forms `--form auto` chooses among, per number of size columns (analysis.selection).
 CANDIDATES: dict[int, tuple[str, ...]] = {1: ("power", "saturating3", "saturating"), 2: ("chinchilla",)}

@@ -19,12 +19,14 @@ import pandas as pd
 from roma.naming import format_size as fmt_size  # one size format for run names, tables, figures
 
 PERCENT_METRICS = ("aid_oa_tr50", "aid_oa_tr20", "ucm_oa_tr50", "oscd_f1", "spacenet_mf1")
-# The pretraining losses: val_loss on the run's fixed held-out set (the loss axis of every law), and
-# final_loss, the loss of the last training batch (kept for older runs; never a scaling-law axis by default).
-LOSS_METRICS = ("val_loss", "final_loss")
+# The pretraining losses on the run's fixed held-out set: val_loss_token (the token loss alone: one
+# target for every ablation variant), val_loss (the training objective: + msp.weight x the MSP block
+# loss for MSP runs); final_loss, the loss of the last training batch (kept for older runs). The joint
+# law takes the first one the runs logged.
+LOSS_METRICS = ("val_loss_token", "val_loss", "final_loss")
 METRICS = PERCENT_METRICS + LOSS_METRICS
 LABELS = {"aid_oa_tr50": "AID OA (TR 50%)", "aid_oa_tr20": "AID OA (TR 20%)", "ucm_oa_tr50": "UCM OA (TR 50%)",
-          "oscd_f1": "OSCD F1", "spacenet_mf1": "SpaceNet mF1", "val_loss": "held-out pretraining loss",
+          "oscd_f1": "OSCD F1", "spacenet_mf1": "SpaceNet mF1", "val_loss_token": "held-out token loss", "val_loss": "held-out pretraining loss",
           "final_loss": "last training batch loss"}
 # Per-run compute, logged by roma.run (optional: older runs lack it): the x of `fit_scaling.py --x`.
 COMPUTE_COLUMNS = ("train_flops", "device_hours")
@@ -163,6 +165,25 @@ def load_mlflow(experiment: str, tracking_uri: str, allow_missing: bool = False)
         row["sweep"] = ",".join(sorted(k[len("sweep."):] for k in tags if k.startswith("sweep.")))
         rows.append(row)
     df = pd.DataFrame(rows)
+    return check_metrics(df, allow_missing)
+
+
+RUN_COLUMNS = ("run_name", "model", "param_count", "data_size")
+
+
+def load_runs(path: str | Path, allow_missing: bool = False) -> pd.DataFrame:
+    """A run table written by an earlier analysis (its runs.csv, e.g. docs/results/micro_study_runs.csv):
+    the rows load_mlflow returns, so every fit, figure and table can be remade without the store."""
+    numeric = [c for c in SIZE_COLUMNS + ("images_seen", "seed") + COMPUTE_COLUMNS + METRICS]
+    head = read_table(path, list(RUN_COLUMNS))
+    df = read_table(path, list(RUN_COLUMNS), numeric=[c for c in numeric if c in head.columns])
+    for col in SIZE_COLUMNS:
+        bad = df[~(df[col] > 0)]
+        if len(bad):
+            raise RunTableError(f"{path}: column {col!r} must be positive; {bad['run_name'].iloc[0]!r} has "
+                                f"{bad[col].iloc[0]!r}")
+    if "seed" not in df:
+        df["seed"] = 0
     return check_metrics(df, allow_missing)
 
 

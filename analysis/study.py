@@ -14,18 +14,11 @@ import pandas as pd
 from analysis.axes import paper_param_x
 from analysis.fits import FitInputError, fit_scaling
 from analysis.laws import LAWS
-from analysis.runs import LOSS_METRICS, available_metrics, error_like, group_seeds, scaling_curves
+from analysis.runs import LOSS_METRICS, ablation_labels, available_metrics, error_like, group_seeds, scaling_curves
 
 # The columns of a run table that hold each axis' x (analysis.axes fills them per the chosen convention).
 AXES = {"data": "data_x", "model": "param_x"}
 PAPER_SECTIONS = {"data": "data_scaling", "model": "model_scaling"}
-
-
-def choose_form(form: str, n_sizes: int) -> str:
-    """auto: the saturating law when there are more distinct sizes than its 4 parameters, else power."""
-    if form != "auto":
-        return form
-    return "saturating" if n_sizes > LAWS["saturating"].n_params else "power"
 
 
 def _fit_or_warn(where: str, form: str, X, y, **kw):
@@ -43,7 +36,7 @@ def _fit_or_warn(where: str, form: str, X, y, **kw):
 
 def _fit(form, x, metric, labels, bootstrap_b, seed, where):
     """One law on (sizes, metric values), the metric fitted as an error (analysis.runs.error_like)."""
-    return _fit_or_warn(where, choose_form(form, len(np.unique(x[0]))), x[0][:, None], error_like(metric, x[1]),
+    return _fit_or_warn(where, form, x[0][:, None], error_like(metric, x[1]),
                         x_names=("x",), y_name=metric, labels=labels, bootstrap_b=bootstrap_b, seed=seed)
 
 
@@ -110,21 +103,52 @@ def fit_paper(paper: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, 
     return out
 
 
+def joint_setting(df: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
+    """The runs of one ablation setting for the joint law: the setting whose runs vary both N and D,
+    the most runs first (then the paper's +ARES+MSP); pooling settings would mix different objectives."""
+    n, d = AXES["model"], AXES["data"]
+    df = df.assign(_setting=ablation_labels(df))
+    ok = [(lab, s) for lab, s in df.groupby("_setting", sort=True) if s[n].nunique() >= 2 and s[d].nunique() >= 2]
+    if not ok:
+        return None
+    lab, s = max(ok, key=lambda o: (len(o[1]), o[0].startswith("+ARES+MSP")))
+    return lab, s.drop(columns="_setting")
+
+
 def fit_joint(df: pd.DataFrame, bootstrap_b: int = 1000, seed: int = 0, exclude_top: int = 0,
               x_names: tuple[str, str] = ("param_count", "data_size")) -> dict | None:
-    """Chinchilla L(N, D) on the pretraining loss (joint_metric) when the runs vary both N and D (>= 6
-    runs); x_names: what N and D are, for fits.json."""
+    """Chinchilla L(N, D) on the pretraining loss (joint_metric) of the runs of one ablation setting
+    (joint_setting) when they vary both N and D (> 5 runs); x_names: what N and D are, for fits.json.
+    With `train_flops` logged, the entry also holds the compute-optimal frontier (analysis.frontier)."""
+    from analysis.frontier import compute_frontier
+
     metric = joint_metric(df)
     if metric is None:
         return None
     n, d = AXES["model"], AXES["data"]
-    s = df[df[metric].notna()]
-    if s[n].nunique() < 2 or s[d].nunique() < 2 or len(s) <= LAWS["chinchilla"].n_params:
+    picked = joint_setting(df[df[metric].notna()])
+    if picked is None:
         return None
-    res = _fit_or_warn(f"joint L(N, D) on {metric}", "chinchilla", s[[n, d]].to_numpy(float),
+    setting, s = picked
+    if len(s) <= LAWS["chinchilla"].n_params:
+        return None
+    where = f"joint L(N, D) on {metric}, {setting} runs"
+    res = _fit_or_warn(where, "chinchilla", s[[n, d]].to_numpy(float),
                        s[metric].to_numpy(float), x_names=x_names, y_name=metric,
                        labels=[f"run {r!r}" for r in s["run_name"]], bootstrap_b=bootstrap_b, seed=seed,
                        exclude_top=exclude_top)
     if res is None:
         return None
-    return {"source": "ours", "axis": "joint", "curve": "all runs", "metric": metric, "fitted": "loss", "fit": res}
+    others = sorted(set(ablation_labels(df)) - {setting})
+    if others:
+        res.warnings.append(f"joint fit on the {len(s)} {setting} runs only; left out: {', '.join(others)}")
+        print(f"note: {where}: {res.warnings[-1]}", file=sys.stderr)
+    out = {"source": "ours", "axis": "joint", "curve": f"{setting} runs", "metric": metric, "fitted": "loss",
+           "fit": res, "setting": setting}
+    if "train_flops" in s and s["train_flops"].notna().all():
+        runs = pd.DataFrame({"N": s[n].to_numpy(float), "D": s[d].to_numpy(float),
+                             "C": s["train_flops"].to_numpy(float), "loss": s[metric].to_numpy(float)})
+        out["frontier"] = compute_frontier(runs, res, bootstrap_b, seed)
+        for w in out["frontier"]["warnings"]:
+            print(f"warning: {where}: {w}", file=sys.stderr)
+    return out

@@ -61,35 +61,52 @@ def params_ci(res: FitResult) -> str:
     return "; ".join(parts)
 
 
+def selection_cells(res: FitResult) -> dict:
+    """How the form was chosen: forced or auto (and why), every candidate's AICc, and this form's
+    lack-of-fit test, flagged 'fails' where the law misses the size means beyond the seed spread."""
+    from analysis.selection import lack_of_fit_text
+
+    sel = res.selection or {}
+    cands = sel.get("candidates", {})
+    aiccs = "; ".join(f"{f} {c['aicc']:.1f}" if c.get("fitted") and math.isfinite(c.get("aicc", math.inf))
+                      else f"{f} -" for f, c in cands.items())
+    how = ("forced" + (f" (auto: {sel['chosen']})" if sel.get("chosen") and sel["chosen"] != res.form else "")
+           if sel.get("mode") == "forced" else "auto: " + sel.get("why", ""))
+    return {"form": res.form, "chosen by": how, "AICc": aiccs, "lack of fit": lack_of_fit_text(res.lack_of_fit)}
+
+
 def fits_table(fits: list[dict]) -> pd.DataFrame:
     """One row per fitted law ({"source", "axis", "curve", "metric", "fitted", "fit": FitResult}, see
-    analysis.study): the parameters with their CIs, and the LOO / hold-largest-out errors beside them."""
+    analysis.study): the form and how it was chosen, the parameters with their CIs, lack of fit, the
+    leave-one-size-out error and the extrapolation check (all errors: prediction vs seed mean)."""
     rows = []
     for f in fits:
         res: FitResult | None = f["fit"]
         if res is None:  # points drawn, no law (a warning said why)
             continue
-        loo, ho = res.loo or {}, res.holdout or {}
+        loo = res.loo or {}
         rows.append({"source": f["source"], "axis": f["axis"], "curve": f["curve"],
                      "metric": LABELS.get(f["metric"], f["metric"]), "fitted": f.get("fitted", ""),
-                     "form": res.form, "n": res.n_points, "params [95% CI]": params_ci(res),
+                     **selection_cells(res), "n": res.n_points, "params [95% CI]": params_ci(res),
                      "LOO rel. err": loo.get("mean_abs_rel_err", math.nan) if loo.get("available") else math.nan,
-                     "hold-largest-out rel. err": ho.get("mean_abs_rel_err", math.nan) if ho.get("available") else math.nan,
-                     **extrapolation_cells(ho)})
+                     **extrapolation_cells(res.holdout or {})})
     return pd.DataFrame(rows)
 
 
 def extrapolation_cells(holdout: dict) -> dict:
-    """The hold-largest-out check of one law as table cells: the held-out size, its observed mean, the
-    prediction of the law fitted without it with the bootstrap 95% interval, and whether the
-    observation lies inside (one row per law: with several held-out sizes, the largest)."""
+    """The hold-largest-out check of one law as table cells: the held-out size, its observed seed mean,
+    the prediction of the law fitted without it with the bootstrap 95% interval, the relative error
+    of that prediction against the seed mean (the one definition, also in fits.json and the figures)
+    and whether the observation lies inside; 'not possible' (why) where the refit has too few sizes."""
     pts = holdout.get("points") or []
     if not holdout.get("available") or not pts:
-        return {"held-out x": "", "observed": math.nan, "predicted [95% CI]": "", "in CI": ""}
+        return {"held-out x": "", "observed": math.nan, "predicted [95% CI]": holdout.get("reason", ""),
+                "rel. err": math.nan, "in CI": ""}
     p = pts[-1]
     ci = f" [{p['pred_ci95'][0]:.4g}, {p['pred_ci95'][1]:.4g}]" if p.get("pred_ci95") else ""
     x = p["x"] if not isinstance(p["x"], list) else math.prod(p["x"])
     return {"held-out x": f"{x:.4g}", "observed": p["observed"], "predicted [95% CI]": f"{p['predicted']:.4g}{ci}",
+            "rel. err": p["rel_err"],
             "in CI": "" if p.get("observed_in_ci95") is None else ("yes" if p["observed_in_ci95"] else "no")}
 
 
@@ -164,23 +181,70 @@ def _paper_options(row) -> bool:
                for k, ok in PAPER_OPTIONS.items())
 
 
+ABLATION_ORDER = {"ARM baseline": 0, "+ARES": 1, "+MSP": 2, "+ARES+MSP": 3}
+# The ablation's loss: the held-out token loss, the same target for every variant; val_loss adds
+# msp.weight x the MSP block loss for MSP runs, so it ranks variants by what they are asked to predict.
+ABLATION_LOSS = ("val_loss_token", "val_loss")
+
+
+def ablation_metrics(df: pd.DataFrame, metrics=("aid_oa_tr20", "aid_oa_tr50")) -> tuple[list[str], list[str]]:
+    """The columns the ablation compares (AID OA, then the held-out token loss) and the warnings."""
+    have = lambda m: m in df and df[m].notna().any()  # noqa: E731
+    out = [m for m in metrics if have(m)] or [m for m in PERCENT_METRICS if have(m)]
+    warnings = []
+    loss = next((m for m in ABLATION_LOSS if have(m)), None)
+    if loss == "val_loss":
+        warnings.append("ablation: no run logged val_loss_token (a store from before it): the loss column is "
+                        "val_loss, which for MSP runs includes msp.weight x the MSP block loss, so it does not "
+                        "compare the variants on one target")
+    return out + ([loss] if loss else []), warnings
+
+
 def ablation_table(df: pd.DataFrame, paper: pd.DataFrame, metrics=("aid_oa_tr20", "aid_oa_tr50")) -> pd.DataFrame:
-    """Ours per ablation setting (mean, std over seeds) beside the paper's ablation rows."""
+    """Ours per (model, data size, ablation setting) (mean, std over seeds) beside the paper's ablation rows.
+
+    Only the (model, data size) cells that hold at least two settings are an ablation; a setting's
+    row never pools runs of other models or sizes (a data sweep's runs are not ablation rows).
+    `.attrs["warnings"]`: why a column may mislead (ablation_metrics)."""
     df = df.assign(ablation=ablation_labels(df), paper_setting=[_paper_options(r) for _, r in df.iterrows()])
-    metrics = [m for m in metrics if m in df and df[m].notna().any()] or [
-        m for m in PERCENT_METRICS if m in df and df[m].notna().any()]
-    g = group_seeds(df, ["ablation", "paper_setting"], metrics)
+    metrics, warnings = ablation_metrics(df, metrics)
+    keys = ["model", "data_size"]
+    cells = df.groupby(keys, sort=True)["ablation"].nunique()
+    cells = cells[cells >= 2].index
+    df = df[pd.MultiIndex.from_frame(df[keys]).isin(cells)]
+    if df.empty:
+        t = pd.DataFrame()
+        t.attrs["warnings"] = warnings
+        return t
+    g = group_seeds(df, keys + ["ablation", "paper_setting"], metrics)
     pab = paper[paper["section"] == "ablation"].pivot_table(index="method", columns="metric", values="value")
     rows = []
     for _, r in g.iterrows():
-        row = {"setting": r["ablation"], "runs": int(r["n_runs"])}
+        row = {"model": r["model"], "data size": fmt_size(r["data_size"]), "setting": r["ablation"],
+               "runs": int(r["n_runs"])}
         # The paper's number stands beside our run only when the options match its setting.
         base = r["ablation"].split(" (")[0] if r["paper_setting"] else None
         for m in metrics:
             row[f"{m} ours"] = r[f"{m}_mean"]
             row[f"{m} std"] = r[f"{m}_std"] if r[f"{m}_n"] > 1 else math.nan
-            row[f"{m} paper"] = float(pab.loc[base, m]) if base in pab.index and m in pab.columns else math.nan
+            if m in PERCENT_METRICS:
+                row[f"{m} paper"] = float(pab.loc[base, m]) if base in pab.index and m in pab.columns else math.nan
+        order = (r["model"], r["data_size"], ABLATION_ORDER.get(r["ablation"].split(" (")[0], 9), r["ablation"])
+        rows.append((order, row))
+    t = pd.DataFrame([row for _, row in sorted(rows, key=lambda o: o[0])])
+    t.attrs["warnings"] = warnings
+    return t
+
+
+def frontier_table(fr: dict) -> pd.DataFrame:
+    """The allocation exponents N_opt ~ C^a, D_opt ~ C^b: from the envelope and from the joint law."""
+    rows = []
+    for name, d in (("envelope of the runs (approach 1)", fr.get("envelope_fit", {})),
+                    ("joint law L(N, D) (approach 3)", fr.get("law_fit", {}))):
+        row = {"estimate": name}
+        for k in ("a", "b"):
+            ci = d.get(f"{k}_ci95")
+            row[k] = (f"{d[k]:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")) if d.get("available") else ""
+        row["note"] = "" if d.get("available") else d.get("reason", "")
         rows.append(row)
-    order = {"ARM baseline": 0, "+ARES": 1, "+MSP": 2, "+ARES+MSP": 3}
-    rows.sort(key=lambda r: (order.get(r["setting"].split(" (")[0], 9), r["setting"]))
     return pd.DataFrame(rows)

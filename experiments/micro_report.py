@@ -116,30 +116,37 @@ def tables(df, fits, floors) -> tuple[str, dict]:
             samples[label] = list(s[METRIC])
             lines.append(f"| {label} | {fmt(m, sd)} | {len(s)} | {fmt(s[LOSS].mean(), s[LOSS].std(), 4)} |")
     lines += ["", *ablation_tests(samples)]
-    lines += ["", "**Fitted laws** (ours; error = 1 - OA/100, loss = held-out pretraining loss; 95% bootstrap "
-              "CIs; leave-one-out error; the extrapolation check: the law refitted without its largest size "
-              "predicts it, with the bootstrap 95% interval of that prediction)", "",
-              "| axis | curve | metric | form | exponent b [95% CI] | CI excludes 0 | LOO rel. err | held-out x "
-              "| observed | predicted [95% CI] | rel. err | observed in CI |",
-              "|---|---|---|---|---|---|---:|---:|---:|---|---:|---|"]
+    lines += ["", "**Fitted laws** (ours; error = 1 - OA/100, loss = held-out pretraining loss; the form chosen "
+              "by evidence (`--form auto`: lack-of-fit F-test against the per-seed spread, AICc, the "
+              "extrapolation check; analysis/selection.py); 95% bootstrap CIs, seeds resampled within each size; "
+              "leave-one-size-out error; the extrapolation check: the law refitted without its largest size "
+              "predicts that size's seed mean, with the bootstrap 95% interval of the prediction)", "",
+              "| axis | curve | metric | form | params [95% CI] | lack of fit | AICc (candidates) | LOO rel. err "
+              "| held-out x | observed | predicted [95% CI] | rel. err | observed in CI |",
+              "|---|---|---|---|---|---|---|---:|---:|---:|---|---:|---|"]
     for f in fits:
-        if f.get("source") != "ours" or "b" not in f.get("params", {}):
+        if f.get("source") != "ours" or f["axis"] == "joint":
             continue
-        lo, hi = f["ci95"].get("b", [float("nan")] * 2)
         loo = f.get("loo", {}).get("mean_abs_rel_err")
-        what = {METRIC: "AID error", LOSS: "held-out loss"}.get(f["metric"], f["metric"])
+        what = {METRIC: "AID error", LOSS: "held-out loss", "val_loss_token": "held-out token loss"}.get(f["metric"], f["metric"])
         axis = f["axis"] if f.get("data_axis") in (None, "data_size", "images_seen") else f"{f['axis']} vs {f['data_axis']}"
         pts = (f.get("holdout") or {}).get("points") or []
-        if pts:
+        if pts and (f.get("holdout") or {}).get("available"):
             p = pts[-1]
             ci = f" [{p['pred_ci95'][0]:.4g}, {p['pred_ci95'][1]:.4g}]" if p.get("pred_ci95") else ""
             inci = "-" if p.get("observed_in_ci95") is None else ("yes" if p["observed_in_ci95"] else "no")
             check = f"{p['x']:.4g} | {p['observed']:.4g} | {p['predicted']:.4g}{ci} | {p['rel_err']:.2%} | {inci}"
         else:
-            check = "- | - | - | - | " + (f.get("holdout") or {}).get("reason", "-")
-        excl = "yes" if (lo > 0 or hi < 0) else "no"
-        lines.append(f"| {axis} | {f.get('curve', '')} | {what} | {f['form']} | {f['params']['b']:.4f} [{lo:.4f}, "
-                     f"{hi:.4f}] | {excl} | {'-' if loo is None else f'{loo:.4f}'} | {check} |")
+            check = "- | - | " + (f.get("holdout") or {}).get("reason", "-") + " | - | -"
+        params = "; ".join(f"{k}={v:.4g}" + (f" [{f['ci95'][k][0]:.4g}, {f['ci95'][k][1]:.4g}]" if k in f["ci95"] else "")
+                           for k, v in f["params"].items())
+        lof = f.get("lack_of_fit") or {}
+        lof_text = (f"F({lof['df'][0]},{lof['df'][1]}) = {lof['F']:.3g}, p = {lof['p']:.2g}"
+                    + (" **fails**" if lof["fails"] else "") if lof.get("testable") else "untestable")
+        aiccs = "; ".join(f"{k} {c['aicc']:.1f}" for k, c in (f.get("selection") or {}).get("candidates", {}).items()
+                          if c.get("fitted") and c.get("aicc") is not None and math.isfinite(c["aicc"]))
+        lines.append(f"| {axis} | {f.get('curve', '')} | {what} | {f['form']} | {params} | {lof_text} | {aiccs} | "
+                     f"{'-' if loo is None else f'{loo:.4f}'} | {check} |")
     return "\n".join(lines), {"data": data, "model": model, "ablation": abl, "full": full}
 
 
@@ -160,7 +167,8 @@ def ablation_tests(samples: dict[str, list[float]]) -> list[str]:
 
 
 def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
-    """Pretraining loss against step of every finished run (data axis, model axis), from MLflow."""
+    """Pretraining loss against step of every finished ARES+MSP run: left, micro-tiny at each data size;
+    right, each model at the largest data size the model runs share (only runs at that size)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -168,32 +176,52 @@ def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
     if exp is None:
         return False
     runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=1000)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    sizes, models = {}, {}
+    curves = []  # (model, data size, history)
     for r in runs:
         p = r.data.params
         if str(p.get("ares.enabled")).lower() != "true" or str(p.get("msp.enabled")).lower() != "true":
             continue
         hist = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "loss"))
-        if not hist:
-            continue
-        model, size = p.get("model.name", "?"), int(float(p.get("data.subset") or 0))
+        if hist:
+            curves.append((p.get("model.name", "?"), int(float(p.get("data.subset") or 0)), hist))
+    if not curves:
+        return False
+    draw_loss_curves(curves, path)
+    return True
+
+
+def draw_loss_curves(curves: list[tuple[str, int, list]], path: Path) -> dict:
+    """The loss-curve figure from (model, data size, [(step, loss), ...]); returns what each panel drew,
+    {"sizes": {size: n runs}, "models": {model: n runs}, "model_size": the size of the model panel}."""
+    sizes: dict[int, list] = {}
+    for model, size, hist in curves:
         if model == TINY:
             sizes.setdefault(size, []).append(hist)
-        if size == max(sizes or {size: 0}) or size == 5000:
+    models_at = {}  # data size -> the models run there
+    for model, size, _ in curves:
+        models_at.setdefault(size, set()).add(model)
+    shared = [s for s, ms in models_at.items() if len(ms) > 1]
+    model_size = max(shared) if shared else max(models_at)
+    models: dict[str, list] = {}
+    for model, size, hist in curves:
+        if size == model_size:  # only runs at the panel's stated size
             models.setdefault(model, []).append(hist)
-    for ax, groups, what in ((axes[0], sizes, "pretraining images (micro-tiny)"), (axes[1], models, "model (5000 images)")):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, groups, what in ((axes[0], sizes, "pretraining images (micro-tiny)"),
+                             (axes[1], models, f"model ({model_size} images)")):
         for i, key in enumerate(sorted(groups, key=str)):
             for j, hist in enumerate(groups[key]):
-                ax.plot(*zip(*hist), color=f"C{i}", lw=1, alpha=0.7, label=str(key) if j == 0 else None)
+                ax.plot(*zip(*hist), color=f"C{i}", lw=1, alpha=0.7,
+                        label=f"{key} ({len(groups[key])} runs)" if j == 0 else None)
         ax.set(xlabel="optimizer step", ylabel="pretraining loss", xscale="log", title=f"loss curves by {what}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)  # outside: never over a curve
     fig.tight_layout()
     with atomic.replacing(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    return True
+    return {"sizes": {k: len(v) for k, v in sizes.items()}, "models": {k: len(v) for k, v in models.items()},
+            "model_size": model_size}
 
 
 def cpu_model() -> str:
@@ -263,14 +291,19 @@ def figure(parts: dict, fits: list[dict], floors: dict, path: Path, title: str) 
             ax.axhline(f["mean"], color="0.4", ls=":", zorder=1, label=f"random init ({model}) ± std" if label else None)
 
     def law(ax, axis, xs):
+        import numpy as np
+
+        from analysis.laws import LAWS
+
         for f in fits:
-            if (f.get("source") == "ours" and f["axis"] == axis and f["metric"] == METRIC and f["form"] == "power"
+            if (f.get("source") == "ours" and f["axis"] == axis and f["metric"] == METRIC and f["form"] in LAWS
                     and f.get("data_axis", "data_size") in ("data_size", "images_seen")):
-                a, b = f["params"]["a"], f["params"]["b"]
-                lo, hi = f["ci95"]["b"]
-                xx = pd.Series(sorted(xs))
-                ax.plot(xx, 100 * (1 - a * xx ** b), "C0-", lw=1,
-                        label=f"power law on error: b = {b:.3f} [{lo:.3f}, {hi:.3f}]")
+                b = f["params"]["b"]
+                lo, hi = f["ci95"].get("b", [float("nan")] * 2)
+                xx = np.geomspace(min(xs), max(xs), 60)
+                flag = " (fails lack of fit)" if (f.get("lack_of_fit") or {}).get("fails") else ""
+                ax.plot(xx, 100 * (1 - LAWS[f["form"]].predict(f["params"], xx[:, None])), "C0-", lw=1,
+                        label=f"{f['form']} law on error: b = {b:.3f} [{lo:.3f}, {hi:.3f}]{flag}")
 
     ax = axes[0]
     pts = full[full.model == TINY]
@@ -307,7 +340,7 @@ def figure(parts: dict, fits: list[dict], floors: dict, path: Path, title: str) 
     ax.set(title="ablation (micro-tiny, 2500 images)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22))  # outside: never over a point
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic.replacing(path) as tmp:

@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     analysis = Path(args.out) / "analysis" / args.exp
     fit = [sys.executable, str(REPO / "analysis" / "fit_scaling.py"), "--experiment", args.exp,
            "--tracking-uri", f"sqlite:///{Path(args.out).resolve() / args.exp / 'mlflow.db'}",
-           "--out", str(analysis), "--form", "power", "--allow-missing"]
+           "--out", str(analysis), "--allow-missing"]  # --form auto: the law chosen by evidence
     rc = subprocess.run(fit, cwd=REPO).returncode
     if rc:
         print(f"[micro_study] fit_scaling.py failed (exit {rc})", flush=True)

@@ -119,9 +119,9 @@ def test_cli_mlflow_ablation_table_beside_paper(store, tmp_path, capsys):
     fit_scaling.main(["--experiment", "ablation", "--tracking-uri", uri, "--out", str(out), "--format", "csv",
                       "--bootstrap", "0", "--no-paper"])
     table = (out / "tables" / "ablation.csv").read_text().splitlines()
-    assert table[0].startswith("setting,runs,aid_oa_tr20 ours,aid_oa_tr20 std,aid_oa_tr20 paper")
-    assert [r.split(",")[0] for r in table[1:]] == ["ARM baseline", "+ARES", "+ARES+MSP"]
-    assert table[1].split(",")[4] == "69.59" and table[3].split(",")[4] == "72.69"
+    assert table[0].startswith("model,data size,setting,runs,aid_oa_tr20 ours,aid_oa_tr20 std,aid_oa_tr20 paper")
+    assert [r.split(",")[2] for r in table[1:]] == ["ARM baseline", "+ARES", "+ARES+MSP"]
+    assert table[1].split(",")[6] == "69.59" and table[3].split(",")[6] == "72.69"
     assert (out / "ablation.png").exists() and (out / "ablation.pdf").exists()
     assert "setting,runs" in capsys.readouterr().out
 

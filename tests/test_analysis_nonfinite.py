@@ -57,3 +57,12 @@ def test_cli_csv_with_inf_exits_with_error_naming_the_line(tmp_path):
     msg = str(err.value)
     assert msg.startswith("error:") and "'loss'" in msg and "row 3" in msg and "inf" in msg
     assert not (tmp_path / "o" / "fit.json").exists()
+
+
+def test_runs_table_with_inf_is_refused_by_the_cli(tmp_path):
+    path = tmp_path / "runs.csv"
+    _runs(val_loss=(3, np.inf)).to_csv(path, index=False)
+    with pytest.raises(SystemExit) as err:
+        fit_scaling.main(["--runs", str(path), "--bootstrap", "0", "--no-paper", "--out", str(tmp_path / "o")])
+    assert "tiny-800-seed0" in str(err.value) and "'val_loss'" in str(err.value)
+    assert not (tmp_path / "o" / "fits.json").exists()

@@ -85,7 +85,7 @@ def test_plot_highres_from_the_benchmark_table(tmp_path):
 def test_ablation_table_sets_paper_numbers_only_beside_the_papers_setting():
     from analysis.tables import ablation_table
 
-    df = pd.DataFrame({"ares.enabled": ["True"] * 3 + ["False"], "msp.enabled": ["True"] * 3 + ["False"],
+    df = pd.DataFrame({"model": "roma_base", "data_size": 250e3, "ares.enabled": ["True"] * 3 + ["False"], "msp.enabled": ["True"] * 3 + ["False"],
                        "ares.descriptor": ["lbp", "hog", "lbp", "lbp"], "msp.scales": ["[6]"] * 4, "msp.weight": ["0.1"] * 4,
                        "aid_oa_tr20": [70.0, 68.0, 71.0, 60.0], "aid_oa_tr50": [75.0, 73.0, 76.0, 65.0]})
     t = ablation_table(df, load_paper()).set_index("setting")

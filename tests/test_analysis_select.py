@@ -1,4 +1,4 @@
-"""Law selection by evidence (analysis.select): synthetic laws of known form are told apart by
+"""Law selection by evidence (analysis.selection): synthetic laws of known form are told apart by
 AICc and the lack-of-fit F-test against the per-seed spread; a wrong form is flagged."""
 import math
 import sys
@@ -10,7 +10,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.fits import fit_law, fit_scaling  # noqa: E402
-from analysis.select import aicc, compare_forms, lack_of_fit  # noqa: E402
+from analysis.selection import aicc, compare_forms, lack_of_fit  # noqa: E402
 
 SIZES = np.array([312.0, 625, 1250, 2500, 5000, 10000])
 

@@ -138,4 +138,4 @@ def test_rows_of_one_size_refused_and_collapsed_ci_warned(tmp_path, capsys):
                       "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert f"warning: {two}: bootstrap: the 95% CI of a, b has zero width" in err
-    assert "zero width" in json.loads((tmp_path / "p" / "fit.json").read_text())["warnings"][0]
+    assert any("zero width" in w for w in json.loads((tmp_path / "p" / "fit.json").read_text())["warnings"])

@@ -60,7 +60,7 @@ def test_spec_finds_its_store_and_csv_mode_draws_the_same(tmp_path, capsys):
     assert len(again["fits"]) == len(res["fits"])
 
     table = tmp_path / "from_csv"  # the run table alone: the same fits and the same figures
-    fit_scaling.main(["--csv", str(out / "runs.csv"), "--bootstrap", "0", "--no-paper", "--out", str(table)])
+    fit_scaling.main(["--runs", str(out / "runs.csv"), "--bootstrap", "0", "--no-paper", "--out", str(table)])
     assert json.loads((table / "fits.json").read_text()) == json.loads((out / "fits.json").read_text())
     assert {p.name for p in out.glob("*.png")} == {p.name for p in table.glob("*.png")}
 

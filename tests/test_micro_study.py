@@ -94,9 +94,22 @@ def test_report_tables_and_figure(tmp_path):
     assert "| 312 | 31.00 ± 1.00 | 3 |" in text and "| 5000 | 33.00 ± 1.00 | 3 |" in text
     assert "random init (floor) | 27.00 ± 1.00" in text
     assert "| ARM baseline | 28.00 ± 0.00 | 3 |" in text
-    assert "-0.0200 [-0.0400, 0.0000]" in text
+    assert "| power | a=0.8 [0.7, 0.9]; b=-0.02 [-0.04, 0] |" in text
     mr.figure(parts, fits, floors, tmp_path / "s.png", "t")
     assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+def test_loss_curves_model_panel_draws_only_runs_at_its_size(tmp_path):
+    mr = _module("micro_report")
+    hist = [(1, 1.0), (10, 0.9)]
+    curves = [("roma_micro_tiny", d, hist) for d in (312, 625, 2500, 5000) for _ in range(3)]
+    curves += [(m, 5000, hist) for m in ("roma_micro_small", "roma_micro_base") for _ in range(3)]
+    drawn = mr.draw_loss_curves(curves, tmp_path / "c.png")
+    assert drawn["model_size"] == 5000
+    # micro-tiny's 312..2500 runs are on the data panel only: 3 runs per model at 5000 images
+    assert drawn["models"] == {"roma_micro_tiny": 3, "roma_micro_small": 3, "roma_micro_base": 3}
+    assert drawn["sizes"] == {312: 3, 625: 3, 2500: 3, 5000: 3}
+    assert (tmp_path / "c.png").stat().st_size > 10_000
 
 
 def test_report_names_a_missing_input(tmp_path):
