@@ -107,12 +107,26 @@ def test_report_names_a_missing_input(tmp_path):
 
 def test_study_plan_runs_each_config_once_seed_major_with_floors(tmp_path):
     study = _module("micro_study")
-    args = study.argparse.Namespace(exp="micro_test", out=str(tmp_path), set=[], seeds=[0, 1, 2], retry_failed=False)
+    args = study.argparse.Namespace(exp="micro_test", out=str(tmp_path), set=[], seeds=[0, 1, 2], retry_failed=False,
+                                    full=True)
     jobs, facts = study.plan(args, check_data=False)
     runs = [j for j in jobs if j.kind == "run"]
     floors = [j for j in jobs if j.kind == "floor"]
-    # 15 data points + 6 more model points + 6 more ablation rows; tiny 2.5K ARES+MSP and tiny 5K are shared
-    assert len(runs) == 27 and len({j.folder for j in runs}) == 27
+    # 15 data points + 6 more model points + 6 more ablation rows + 24 more joint-grid points + 15
+    # fixed-steps runs; tiny 2.5K ARES+MSP, tiny 5K and the joint grid's axes are shared
+    assert len(runs) == 66 and len({j.folder for j in runs}) == 66
+    assert len({j.name for j in jobs}) == len(jobs)  # progress lines and timings.json key on the name
+    grid = {(j.model, j.name.split("-")[1], j.seed) for j in runs if j.name.count("-") == 2}
+    assert len(grid) == 45  # the joint L(N, D) grid: 3 models x 5 subsets x 3 seeds
+    fixed = [j for j in runs if j.name.endswith("-fixed_steps")]
+    assert len(fixed) == 15 and {j.images for j in fixed} == {312 * 32}  # same steps for every subset
+    # the default cut (4 h of 2 cores): seed 2 of the joint grid's interior and of the fixed-steps control go
+    cut, _ = study.plan(study.argparse.Namespace(**{**vars(args), "full": False}), check_data=False)
+    gone = {j.name for j in jobs} - {j.name for j in cut}
+    assert len(gone) == 13 and all(n.endswith("seed2") or n.endswith("seed2-fixed_steps") for n in gone)
+    assert not any(n.startswith("roma_micro_tiny-") and n.endswith("seed2") for n in gone)  # data axis: 3 seeds
+    assert not any("-5K-" in n and not n.endswith("fixed_steps") for n in gone)  # model axis: 3 seeds
+    assert sum(j.estimate() for j in cut) / 2 < 4 * 3600  # the --plan estimate on 2 lanes
     assert [j.model for j in floors] == ["roma_micro_tiny", "roma_micro_small", "roma_micro_base"]
     assert all("--model-img-size" in j.cmd and j.cmd[j.cmd.index("--model-img-size") + 1] == "64" for j in floors)
     assert [j.seed for j in runs] == sorted(j.seed for j in runs)  # seed-major
@@ -152,3 +166,19 @@ def test_ablation_tests_call_seed_noise():
     lines = mr.ablation_tests({"ARM baseline": [30.0, 30.5, 29.5], "+ARES": [40.0, 40.4, 39.6],
                                "+ARES+MSP": [40.1, 39.5, 40.6]})
     assert "exceeds seed noise" in lines[0] and "within seed noise" in lines[1]
+
+
+def test_a_relaunch_skips_finished_runs(tmp_path):
+    """The study resumes across sessions: a job whose run is finished is not started again."""
+    study = _module("micro_study")
+    done_dir, todo_dir = tmp_path / "done", tmp_path / "todo"
+    done_dir.mkdir()
+    todo_dir.mkdir()
+    (done_dir / "status.json").write_text(json.dumps({"state": "finished"}))
+    finish = f"import json, pathlib; pathlib.Path({str(todo_dir / 'status.json')!r}).write_text(json.dumps({{'state': 'finished'}}))"
+    touched = tmp_path / "ran"
+    jobs = [study.Job("done", "run", [sys.executable, "-c", f"open({str(touched)!r}, 'w')"], done_dir, "roma_micro_tiny", 10),
+            study.Job("todo", "run", [sys.executable, "-c", finish], todo_dir, "roma_micro_tiny", 10)]
+    failed = study.run_lanes(jobs, 2, tmp_path / "logs", study.Progress(jobs, 2))
+    assert failed == [] and not touched.exists() and jobs[1].seconds is not None and jobs[0].seconds is None
+    assert study.run_lanes(jobs, 2, tmp_path / "logs", study.Progress(jobs, 2)) == []  # nothing left to run
