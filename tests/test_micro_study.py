@@ -79,6 +79,13 @@ def test_report_tables_and_figure(tmp_path):
             "ares.enabled": True, "msp.enabled": True, "aid_oa_tr50": 33.0, "final_loss": 0.9, "val_loss": 0.95, "train_flops": 1e12, "device_hours": 0.01}))
         rows.append(dict(model="roma_micro_tiny", param_count=3e5, data_size=2500, seed=seed, **{
             "ares.enabled": False, "msp.enabled": False, "aid_oa_tr50": 28.0, "final_loss": 0.8, "val_loss": 0.85, "train_flops": 1e12, "device_hours": 0.01}))
+        for n in (312, 5000):  # the fixed-steps control: same model and switches, its own table
+            rows.append(dict(model="roma_micro_tiny", param_count=3e5, data_size=n, seed=seed,
+                             run_name=f"roma_micro_tiny-{n}-seed{seed}-fixed_steps", sweep="data.subset,label,train.seed,train.steps",
+                             images_seen=9984, **{"ares.enabled": True, "msp.enabled": True, "aid_oa_tr50": 50.0 + n / 1000,
+                                                  "final_loss": 1.0, "val_loss": 2.0, "train_flops": 1e12, "device_hours": 0.01}))
+    for r in rows:
+        r.setdefault("val_loss_token", r["val_loss"] - (0.05 if r["msp.enabled"] else 0.0))
     an = tmp_path / "analysis"
     an.mkdir()
     pd.DataFrame(rows).to_csv(an / "runs.csv", index=False)
@@ -93,7 +100,11 @@ def test_report_tables_and_figure(tmp_path):
     text, parts = mr.tables(df, fits, floors)
     assert "| 312 | 31.00 ± 1.00 | 3 |" in text and "| 5000 | 33.00 ± 1.00 | 3 |" in text
     assert "random init (floor) | 27.00 ± 1.00" in text
-    assert "| ARM baseline | 28.00 ± 0.00 | 3 |" in text
+    assert "| ARM baseline | 28.00 ± 0.00 | 3 | 0.8500 ± 0.0000 |" in text  # the token loss column
+    assert "| variant | AID OA | seeds | held-out token loss |" in text
+    # the control is never pooled with the epoch axis, and has its own table
+    assert "| 312 | 31.00 ± 1.00 | 3 |" in text and "9,984 training images each" in text
+    assert "| 312 | 50.31 ± 0.00 | 3 | 2.0000 ± 0.0000 |" in text
     assert "-0.0200 [-0.0400, 0.0000]" in text
     mr.figure(parts, fits, floors, tmp_path / "s.png", "t")
     assert (tmp_path / "s.png").stat().st_size > 10_000
