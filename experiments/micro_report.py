@@ -39,8 +39,21 @@ LOSS = "val_loss"  # the held-out pretraining loss (final_loss is only the last 
 # What every run of the study must have logged (roma.run): a store without them predates the held-out
 # loss and per-run compute, and its laws would not be the ones this report describes.
 REQUIRED_METRICS = (LOSS, "train_flops", "device_hours")
+# The ablation's loss column: the held-out token loss (no MSP term; every run scores the same held-out
+# tensors), comparable across variants where val_loss is not (it adds the MSP term). Older tables lack it.
+ABLATION_LOSS = "val_loss_token"
 TINY = "roma_micro_tiny"
 ABLATION_ROWS = (("ARM baseline", False, False), ("+ARES", True, False), ("+ARES+MSP", True, True))
+FIXED_STEPS_AXIS = "train.steps"  # the sweep axis of scaling_data_micro_fixed_steps (its runs: `...-fixed_steps`)
+
+
+def fixed_steps_runs(df: pd.DataFrame) -> pd.Series:
+    """True for the fixed-steps control's runs (swept over train.steps): never pooled with the epoch axis."""
+    by_sweep = df["sweep"].fillna("").astype(str).str.split(",").map(lambda axes: FIXED_STEPS_AXIS in axes) \
+        if "sweep" in df.columns else pd.Series(False, index=df.index)
+    by_name = df["run_name"].fillna("").astype(str).str.endswith("-fixed_steps") \
+        if "run_name" in df.columns else pd.Series(False, index=df.index)
+    return by_sweep | by_name
 
 
 def _on(v) -> bool:
@@ -64,6 +77,7 @@ def load(analysis: Path, floor_dir: Path) -> tuple[pd.DataFrame, list[dict], dic
                              f"(runs from before it was logged?): {list(bad.run_name)[:10] if 'run_name' in bad else ''}")
     df["ares"] = df["ares.enabled"].map(_on)
     df["msp"] = df["msp.enabled"].map(_on)
+    df["fixed_steps"] = fixed_steps_runs(df)
     floors = {}
     for f in sorted(floor_dir.glob("*/probe_aid.json")):
         doc = json.loads(f.read_text())
@@ -85,11 +99,13 @@ def fmt(mean: float, std: float, digits: int = 2) -> str:
 
 
 def tables(df, fits, floors) -> tuple[str, dict]:
+    fixed, df = df[df.fixed_steps], df[~df.fixed_steps]  # the control is a table of its own
     full = df[df.ares & df.msp]
     data = grouped(full[full.model == TINY], "data_size")
     model = grouped(full[full.data_size == full.data_size.max()], "param_count")
     model["model"] = [full[full.param_count == p].model.iloc[0] for p in model.param_count]
     abl_df = df[(df.model == TINY) & (df.data_size == 2500)]
+    abl_loss = ABLATION_LOSS if ABLATION_LOSS in df.columns and df[ABLATION_LOSS].notna().any() else LOSS
     lines = ["**Data scaling** (micro-tiny, ARES+MSP; AID OA % at TR 50% of the probe set, mean ± std over seeds)", "",
              "| pretraining images | AID OA | seeds | held-out loss |", "|---:|---:|---:|---:|"]
     lines += [f"| {int(r.data_size)} | {fmt(r['mean'], r['std'])} | {int(r['count'])} | {fmt(r.loss_mean, r.loss_std, 4)} |"
@@ -105,8 +121,18 @@ def tables(df, fits, floors) -> tuple[str, dict]:
         gain = f"{r['mean'] - fl['mean']:+.2f}" if fl else "-"
         lines.append(f"| {r.model} | {int(r.param_count):,} | {fmt(r['mean'], r['std'])} | {int(r['count'])} | "
                      f"{fmt(fl['mean'], fl['std']) if fl else '-'} | {gain} | {fmt(r.loss_mean, r.loss_std, 4)} |")
+    if len(fixed):
+        fx = fixed[fixed.ares & fixed.msp & (fixed.model == TINY)]
+        g = grouped(fx, "data_size")
+        seen = sorted({int(i) for i in fx.images_seen.dropna()}) if "images_seen" in fx else []
+        lines += ["", "**Fixed-steps control** (micro-tiny, ARES+MSP, the same optimizer steps for every subset"
+                  f"{f': {seen[0]:,} training images each' if len(seen) == 1 else ''}; data and steps not confounded)", "",
+                  "| pretraining images | AID OA | seeds | held-out loss |", "|---:|---:|---:|---:|"]
+        lines += [f"| {int(r.data_size)} | {fmt(r['mean'], r['std'])} | {int(r['count'])} | "
+                  f"{fmt(r.loss_mean, r.loss_std, 4)} |" for _, r in g.iterrows()]
+    loss_name = "held-out token loss" if abl_loss == ABLATION_LOSS else "held-out loss (with the MSP term: not comparable)"
     lines += ["", "**Ablation** (micro-tiny, 2500 pretraining images)", "",
-              "| variant | AID OA | seeds | held-out loss |", "|---|---:|---:|---:|"]
+              f"| variant | AID OA | seeds | {loss_name} |", "|---|---:|---:|---:|"]
     abl, samples = [], {}
     for label, ares, msp in ABLATION_ROWS:
         s = abl_df[(abl_df.ares == ares) & (abl_df.msp == msp)]
@@ -114,7 +140,7 @@ def tables(df, fits, floors) -> tuple[str, dict]:
             m, sd = s[METRIC].mean(), s[METRIC].std()
             abl.append((label, m, sd, len(s)))
             samples[label] = list(s[METRIC])
-            lines.append(f"| {label} | {fmt(m, sd)} | {len(s)} | {fmt(s[LOSS].mean(), s[LOSS].std(), 4)} |")
+            lines.append(f"| {label} | {fmt(m, sd)} | {len(s)} | {fmt(s[abl_loss].mean(), s[abl_loss].std(), 4)} |")
     lines += ["", *ablation_tests(samples)]
     lines += ["", "**Fitted laws** (ours; error = 1 - OA/100, loss = held-out pretraining loss; the form chosen "
               "by evidence (`--form auto`: lack-of-fit F-test against the per-seed spread, AICc, the "
@@ -147,7 +173,7 @@ def tables(df, fits, floors) -> tuple[str, dict]:
                           if c.get("fitted") and c.get("aicc") is not None and math.isfinite(c["aicc"]))
         lines.append(f"| {axis} | {f.get('curve', '')} | {what} | {f['form']} | {params} | {lof_text} | {aiccs} | "
                      f"{'-' if loo is None else f'{loo:.4f}'} | {check} |")
-    return "\n".join(lines), {"data": data, "model": model, "ablation": abl, "full": full}
+    return "\n".join(lines), {"data": data, "model": model, "ablation": abl, "full": full, "fixed": fixed}
 
 
 def ablation_tests(samples: dict[str, list[float]]) -> list[str]:
@@ -180,6 +206,8 @@ def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
     for r in runs:
         p = r.data.params
         if str(p.get("ares.enabled")).lower() != "true" or str(p.get("msp.enabled")).lower() != "true":
+            continue
+        if p.get(FIXED_STEPS_AXIS) not in (None, "None", ""):  # the fixed-steps control: not these curves
             continue
         hist = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "loss"))
         if hist:

@@ -1,12 +1,14 @@
 """The micro scaling study on real AID images, end to end on a CPU, with progress, an ETA and resume.
 
     experiments/micro_study.sh [--aid ../shared/data/AID] [--exp micro_study] [--lanes 2]
-                               [--seeds 0 1 2] [--set key=value ...] [--plan] [--retry-failed]
+                               [--seeds 0 1 2] [--full] [--set key=value ...] [--plan] [--retry-failed]
 
 1. Split AID (experiments/micro_split.py): a pretraining pool and a disjoint probe set.
-2. Plan the union of scaling_data_micro, scaling_model_micro and ablation_ares_msp_micro in ONE
-   experiment (`--exp`): a run that belongs to two specs (micro-tiny at 2.5K with ARES+MSP is a data
-   point and the ablation's +ARES+MSP row; micro-tiny at 5K is on both curves) is computed once.
+2. Plan the union of SPECS (the data axis, the model axis, the ARES / MSP ablation, the joint L(N, D)
+   grid, the fixed-steps control of the data axis) in ONE experiment (`--exp`): a run that belongs
+   to two specs (micro-tiny at 2.5K with ARES+MSP is a data point, the ablation's +ARES+MSP row and a
+   joint-grid point) is computed once. The joint grid's interior and the fixed-steps control run 2
+   seeds (the cut to 4 h, see SPECS; `--full`: 3).
    Plus the random-init floor of each model size (the same probe on an untrained encoder).
 3. Run everything in `--lanes` lanes, one torch thread each (2 cores: oversubscribed threads are
    several times slower), seed-major so that a study cut short has every point at least once.
@@ -40,13 +42,23 @@ from roma import atomic  # noqa: E402
 from roma.spec import load_spec, parse_set, run_name  # noqa: E402
 
 SPLIT_DIR = REPO / "outputs" / "micro_data"  # the micro specs' data.root and probe root live here
-SPECS = ("scaling_data_micro", "scaling_model_micro", "ablation_ares_msp_micro")
-# Training images per second of one run with one torch thread on a quiet 2-core AMD EPYC (the
-# --plan estimate: benchmarks/train_step.py per CPU-second, calibrated against the earlier study's
-# measured 41 images/s and the pilot's in-run overhead): the prior of the ETA, rescaled by the runs
-# finished in this session.
-PRIOR_IMAGES_PER_S = {"roma_micro_tiny": 49.0, "roma_micro_small": 31.0, "roma_micro_base": 20.0}
-PRIOR_OVERHEAD_S = 30.0  # start-up, data indexing and the linear probe, per run
+# Every spec of the study (each config once: the joint grid holds the data and model axes) and the
+# seeds it runs. The cut that keeps the study inside 4 h of 2 cores (docs/micro_study.md, Time): the
+# joint grid's interior (small / base below 5,000 images) and the fixed-steps control run seeds 0
+# and 1; the data axis, the model axis and the ablation keep 3 seeds. `--full` runs every spec at
+# every seed of --seeds (4 h 19 min estimated; a later session adds the missing seeds by resuming).
+SPECS = {"scaling_data_micro": (0, 1, 2), "scaling_model_micro": (0, 1, 2), "ablation_ares_msp_micro": (0, 1, 2),
+         "scaling_joint_micro": (0, 1), "scaling_data_micro_fixed_steps": (0, 1)}
+# The cost of a run in CPU-seconds of one torch thread: a per-model overhead (start-up, data indexing,
+# held-out loss, the linear probe) plus its training images at a per-model speed. Calibrated on the
+# 2026-12-06 study's per-run CPU times (docs/results/micro_study_timings.json: 82 / 54 / 30 images per
+# CPU-second at 4x4-patch clusters), times the cost of the 2x2-patch-cluster geometry measured on
+# 2026-12-07 (tiny 1.25K: 186.6 CPU-s, x1.10 on training; base 625: 277.6 CPU-s, x1.29; small
+# interpolated, x1.2). LANE_EFFICIENCY: CPU-seconds per wall-second of a lane in that study (195
+# CPU-min in 118 wall-min on 2 lanes). The prior of the ETA, rescaled by the runs finished.
+PRIOR_IMAGES_PER_CPU_S = {"roma_micro_tiny": 75.0, "roma_micro_small": 44.8, "roma_micro_base": 23.5}
+PRIOR_OVERHEAD_CPU_S = {"roma_micro_tiny": 53.0, "roma_micro_small": 61.0, "roma_micro_base": 70.0}
+LANE_EFFICIENCY = 0.82
 FLOOR_S = 40.0
 
 
@@ -65,7 +77,8 @@ class Job:
     def estimate(self) -> float:
         if self.kind == "floor":
             return FLOOR_S
-        return PRIOR_OVERHEAD_S + self.images / PRIOR_IMAGES_PER_S.get(self.model, 10.0)
+        cpu = PRIOR_OVERHEAD_CPU_S.get(self.model, 70.0) + self.images / PRIOR_IMAGES_PER_CPU_S.get(self.model, 10.0)
+        return cpu / LANE_EFFICIENCY
 
     def done(self) -> bool:
         if self.kind == "floor":
@@ -92,10 +105,10 @@ def plan(args, check_data: bool = True) -> tuple[list[Job], dict]:
     runs: dict[str, Job] = {}
     probe = None
     models: dict[str, int] = {}  # model -> pretraining img_size (the floor's encoder geometry)
-    for spec_name in SPECS:
+    for spec_name, spec_seeds in SPECS.items():
         spec = load_spec(spec_name, overrides, data_root=None, check_data=check_data)
         for cfg in spec.runs:
-            if cfg.train.seed not in args.seeds:
+            if cfg.train.seed not in args.seeds or not (args.full or cfg.train.seed in spec_seeds):
                 continue
             folder = Path(cfg.run_dir)
             if str(folder) in runs:
@@ -222,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="outputs", help="output root (relative to the repository)")
     p.add_argument("--lanes", type=int, default=2)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--full", action="store_true",
+                   help="every spec at every seed (no cut: the joint grid's interior and the fixed-steps control at 3 seeds too)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides for every run (e.g. train.epochs=3)")
     p.add_argument("--retry-failed", action="store_true", help="retry runs that failed (resuming them)")

@@ -79,6 +79,13 @@ def test_report_tables_and_figure(tmp_path):
             "ares.enabled": True, "msp.enabled": True, "aid_oa_tr50": 33.0, "final_loss": 0.9, "val_loss": 0.95, "train_flops": 1e12, "device_hours": 0.01}))
         rows.append(dict(model="roma_micro_tiny", param_count=3e5, data_size=2500, seed=seed, **{
             "ares.enabled": False, "msp.enabled": False, "aid_oa_tr50": 28.0, "final_loss": 0.8, "val_loss": 0.85, "train_flops": 1e12, "device_hours": 0.01}))
+        for n in (312, 5000):  # the fixed-steps control: same model and switches, its own table
+            rows.append(dict(model="roma_micro_tiny", param_count=3e5, data_size=n, seed=seed,
+                             run_name=f"roma_micro_tiny-{n}-seed{seed}-fixed_steps", sweep="data.subset,label,train.seed,train.steps",
+                             images_seen=9984, **{"ares.enabled": True, "msp.enabled": True, "aid_oa_tr50": 50.0 + n / 1000,
+                                                  "final_loss": 1.0, "val_loss": 2.0, "train_flops": 1e12, "device_hours": 0.01}))
+    for r in rows:
+        r.setdefault("val_loss_token", r["val_loss"] - (0.05 if r["msp.enabled"] else 0.0))
     an = tmp_path / "analysis"
     an.mkdir()
     pd.DataFrame(rows).to_csv(an / "runs.csv", index=False)
@@ -93,7 +100,11 @@ def test_report_tables_and_figure(tmp_path):
     text, parts = mr.tables(df, fits, floors)
     assert "| 312 | 31.00 ± 1.00 | 3 |" in text and "| 5000 | 33.00 ± 1.00 | 3 |" in text
     assert "random init (floor) | 27.00 ± 1.00" in text
-    assert "| ARM baseline | 28.00 ± 0.00 | 3 |" in text
+    assert "| ARM baseline | 28.00 ± 0.00 | 3 | 0.8500 ± 0.0000 |" in text  # the token loss column
+    assert "| variant | AID OA | seeds | held-out token loss |" in text
+    # the control is never pooled with the epoch axis, and has its own table
+    assert "| 312 | 31.00 ± 1.00 | 3 |" in text and "9,984 training images each" in text
+    assert "| 312 | 50.31 ± 0.00 | 3 | 2.0000 ± 0.0000 |" in text
     assert "| power | a=0.8 [0.7, 0.9]; b=-0.02 [-0.04, 0] |" in text
     mr.figure(parts, fits, floors, tmp_path / "s.png", "t")
     assert (tmp_path / "s.png").stat().st_size > 10_000
@@ -120,12 +131,26 @@ def test_report_names_a_missing_input(tmp_path):
 
 def test_study_plan_runs_each_config_once_seed_major_with_floors(tmp_path):
     study = _module("micro_study")
-    args = study.argparse.Namespace(exp="micro_test", out=str(tmp_path), set=[], seeds=[0, 1, 2], retry_failed=False)
+    args = study.argparse.Namespace(exp="micro_test", out=str(tmp_path), set=[], seeds=[0, 1, 2], retry_failed=False,
+                                    full=True)
     jobs, facts = study.plan(args, check_data=False)
     runs = [j for j in jobs if j.kind == "run"]
     floors = [j for j in jobs if j.kind == "floor"]
-    # 15 data points + 6 more model points + 6 more ablation rows; tiny 2.5K ARES+MSP and tiny 5K are shared
-    assert len(runs) == 27 and len({j.folder for j in runs}) == 27
+    # 15 data points + 6 more model points + 6 more ablation rows + 24 more joint-grid points + 15
+    # fixed-steps runs; tiny 2.5K ARES+MSP, tiny 5K and the joint grid's axes are shared
+    assert len(runs) == 66 and len({j.folder for j in runs}) == 66
+    assert len({j.name for j in jobs}) == len(jobs)  # progress lines and timings.json key on the name
+    grid = {(j.model, j.name.split("-")[1], j.seed) for j in runs if j.name.count("-") == 2}
+    assert len(grid) == 45  # the joint L(N, D) grid: 3 models x 5 subsets x 3 seeds
+    fixed = [j for j in runs if j.name.endswith("-fixed_steps")]
+    assert len(fixed) == 15 and {j.images for j in fixed} == {312 * 32}  # same steps for every subset
+    # the default cut (4 h of 2 cores): seed 2 of the joint grid's interior and of the fixed-steps control go
+    cut, _ = study.plan(study.argparse.Namespace(**{**vars(args), "full": False}), check_data=False)
+    gone = {j.name for j in jobs} - {j.name for j in cut}
+    assert len(gone) == 13 and all(n.endswith("seed2") or n.endswith("seed2-fixed_steps") for n in gone)
+    assert not any(n.startswith("roma_micro_tiny-") and n.endswith("seed2") for n in gone)  # data axis: 3 seeds
+    assert not any("-5K-" in n and not n.endswith("fixed_steps") for n in gone)  # model axis: 3 seeds
+    assert sum(j.estimate() for j in cut) / 2 < 4 * 3600  # the --plan estimate on 2 lanes
     assert [j.model for j in floors] == ["roma_micro_tiny", "roma_micro_small", "roma_micro_base"]
     assert all("--model-img-size" in j.cmd and j.cmd[j.cmd.index("--model-img-size") + 1] == "64" for j in floors)
     assert [j.seed for j in runs] == sorted(j.seed for j in runs)  # seed-major
@@ -165,3 +190,19 @@ def test_ablation_tests_call_seed_noise():
     lines = mr.ablation_tests({"ARM baseline": [30.0, 30.5, 29.5], "+ARES": [40.0, 40.4, 39.6],
                                "+ARES+MSP": [40.1, 39.5, 40.6]})
     assert "exceeds seed noise" in lines[0] and "within seed noise" in lines[1]
+
+
+def test_a_relaunch_skips_finished_runs(tmp_path):
+    """The study resumes across sessions: a job whose run is finished is not started again."""
+    study = _module("micro_study")
+    done_dir, todo_dir = tmp_path / "done", tmp_path / "todo"
+    done_dir.mkdir()
+    todo_dir.mkdir()
+    (done_dir / "status.json").write_text(json.dumps({"state": "finished"}))
+    finish = f"import json, pathlib; pathlib.Path({str(todo_dir / 'status.json')!r}).write_text(json.dumps({{'state': 'finished'}}))"
+    touched = tmp_path / "ran"
+    jobs = [study.Job("done", "run", [sys.executable, "-c", f"open({str(touched)!r}, 'w')"], done_dir, "roma_micro_tiny", 10),
+            study.Job("todo", "run", [sys.executable, "-c", finish], todo_dir, "roma_micro_tiny", 10)]
+    failed = study.run_lanes(jobs, 2, tmp_path / "logs", study.Progress(jobs, 2))
+    assert failed == [] and not touched.exists() and jobs[1].seconds is not None and jobs[0].seconds is None
+    assert study.run_lanes(jobs, 2, tmp_path / "logs", study.Progress(jobs, 2)) == []  # nothing left to run
