@@ -127,7 +127,8 @@ def scaling_figure(fits: list[dict], axis: str, xlabel: str, note: str = ""):
             for f in (f for f in fits if f["metric"] == metric and f["source"] == "paper"):
                 p = f["points"]
                 m = p["measured"].to_numpy(bool)
-                ax.plot(p["x"][m], p[f"{metric}_mean"][m], "s", color="k", ms=4, label="paper (read off, +-0.3)")
+                ax.plot(p["x"][m], p[f"{metric}_mean"][m], "s", color="k", ms=4,
+                        label="paper (read off, +-0.3; at its own x)" if f.get("x_source") else "paper (read off, +-0.3)")
                 if (~m).any():
                     ax.plot(p["x"][~m], p[f"{metric}_mean"][~m], "s", mfc="none", color="k", ms=4,
                             label="paper, not measured")
