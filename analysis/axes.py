@@ -11,10 +11,11 @@ and is placed at the compute its runs used; the paper's points, which give no co
   device_hours measured wall-clock hours x devices of the pretraining
 N (model axis, `--param-convention`):
   ours         encoder parameters of the released pretraining configs, which our models match
-               (Tiny 5.22M, Small 20.28M, Base 79.93M, Large 282.31M): the default; the paper's
-               points are placed at these sizes
+               (Tiny 5.22M, Small 20.28M, Base 79.93M, Large 282.31M): the default
   paper        the labels of the paper's model-scaling figure (36M / 54M / 86M / 300M), which no
                released config has; our runs are placed at the label of their model size
+The paper's own points stay at the paper's x (paper_results.csv `x_value`, described by `x_source`:
+its figure's labels or axis) under either convention, and the legend says so.
 """
 from __future__ import annotations
 
@@ -33,13 +34,6 @@ XLABELS = {"data_size": "pretraining images (unique)", "images_seen": "images se
 
 class AxisError(ValueError):
     """A run or a paper point that has no place on the chosen axis: the message names it."""
-
-
-def released_params() -> dict[str, float]:
-    """Encoder parameters of the released pretraining configs, per model name (roma.models.registry)."""
-    from roma.models.registry import RELEASED_ENCODER_PARAMS  # imports torch: only when a figure needs it
-
-    return dict(RELEASED_ENCODER_PARAMS)
 
 
 def paper_labels(paper: pd.DataFrame) -> dict[str, float]:
@@ -61,14 +55,6 @@ def param_x(df: pd.DataFrame, convention: str, paper: pd.DataFrame) -> pd.Series
                         f"({', '.join(f'{m} {x / 1e6:g}M' for m, x in labels.items())}); model(s) {unknown} "
                         f"have none: use --param-convention ours")
     return df["model"].map(labels).astype(float)
-
-
-def paper_param_x(points: pd.DataFrame, convention: str) -> pd.Series:
-    """The paper's model-scaling points on the model axis: their label, or the released encoder size."""
-    if convention == "paper":
-        return points["x_value"].astype(float)
-    released = released_params()
-    return points["method"].map(lambda m: released.get(PAPER_MODELS.get(m), float("nan"))).astype(float)
 
 
 def data_x(df: pd.DataFrame, data_axis: str) -> pd.Series:

@@ -136,7 +136,8 @@ def scaling_figure(fits: list[dict], axis: str, xlabel: str, note: str = ""):
             for f in (f for f in fits if f["metric"] == metric and f["source"] == "paper"):
                 p = f["points"]
                 m = p["measured"].to_numpy(bool)
-                ax.plot(p["x"][m], p[f"{metric}_mean"][m], "s", color="k", ms=4, label="paper (read off, +-0.3)")
+                ax.plot(p["x"][m], p[f"{metric}_mean"][m], "s", color="k", ms=4,
+                        label="paper (read off, +-0.3; at its own x)" if f.get("x_source") else "paper (read off, +-0.3)")
                 if (~m).any():
                     ax.plot(p["x"][~m], p[f"{metric}_mean"][~m], "s", mfc="none", color="k", ms=4,
                             label="paper, not measured")
@@ -273,6 +274,12 @@ def _paper_highres(paper: pd.DataFrame | None) -> pd.DataFrame:
     return paper[paper["section"] == "highres"]
 
 
+def _scan_note(rows: pd.DataFrame) -> str:
+    """' [chunked scan]': the selective scan a RoMA model's rows ran with (benchmarks/highres.py `scan`)."""
+    scans = sorted({str(x) for x in rows.get("scan", pd.Series(dtype=str)).dropna()} - {"none", ""})
+    return f" [{'/'.join(scans)} scan]" if scans else ""
+
+
 def plot_highres(df: pd.DataFrame, out: str | Path, paper: pd.DataFrame | None = None) -> list[Path]:
     """Peak memory and samples/s against resolution (log-log), one line per model, the fitted growth
     exponent vs token count in the legend, OOM marked on the x axis, the paper's numbers hollow."""
@@ -285,13 +292,14 @@ def plot_highres(df: pd.DataFrame, out: str | Path, paper: pd.DataFrame | None =
     oom = status.astype(str).str.upper().eq("OOM")
     ph = _paper_highres(paper)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.4))
+        scans = _scan_note(df[df["model"].astype(str).str.startswith("roma")])
+        fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.75 if scans else 3.4))
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for ax, col, ylabel in ((axes[0], "peak_mem_mb", "peak memory (MB)"), (axes[1], "samples_per_s", "samples / s")):
             for i, (model, s) in enumerate(df.groupby("model", sort=True)):
                 c = colors[i % len(colors)]
                 ok = s[~oom[s.index] & (s[col] > 0)].sort_values("resolution")
-                label = model
+                label = model + _scan_note(s)
                 if len(ok) >= 2:
                     vals = ok[col] if col == "peak_mem_mb" else 1.0 / ok[col]
                     label += f" (growth {growth_exponent(ok['resolution'], vals):.2f})"
@@ -313,6 +321,9 @@ def plot_highres(df: pd.DataFrame, out: str | Path, paper: pd.DataFrame | None =
             ax.set_xlabel("resolution (px)")
             ax.set_ylabel(ylabel)
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3))
+        if scans:  # which path RoMA ran: mamba-ssm's fused kernels (cuda) or one of our scans
+            fig.suptitle(f"RoMA-B ran with the {scans.strip(' []')}"
+                         + ("" if "cuda" in scans else " (not mamba-ssm's fused kernels)"), fontsize=8)
         axes[0].set_title("memory (growth: slope vs tokens)", fontsize=8)
         axes[1].set_title("speed (growth of time/sample vs tokens)", fontsize=8)
         fig.tight_layout()

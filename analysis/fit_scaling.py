@@ -178,7 +178,7 @@ def run_study(df, args) -> dict:
 
     fits = study.fit_ours(df, form, args.bootstrap, args.seed)
     if not args.no_paper:
-        fits += study.fit_paper(paper, form, args.bootstrap, args.seed, args.data_axis, args.param_convention)
+        fits += study.fit_paper(paper, form, args.bootstrap, args.seed, args.data_axis)
     n_name = "param_count" if args.param_convention == "ours" else "param_count (paper's labels)"
     joint = None if args.x else study.fit_joint(df, args.bootstrap, args.seed, args.exclude_top, (n_name, args.data_axis))
     all_fits = study.fitted(fits) + ([joint] if joint else [])

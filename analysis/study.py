@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pandas as pd
 
-from analysis.axes import paper_param_x
 from analysis.fits import FitInputError, fit_scaling
 from analysis.laws import LAWS
 from analysis.runs import LOSS_METRICS, ablation_labels, available_metrics, error_like, group_seeds, scaling_curves
@@ -77,17 +76,19 @@ def fit_ours(df: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, seed
 
 
 def fit_paper(paper: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, seed: int = 0,
-              data_axis: str = "data_size", param_convention: str = "ours") -> list[dict]:
-    """The same laws fitted on the paper's scaling points (read off its figures), placed on the chosen
-    axes (analysis.axes); points the paper did not measure (dashed in its figure) are drawn but not
-    fitted. The paper's data-scaling x is unique images: with data_axis images_seen it has no place."""
+              data_axis: str = "data_size") -> list[dict]:
+    """The same laws fitted on the paper's scaling points (read off its figures), each at the paper's own
+    x (`x_value`, what `x_source` says it is: its figure's axis or labels), whatever convention places
+    our runs: moving them would misquote the paper. Points the paper did not measure (dashed in its
+    figure) are drawn but not fitted. The paper's data-scaling x is unique images: with data_axis
+    images_seen it has no place."""
     out = []
     for axis, section in PAPER_SECTIONS.items():
         if axis == "data" and data_axis != "data_size":
             continue
         sec = paper[paper["section"] == section]
         for metric, s in sec.groupby("metric", sort=False):
-            x = (paper_param_x(s, param_convention) if axis == "model" else s["x_value"]).to_numpy(float)
+            x = s["x_value"].to_numpy(float)
             keep = np.isfinite(x)
             s, x = s[keep], x[keep]
             measured = (s["status"] == "reported").to_numpy() & s["value"].notna().to_numpy()
@@ -98,8 +99,9 @@ def fit_paper(paper: pd.DataFrame, form: str = "auto", bootstrap_b: int = 1000, 
                            f"paper's {axis} scaling, {metric}")
             pts = pd.DataFrame({"x": x, f"{metric}_mean": s["value"].to_numpy(float), f"{metric}_std": 0.0,
                                 "measured": measured})
+            x_source = sorted({str(v) for v in s.get("x_source", pd.Series(dtype=str)).dropna() if str(v)})
             out.append({"source": "paper", "axis": axis, "curve": "paper (read off its figure)", "metric": metric,
-                        "fit": res, "fitted": fitted_as(metric), "points": pts})
+                        "fit": res, "fitted": fitted_as(metric), "points": pts, "x_source": "; ".join(x_source)})
     return out
 
 

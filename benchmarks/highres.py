@@ -3,8 +3,10 @@
     python benchmarks/highres.py                                   # CPU: 224..1024 px, batch 1
     python benchmarks/highres.py --device cuda --resolutions 1248 2048 4096
     python benchmarks/highres.py --spec experiments/specs/highres_benchmark.yaml --out outputs/highres
+    python benchmarks/highres.py --replot benchmarks/results/h200/highres  # redraw a committed run's figure
 
-Same batch, dtype (bf16 autocast on GPU, fp32 on CPU) and warm-up for every model. Peak memory is
+Same batch, dtype (bf16 autocast on GPU, fp32 on CPU) and warm-up for every model; each row names the
+selective scan RoMA-B ran with (`scan`: cuda = mamba-ssm's kernels, or one of our PyTorch/C scans). Peak memory is
 torch.cuda.max_memory_allocated on GPU, and on CPU the high-water RSS of a fresh subprocess per
 config above its RSS before the model was built (weights + activations). An out-of-memory is recorded as OOM and the sweep goes on. Results: a table on stdout,
 results.csv/json under --out, a log-log figure with fitted growth exponents (analysis.figures),
@@ -32,7 +34,8 @@ PAPER = {  # resolution -> model -> (MB, samples/s); None = OOM in the paper
     2048: {"roma_base": (16934, 4.37), "vit_b": None},
     4096: {"roma_base": (66357, 1.15), "vit_b": None},
 }
-COLUMNS = ("model", "resolution", "batch", "dtype", "device", "status", "peak_mem_mb", "samples_per_s")
+COLUMNS = ("model", "resolution", "batch", "dtype", "device", "scan", "status", "peak_mem_mb", "samples_per_s")
+NO_SCAN = "none"  # the scan column of a ViT row
 
 
 def build(model: str, resolution: int):
@@ -48,6 +51,19 @@ def build(model: str, resolution: int):
         vit = vit_base_patch16(img_size=resolution)
         return vit, vit.forward_features
     raise ValueError(f"unknown model {model!r}; choose from {MODELS}")
+
+
+def scan_used(model: str, resolution: int, device) -> str:
+    """The selective-scan backend RoMA-B runs at this resolution (roma.models.scan.resolve_backend: cuda
+    = mamba-ssm's fused kernels; fast / chunked / native / ref = our PyTorch or C scans), NO_SCAN for ViT.
+    The table and the figure name it: a result without mamba-ssm is not the fused path's."""
+    if not model.startswith("roma_base"):
+        return NO_SCAN
+    import torch
+
+    from roma.models.scan import resolve_backend
+
+    return resolve_backend(torch.device(device), None, (resolution // 16) ** 2)
 
 
 def is_oom(err: BaseException) -> bool:
@@ -67,7 +83,7 @@ def measure(model: str, resolution: int, batch: int, device: str, warmup: int, i
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     row = {"model": model, "resolution": resolution, "batch": batch, "dtype": str(dtype).split(".")[-1],
            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-           "status": "ok", "peak_mem_mb": float("nan"), "samples_per_s": float("nan")}
+           "scan": scan_used(model, resolution, dev), "status": "ok", "peak_mem_mb": float("nan"), "samples_per_s": float("nan")}
     net = x = None
     try:
         net, fwd = build(model, resolution)
@@ -122,21 +138,21 @@ def measure_isolated(model, resolution, batch, warmup, iters, backward) -> dict:
     if res.returncode:
         if "MemoryError" in res.stderr or res.returncode in (-9, 137):
             return {"model": model, "resolution": resolution, "batch": batch, "dtype": "float32", "device": "cpu",
-                    "status": "OOM", "peak_mem_mb": float("nan"), "samples_per_s": float("nan")}
+                    "scan": scan_used(model, resolution, "cpu"), "status": "OOM", "peak_mem_mb": float("nan"), "samples_per_s": float("nan")}
         raise RuntimeError(f"{model} at {resolution} px failed:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def format_table(rows: list[dict]) -> str:
     """Markdown table of our rows, with the paper's number beside each where it has one."""
-    lines = ["| model | px | batch | dtype | peak MB | samples/s | paper MB | paper samples/s |",
-             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    lines = ["| model | scan | px | batch | dtype | peak MB | samples/s | paper MB | paper samples/s |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         paper = PAPER.get(r["resolution"], {}).get("vit_b" if r["model"].startswith("vit") else "roma_base", "n/a")
         p_mb, p_sps = ("OOM", "OOM") if paper is None else (("", "") if paper == "n/a" else paper)
         mem = "OOM" if r["status"] == "OOM" else f"{r['peak_mem_mb']:.0f}"
         sps = "OOM" if r["status"] == "OOM" else f"{r['samples_per_s']:.3g}"
-        lines.append(f"| {r['model']} | {r['resolution']} | {r['batch']} | {r['dtype']} | {mem} | {sps} | {p_mb} | {p_sps} |")
+        lines.append(f"| {r['model']} | {r.get('scan', '?')} | {r['resolution']} | {r['batch']} | {r['dtype']} | {mem} | {sps} | {p_mb} | {p_sps} |")
     return "\n".join(lines)
 
 
@@ -186,6 +202,33 @@ def log_to_mlflow(rows, exps, uri: str, experiment: str, out: Path) -> None:
                 mlflow.log_artifact(str(f))
 
 
+def read_results(folder: Path) -> "pd.DataFrame":
+    """DIR/results.csv as written by --out; a table that does not say which scan RoMA ran with is refused."""
+    import pandas as pd
+
+    path = Path(folder) / "results.csv"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist (a folder written by benchmarks/highres.py --out)")
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise SystemExit(f"error: {path}: no column(s) {missing}; a table without `scan` does not say which "
+                         "selective scan RoMA-B ran with (cuda = mamba-ssm, fast/chunked/native/ref = ours)")
+    return df
+
+
+def replot(folder: Path, out: Path) -> list[dict]:
+    """The committed table -> the same text table and the figure, in `out` (by default beside the table)."""
+    from analysis.figures import plot_highres
+
+    df = read_results(folder)
+    rows = df.to_dict("records")
+    print(format_table(rows))
+    for path in plot_highres(df, out):
+        print(f"wrote {path}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", type=Path, help="a YAML file with resolutions/models/batch/warmup/iters/backward/device")
@@ -199,8 +242,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--out", type=Path, default=None, help="folder for results.csv/json and the figure")
     p.add_argument("--tracking-uri", default=None, help="also log each config as an MLflow run")
     p.add_argument("--experiment", default="highres_benchmark")
+    p.add_argument("--replot", type=Path, metavar="DIR",
+                   help="redraw the figure and reprint the table from DIR/results.csv (a committed run); nothing is measured")
     p.add_argument("--one", nargs=2, metavar=("MODEL", "RES"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.replot:
+        return replot(args.replot, args.out or args.replot)
     import torch
 
     if args.one:
@@ -230,7 +277,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row = (measure(model, res, batch, device, warmup, iters, backward) if gpu
                    else measure_isolated(model, res, batch, warmup, iters, backward))
             rows.append(row)
-            print(f"{model:<15}{res:>6} px  {row['status']:<4}  {row['peak_mem_mb']:>9.0f} MB  "
+            print(f"{model:<15}{res:>6} px  {row['scan']:<8}{row['status']:<4}  {row['peak_mem_mb']:>9.0f} MB  "
                   f"{row['samples_per_s']:>8.3g} samples/s", flush=True)
     print()
     print(format_table(rows))

@@ -76,7 +76,9 @@ class AresConfig:
     angles: tuple[float, ...] = ()  # a discrete set of angles instead (empty: continuous)
     p: float = 1.0  # probability that an image is rotated at all
     target: str = "rotated"  # rotated (as released) | original
-    angle_embed: str = "binned"  # shared (one vector, as released) | binned
+    # shared: one learnable vector for every angle, as released (RoMA/models_mamba.py; there it lands on
+    # fixed diagonal tokens, here on the rotated region's) | binned: one per angle bin (ours; the micro base)
+    angle_embed: str = "shared"
     angle_bins: int = 8
 
 

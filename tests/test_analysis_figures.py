@@ -98,13 +98,15 @@ def test_param_convention_places_ours_and_the_papers_points(paper):
     with pytest.raises(axes.AxisError, match=r"model\(s\) \['roma_micro_tiny'\] have none: use --param-convention ours"):
         axes.param_x(df.assign(model="roma_micro_tiny"), "paper", paper)
 
-    def paper_x(convention):
-        f = next(f for f in study.fit_paper(paper, "power", 0, 0, param_convention=convention)
-                 if f["axis"] == "model" and f["metric"] == "aid_oa_tr50")
-        return sorted(f["points"]["x"])
-
-    assert paper_x("paper") == [36e6, 54e6, 86e6, 300e6]
-    assert paper_x("ours") == [5.22e6, 20.28e6, 79.93e6, 282.31e6]  # the released encoders (registry)
+    # the paper's points stay at the paper's own x (its figure's labels), whatever places our runs
+    f = next(f for f in study.fit_paper(paper, "power", 0, 0) if f["axis"] == "model" and f["metric"] == "aid_oa_tr50")
+    assert sorted(f["points"]["x"]) == [36e6, 54e6, 86e6, 300e6] and "parameter labels" in f["x_source"]
+    d = next(f for f in study.fit_paper(paper, "power", 0, 0) if f["axis"] == "data" and f["metric"] == "aid_oa_tr50")
+    assert sorted(d["points"]["x"]) == [62_500, 250_000, 1_000_000, 4_000_000] and "pretraining images" in d["x_source"]
+    fig = scaling_figure(study.fit_ours(df, "power", 0, 0) + [f], "model", "params")
+    labels = [t.get_text() for ax in fig.axes for t in (ax.get_legend().get_texts() if ax.get_legend() else [])]
+    assert "paper (read off, +-0.3; at its own x)" in labels
+    plt.close(fig)
 
 
 def test_data_axis_images_seen(paper):

@@ -40,15 +40,44 @@ def test_other_errors_are_not_swallowed(monkeypatch):
 
 def test_table_format_has_paper_numbers_and_oom():
     rows = [
-        {"model": "roma_base_uni", "resolution": 1248, "batch": 1, "dtype": "bfloat16", "status": "ok",
-         "peak_mem_mb": 5000.0, "samples_per_s": 12.0},
-        {"model": "vit_b", "resolution": 2048, "batch": 1, "dtype": "bfloat16", "status": "OOM",
+        {"model": "roma_base_uni", "resolution": 1248, "batch": 1, "dtype": "bfloat16", "scan": "chunked",
+         "status": "ok", "peak_mem_mb": 5000.0, "samples_per_s": 12.0},
+        {"model": "vit_b", "resolution": 2048, "batch": 1, "dtype": "bfloat16", "scan": "none", "status": "OOM",
          "peak_mem_mb": float("nan"), "samples_per_s": float("nan")},
     ]
     table = highres.format_table(rows).splitlines()
-    assert table[0].startswith("| model | px |") and len(table) == 4
-    assert "| roma_base_uni | 1248 | 1 | bfloat16 | 5000 | 12 | 6526 | 11.43 |" == table[2]
-    assert table[3] == "| vit_b | 2048 | 1 | bfloat16 | OOM | OOM | OOM | OOM |"
+    assert table[0].startswith("| model | scan | px |") and len(table) == 4
+    assert "| roma_base_uni | chunked | 1248 | 1 | bfloat16 | 5000 | 12 | 6526 | 11.43 |" == table[2]
+    assert table[3] == "| vit_b | none | 2048 | 1 | bfloat16 | OOM | OOM | OOM | OOM |"
+
+
+def test_each_row_names_the_scan_roma_ran_with(monkeypatch):
+    from roma.models import scan
+
+    monkeypatch.delenv("ROMA_SCAN", raising=False)
+    assert highres.scan_used("vit_b", 1248, "cpu") == highres.NO_SCAN
+    assert highres.scan_used("roma_base_uni", 224, "cpu") == scan.resolve_backend(__import__("torch").device("cpu"))
+    monkeypatch.setenv("ROMA_SCAN", "ref")
+    row = highres.measure("roma_base_uni", 32, 1, "cpu", warmup=0, iters=1)
+    assert row["scan"] == "ref" and set(row) == set(highres.COLUMNS)
+
+
+def test_a_committed_table_is_replotted_and_one_without_its_scan_refused(tmp_path, capsys):
+    import shutil
+
+    committed = Path(__file__).resolve().parents[1] / "benchmarks/results/h200/highres/results.csv"
+    shutil.copy(committed, tmp_path / "results.csv")
+    rows = highres.main(["--replot", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert len(rows) == 12 and {r["scan"] for r in rows} == {"chunked", "none"}  # the H200 run had no mamba-ssm
+    assert "| roma_base_uni | chunked | 4096 |" in out
+    assert (tmp_path / "highres.png").stat().st_size > 0 and (tmp_path / "highres.pdf").is_file()
+    (tmp_path / "old").mkdir()
+    import pandas as pd
+
+    pd.read_csv(committed).drop(columns="scan").to_csv(tmp_path / "old" / "results.csv", index=False)
+    with pytest.raises(SystemExit, match="no column.*scan.*does not say which selective scan"):
+        highres.main(["--replot", str(tmp_path / "old")])
 
 
 def test_growth_exponents_linear_vs_quadratic():

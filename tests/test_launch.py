@@ -84,7 +84,7 @@ def test_dry_run_prints_table_and_launches_nothing(env, capsys):
     assert env.launch("--dry-run", "--execute", "fake_exec:ok") == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("id "))
-    assert header.split() == ["id", "name", "model", "data", "epochs", "batch", "ranks", "x", "dev", "x", "acc",
+    assert header.split() == ["id", "name", "model", "data", "epochs", "batch", "peak", "lr", "ranks", "x", "dev", "x", "acc",
                               "steps", "images", "seen", "evals", "GPU-h", "(wall)", "resources", "state", "action"]
     for cfg, name in zip(env.runs, ["roma_micro_tiny-100-seed0", "roma_micro_tiny-200-seed0"]):
         assert any(line.startswith(cfg.run_id) and name in line and " new " in line for line in out.splitlines())

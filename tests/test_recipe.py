@@ -158,6 +158,34 @@ def test_the_paper_studies_plan_every_run_on_a_source_of_exactly_4m_images(no_en
         assert {r["steps"] for r in largest} == ({6_249_200} if spec == "scaling_data" else {6_249_200, 4_686_900})
 
 
+# the paper's "batch 256": global (the default, lr 1.5e-4) or ARM's 256 per GPU x 8 (2,048, lr 1.2e-3), docs/specs.md
+READINGS = {"global_256": ([], 256, 1.5e-4), "arm_2048": (["--set", "train.global_batch=2048"], 2048, 1.2e-3)}
+
+
+def test_both_batch_readings_plan_at_4m_with_their_steps_lr_and_budget(no_env, capsys, monkeypatch, source_of_4m):
+    monkeypatch.setenv("ROMA_PRETRAIN_DATA", str(source_of_4m))
+    totals: dict[tuple[str, str], float] = {}
+    for reading, (extra, batch, lr) in READINGS.items():
+        per_epoch = 3_999_488 // batch  # 15,623 or 1,952 steps
+        for spec, epochs in (("scaling_data", {"roma_base": 400}),
+                             ("scaling_model", {"roma_tiny": 400, "roma_small": 400, "roma_base": 400, "roma_large": 300})):
+            plan = dry_json(capsys, spec, "--profile", "example_a100", *extra)
+            largest = [r for r in plan["runs"] if r["data_size"] == 3_999_488]
+            assert {r["config"]["model"]["name"]: r["steps"] for r in largest} == \
+                {m: e * per_epoch for m, e in epochs.items()}
+            assert all(r["global_batch"] == batch and r["peak_lr"] == pytest.approx(lr) for r in plan["runs"])
+            totals[spec, reading] = plan["total_gpu_hours"]
+            assert main([spec, "--dry-run", "--profile", "example_a100", *extra]) == 0
+            out = capsys.readouterr().out
+            row = next(line for line in out.splitlines() if "roma_base-3.999M" in line)
+            assert f"  {batch}  " in row and f"{lr:.2e}".replace("e-0", "e-") in row and f"{400 * per_epoch:,}" in row
+            assert f"total: {totals[spec, reading]:,.0f} A100-hours for {len(plan['runs'])} of" in out
+    # the budget follows the images seen at a per-image throughput, not the batch: the readings cost the
+    # same but for the images each epoch's last partial step drops (fewer at 2,048)
+    for spec in ("scaling_data", "scaling_model"):
+        assert totals[spec, "arm_2048"] < totals[spec, "global_256"] == pytest.approx(totals[spec, "arm_2048"], rel=2e-3)
+
+
 def test_missing_data_is_an_error_in_a_real_launch(no_env, capsys, tmp_path):
     assert main(["scaling_data", "--executor", "debug", "--set", f"output_root={tmp_path}"]) == 2
     err = capsys.readouterr().err

@@ -1,7 +1,7 @@
 """`launch.py SPEC --dry-run [--json]`: what each run would compute and cost, before any data exists.
 
 Per run: model, data size (the subset size, or the images under an existing root), epochs, global
-batch and how this cluster cuts it (world size x device batch x accumulation), optimizer steps,
+batch, peak lr (roma.train.optim.base_lr) and how this cluster cuts it (world size x device batch x accumulation), optimizer steps,
 images seen, the evaluations, and GPU-hours / wall time from experiments/throughput.csv for the
 device type and count the executor gives (roma.launch.budget). Nothing here needs the data: a
 missing root is one of the spec's warnings (roma.spec.load_spec(dry_run=True)).
@@ -16,6 +16,7 @@ from roma.config import RunConfig
 from roma.launch import budget
 from roma.naming import format_size, run_name
 from roma.train.batching import BatchLayout, BatchLayoutError, Schedule, layout, schedule
+from roma.train.optim import base_lr
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class RunPlan:
     def to_json(self) -> dict[str, Any]:
         s, lay = self.schedule, self.layout
         return {"run_id": self.cfg.run_id, "name": run_name(self.cfg), "config": self.cfg.to_dict(),
-                "global_batch": self.cfg.train.global_batch, "epochs": self.epochs,
+                "global_batch": self.cfg.train.global_batch, "peak_lr": base_lr(self.cfg.train),
+                "epochs": self.epochs,
                 "data_size": self.data_size, "steps": s.total_steps if s else None,
                 "images_seen": s.images_seen if s else None, "evaluations": self.evaluations,
                 "layout": dataclasses.asdict(lay) if lay else None,
@@ -125,8 +127,14 @@ def _wall(h: float) -> str:
     return f"{_hours(h)} h" if h >= 1 else f"{h * 60:.0f} min"
 
 
+def format_lr(lr: float) -> str:
+    """1.5e-4 -> 1.50e-4."""
+    mantissa, _, exp = f"{lr:.2e}".partition("e")
+    return f"{mantissa}e{int(exp)}"
+
+
 def table_row(p: RunPlan) -> list[object]:
-    """id, name, model, data, epochs, global batch, layout, steps, images seen, evaluations, estimate."""
+    """id, name, model, data, epochs, global batch, peak lr, layout, steps, images seen, evaluations, estimate."""
     lay = f"{p.layout.world_size}x{p.layout.device_batch}x{p.layout.accum_steps}" if p.layout else "refused"
     est = p.estimate
     if isinstance(est, budget.Estimate):
@@ -135,11 +143,12 @@ def table_row(p: RunPlan) -> list[object]:
         cost = "?"
     s = p.schedule
     return [p.cfg.run_id, run_name(p.cfg), p.cfg.model.name, format_size(p.data_size) if p.data_size else "?",
-            p.epochs if p.epochs is not None else "?", p.cfg.train.global_batch, lay, f"{s.total_steps:,}" if s else "?",
+            p.epochs if p.epochs is not None else "?", p.cfg.train.global_batch, format_lr(base_lr(p.cfg.train)), lay,
+            f"{s.total_steps:,}" if s else "?",
             format_size(s.images_seen, 3) if s else "?", len(p.evaluations), cost]
 
 
-HEADERS = ["id", "name", "model", "data", "epochs", "batch", "ranks x dev x acc", "steps", "images seen",
+HEADERS = ["id", "name", "model", "data", "epochs", "batch", "peak lr", "ranks x dev x acc", "steps", "images seen",
            "evals", "GPU-h (wall)"]
 
 
@@ -147,7 +156,8 @@ def notes(plans: list[RunPlan], devices: Devices) -> list[str]:
     """The lines under the table: the device, the totals, the evaluations, the estimates' basis."""
     ests = [p.estimate for p in plans if isinstance(p.estimate, budget.Estimate)]
     out = [f"devices: {devices.count} x {devices.gpu_type or '?'} per run ({devices.where}); "
-           "batch = global batch; ranks x dev x acc = world size x images per device x accumulation steps"]
+           "batch = global batch; peak lr = train.blr x global batch / 256 (after warm-up); "
+           "ranks x dev x acc = world size x images per device x accumulation steps"]
     if ests:
         unit = f"{ests[0].gpu_type.upper()}-hours"
         out.append(f"total: {_hours(sum(e.gpu_hours for e in ests))} {unit} for {len(ests)} of {len(plans)} runs "

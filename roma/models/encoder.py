@@ -88,7 +88,7 @@ class AngleEmbedding(nn.Module):
     spread uniformly over [-max_angle, max_angle], or one per angle of a discrete set.
     """
 
-    def __init__(self, dim: int, mode: str = "binned", bins: int = 8, max_angle: float = 45.0,
+    def __init__(self, dim: int, mode: str = "shared", bins: int = 8, max_angle: float = 45.0,
                  angles: tuple[float, ...] = ()):
         super().__init__()
         if mode not in ("shared", "binned"):
