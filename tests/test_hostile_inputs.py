@@ -586,3 +586,66 @@ def test_exit_codes_mean_one_thing(tmp_path):
         assert new["state"] == state and words in new["reason"]
     st.finished(cfg.run_dir, 1, 0.5)
     assert st.ended_by_exit(cfg, -15) is None  # the job had recorded its end
+
+
+# ------------------------------------------------------------------ 5: stores that are down or corrupt
+
+@pytest.mark.timeout(30)
+def test_corrupt_mlflow_db_is_found_before_planning_and_by_status(tmp_path, monkeypatch, capsys):
+    import time
+
+    from roma.launch import cli
+    from roma.launch.plan import plan
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    spec = _folder_spec(tmp_path)
+    runs = load_spec(spec, check_data=False).runs
+    db = tmp_path / "out" / "s" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"\x00garbage, not SQLite" * 100)
+    with pytest.raises(ConfigError) as e:
+        plan(runs)
+    assert f"MLflow store sqlite:///{db}: {db} is not a readable SQLite database" in str(e.value)
+    assert "(2 run(s) track there)" in str(e.value)
+    t0 = time.monotonic()
+    assert cli.main([str(spec), "--skip-data-check"]) == 2
+    assert "is not a readable SQLite database" in capsys.readouterr().err and time.monotonic() - t0 < 20
+    assert cli.main(["status", str(spec)]) == 1
+    captured = capsys.readouterr()
+    assert "not a readable SQLite database" in captured.err and all(r.run_id in captured.out for r in runs)
+
+
+@pytest.mark.timeout(30)
+def test_a_tracking_server_that_is_down_is_named_in_seconds(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from roma.launch.plan import plan
+    from roma.tracking import HTTP_BOUNDS, Tracker, TrackingStoreError, store_problem
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    runs = load_spec(_folder_spec(tmp_path), {"tracking_uri": uri}, check_data=False).runs
+    t0 = time.monotonic()
+    assert f"MLflow store {uri}: the tracking server did not answer" in store_problem(uri)
+    with pytest.raises(ConfigError, match=f"MLflow store {uri}: the tracking server did not answer"):
+        plan(runs)
+    for k in HTTP_BOUNDS:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(TrackingStoreError, match=re.escape(uri)):
+        Tracker.open(runs[0], runs[0].run_dir)  # in a job: one line, and MLflow's retries bounded
+    assert time.monotonic() - t0 < 20
+    assert all(os.environ[k] == v for k, v in HTTP_BOUNDS.items())
+
+
+@pytest.mark.timeout(30)
+def test_fit_scaling_does_not_create_a_mistyped_sqlite_store(tmp_path):
+    db = tmp_path / "mistyped.db"
+    res = subprocess.run([sys.executable, str(REPO / "analysis" / "fit_scaling.py"), "--experiment", "x",
+                          "--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "fits")],
+                         capture_output=True, text=True, timeout=25, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode != 0 and not db.exists(), res.stderr
+    assert f"no such file {db} (mistyped? nothing was created)" in res.stderr
