@@ -101,10 +101,12 @@ def run_csv(args) -> dict:
 def run_mlflow(args) -> dict:
     from analysis import axes, figures, study, tables
     from analysis.runs import load_mlflow, load_paper
+    from roma.tracking import require_store
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise SystemExit("--experiment needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+    require_store(uri)  # roma.tracking: a mistyped sqlite:/// path is an error, never a new empty store
     form = args.form or "auto"
     if form == "chinchilla":
         raise SystemExit("--form chinchilla is for --csv; from MLflow the joint law is fitted on val_loss (else final_loss) "
