@@ -22,6 +22,7 @@ from roma.launch.plan import Planned, clear_for_rerun, plan, reconcile
 from roma.launch.status import ENDED, read_status, run_dir
 from roma.launch.table import describe_resources, fmt_loss, render
 from roma.naming import run_name
+from roma.tracking import TrackingStoreError
 from roma.spec import Spec, list_specs, load_spec, parse_set, select
 from roma.validation import ConfigError
 
@@ -371,6 +372,11 @@ def cmd_status(argv: list[str]) -> int:
     runs = select(spec.runs, args.only)
     for w in spec.warnings:  # e.g. a data checksum that cannot be computed: the run ids below lack it
         print(f"warning: {w}", file=sys.stderr)
+    from roma.launch.plan import store_problems
+
+    stores = store_problems(runs)  # the table still lists every run (from status.json); the exit code says it
+    for problem in stores:
+        print(f"error: {problem}", file=sys.stderr)
     headers = ["id", "name", "state", "step", "loss", "job", "updated", "reason"]
     while True:
         rows = status_rows(runs)
@@ -379,7 +385,7 @@ def cmd_status(argv: list[str]) -> int:
         print(f"spec {spec.name} ({len(runs)} runs)")
         print(render(headers, rows))
         if not args.watch or all(r[2] in (*ENDED, "new") for r in rows):
-            return 0
+            return 1 if stores else 0
         time.sleep(args.watch)
 
 
@@ -411,4 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         print("nothing was launched.", file=sys.stderr)
+        return 2
+    except TrackingStoreError as e:  # `eval`: the run's store went down or bad since its launch
+        print(f"launch.py: {e}", file=sys.stderr)
         return 2
