@@ -80,6 +80,17 @@ def test_launcher_refuses_a_bomb_spec_in_seconds(tmp_path):
     assert res.returncode == 2 and "anchors and aliases" in res.stderr, res.stderr
 
 
+@pytest.mark.timeout(30)
+def test_python_tags_are_refused_safe_yaml(tmp_path):
+    """Held before issue 35: safe types only, no object construction from a spec."""
+    marker = tmp_path / "ran"
+    spec = tmp_path / "evil.yaml"
+    spec.write_text(f"base: micro\ndescription: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match="could not determine a constructor"):
+        load_spec(spec, check_data=False, require_env=False)
+    assert not marker.exists()
+
+
 def test_every_yaml_load_goes_through_roma_yamlio():
     """One loader: no other module of the project parses YAML itself."""
     pattern = re.compile(r"\byaml\.(safe_load|load|full_load|unsafe_load|load_all|safe_load_all)\(")
@@ -649,3 +660,15 @@ def test_fit_scaling_does_not_create_a_mistyped_sqlite_store(tmp_path):
                          capture_output=True, text=True, timeout=25, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.returncode != 0 and not db.exists(), res.stderr
     assert f"no such file {db} (mistyped? nothing was created)" in res.stderr
+
+
+def test_reliability_page_names_tests_that_exist():
+    text = (REPO / "docs" / "reliability.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "::" in ln]
+    assert len(rows) >= 12
+    for row in rows:
+        current = None
+        for ref in re.findall(r"`([\w./]*::\w+)`", row):
+            path, _, name = ref.partition("::")
+            current = path or current
+            assert f"def {name}(" in (REPO / "tests" / current).read_text(), ref
