@@ -142,8 +142,10 @@ def test_status_json_with_wrong_field_types_and_a_garbage_claim_are_named(tmp_pa
     from roma.launch.claim import claim, holder
     from roma.launch.status import read_status
 
-    (tmp_path / "status.json").write_text('{"state": "finished", "step": "many", "loss": [1]}')
-    assert "step, loss" in read_status(tmp_path)["reason"]
+    (tmp_path / "status.json").write_text('{"state": "finished", "step": {"n": 1}, "loss": [1], "updated": 5}')
+    assert "field(s) step, loss, updated of the wrong type" in read_status(tmp_path)["reason"]
+    (tmp_path / "status.json").write_text('{"state": "finished", "step": "7", "loss": 0.5}')  # json default=str
+    assert read_status(tmp_path)["state"] == "finished"
     (tmp_path / "claim.lock").write_bytes(b"\xff\xfe garbage")
     assert holder(tmp_path) is None
     with claim(tmp_path):
