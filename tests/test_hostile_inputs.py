@@ -183,6 +183,19 @@ def test_corrupt_data_listing_cache_is_rebuilt_with_a_warning_naming_it(tmp_path
 
 
 @pytest.mark.timeout(30)
+def test_status_says_a_data_checksum_it_cannot_compute(tmp_path, monkeypatch, capsys):
+    from roma.launch import cli
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"base": "micro", "output_root": str(tmp_path / "out"),
+                                    "data.root": str(tmp_path / "empty")}))
+    assert cli.main(["status", str(spec)]) == 0
+    assert "warning: " in (err := capsys.readouterr().err) and "cannot compute the checksum of the data" in err
+
+
+@pytest.mark.timeout(30)
 def test_corrupt_results_json_is_a_named_error_saying_what_to_do(tmp_path):
     from roma.run import read_results
 
