@@ -131,10 +131,12 @@ def spec_store(spec: str, sets: list[str]) -> tuple[str, str, Path]:
 
 def run_mlflow(args) -> dict:
     from analysis.runs import load_mlflow
+    from roma.tracking import require_store
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise SystemExit("--experiment needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+    require_store(uri)  # roma.tracking: a mistyped sqlite:/// path is an error, never a new empty store
     study_form(args)
     return run_study(load_mlflow(args.experiment, uri, args.allow_missing), args)
 

@@ -83,11 +83,9 @@ class Job:
     def done(self) -> bool:
         if self.kind == "floor":
             return (self.folder / "probe_aid.json").is_file()
-        status = self.folder / "status.json"
-        try:
-            return json.loads(status.read_text()).get("state") == "finished"
-        except (OSError, json.JSONDecodeError):
-            return False
+        from roma.launch.status import read_status  # an unreadable status.json reads as failed, never raises
+
+        return (read_status(self.folder) or {}).get("state") == "finished"
 
 
 def images_of(cfg) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,16 @@ class UnreadableCheckpoint(RuntimeError):
         super().__init__(f"cannot read checkpoint {path}: {reason}" + (f"; {fix}" if fix else ""))
 
 
-def reason_of(e: BaseException) -> str:
+def reason_of(e: BaseException, path: str | os.PathLike | None = None) -> str:
     """torch's error as one line, without its weights_only=False advice."""
     if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
         return REFUSED
     first = (str(e).strip().splitlines() or [""])[0][:300]
-    if "central directory" in first or "zip archive" in first or isinstance(e, EOFError):
-        return f"truncated or not a torch checkpoint ({first or type(e).__name__})"
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+    what = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    whole = path is not None and zipfile.is_zipfile(path)  # torch.save writes a zip with its directory at the end
+    if not whole or "central directory" in first or isinstance(e, EOFError):
+        return f"truncated or not a torch checkpoint ({what})"
+    return what
 
 
 def load(path: str | os.PathLike, fix: str = "") -> Any:
@@ -43,4 +46,4 @@ def load(path: str | os.PathLike, fix: str = "") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every reason becomes the one named error
-        raise UnreadableCheckpoint(path, reason_of(e), fix) from None
+        raise UnreadableCheckpoint(path, reason_of(e, path), fix) from None

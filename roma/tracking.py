@@ -9,6 +9,15 @@ Exactly-once step metrics across restarts: a resumed run recomputes the steps af
 `log_step` drops every step <= max(checkpoint step, the last step already in MLflow), so steps logged
 before a crash are neither repeated nor lost. Step metrics are buffered and written in batches.
 
+Stores that are down or corrupt: store_problem(uri) looks once, with a short timeout (an SQLite
+file opened read-only: is it an SQLite database with MLflow's tables; a server: does /health
+answer), and says why the store cannot be used, naming the URI. The launcher asks it before it
+plans anything as launchable (roma.launch.plan.check_stores), `status` reports it, and
+Tracker.open raises TrackingStoreError with the same line in a job. Inside jobs MLflow's HTTP
+retries are bounded (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _TIMEOUT, set unless the user set them):
+its default backoff waits minutes per call for a server that is down. require_store(uri) is for
+readers (analysis): an SQLite file that does not exist is an error, never created.
+
 Concurrency: the default store is SQLite (<output_root>/<experiment>/mlflow.db); every store call
 is retried with backoff on "database is locked", and the experiment is created once (a racing
 creator's experiment is reused). Many concurrent jobs on a shared file system: use `mlflow server`.
@@ -58,6 +67,88 @@ def store_of(runs: list[RunConfig]) -> tuple[str, str]:
         raise ValueError(f"the spec's runs use {len(uris)} tracking stores ({', '.join(uris)}) and "
                          f"{len(exps)} experiments ({', '.join(exps)}); name one with --set or --only")
     return uris[0], exps[0]
+
+
+# ---------------------------------------------------------------- is the store there?
+PROBE_TIMEOUT_S = 5.0
+HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}  # worst case about a minute per call, not minutes
+
+
+class TrackingStoreError(RuntimeError):
+    """The MLflow tracking store cannot be used; the message names the URI and the cause."""
+
+
+def bound_http_retries() -> None:
+    """MLflow's HTTP retries bounded (a server that is down fails a call in about a minute)."""
+    import os
+
+    for k, v in HTTP_BOUNDS.items():
+        os.environ.setdefault(k, v)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _sqlite_problem(db: Path, timeout_s: float) -> str | None:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout_s)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        if "locked" in str(e):  # another job writes: the store is there
+            return None
+        return f"{db} is not a readable SQLite database ({e}); move it aside to start a new store"
+    if tables and not {"experiments", "runs"} <= tables:
+        return f"{db} is an SQLite database but not an MLflow store (no experiments/runs tables)"
+    return None
+
+
+def _http_problem(uri: str, timeout_s: float) -> str | None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError as e:
+        return None if e.code < 500 else f"the tracking server answered HTTP {e.code} on /health"
+    except (urllib.error.URLError, OSError, socket.timeout) as e:
+        cause = getattr(e, "reason", e)
+        return f"the tracking server did not answer within {timeout_s:g} s ({cause})"
+
+
+def store_problem(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the MLflow store at `uri` cannot be used, from one quick look; None when it can (or when
+    its kind is not one this looks at). A missing SQLite file is fine: the first job creates it."""
+    db = _sqlite_path(uri)
+    if db is not None:
+        if db.exists():
+            problem = _sqlite_problem(db, timeout_s)
+        else:
+            problem = atomic.writable_problem(db.parent)
+        return f"MLflow store {uri}: {problem}" if problem else None
+    if uri.startswith(("http://", "https://")):
+        problem = _http_problem(uri, timeout_s)
+        return f"MLflow store {uri}: {problem}" if problem else None
+    return None
+
+
+def require_store(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """For command-line readers of finished runs (analysis/fit_scaling.py): exit with the named
+    error unless the store is there and usable. An SQLite file that does not exist is a mistyped
+    URI, and is not created (MLflow would create an empty store and report no experiment)."""
+    db = _sqlite_path(uri)
+    problem = (f"MLflow store {uri}: no such file {db} (mistyped? nothing was created)"
+               if db is not None and not db.exists() else store_problem(uri, timeout_s))
+    if problem:
+        raise SystemExit(f"error: {problem}")
 
 
 def _is_locked(e: BaseException) -> bool:
@@ -146,6 +237,10 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         uri = tracking_uri(cfg)
+        bound_http_retries()
+        problem = store_problem(uri)
+        if problem:  # one line, before MLflow's own traceback (or minutes of retries)
+            raise TrackingStoreError(problem)
         artifact_location, lock = None, contextlib.nullcontext()
         if uri.startswith("sqlite:///"):
             db = Path(uri[len("sqlite:///"):])
@@ -279,6 +374,11 @@ def mark_state(cfg: RunConfig, state: str, reason: str | None = None) -> None:
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         return  # nothing was ever tracked; do not create a store just to tag nothing
+    bound_http_retries()
+    problem = store_problem(uri)
+    if problem:
+        log.warning("could not set the MLflow state of %s: %s", cfg.run_id, problem)
+        return
     try:
         from mlflow.tracking import MlflowClient
 

@@ -30,7 +30,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 TOPIC_PAGES = ("architecture", "model", "data", "training", "specs", "slurm", "cuda", "evaluation",
-               "analysis", "benchmarks", "micro_study", "history")
+               "analysis", "benchmarks", "micro_study", "history", "reliability")
 README_MAX_LINES = 400
 LAUNCH = "experiments/launch.py"
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")

@@ -80,6 +80,17 @@ def test_launcher_refuses_a_bomb_spec_in_seconds(tmp_path):
     assert res.returncode == 2 and "anchors and aliases" in res.stderr, res.stderr
 
 
+@pytest.mark.timeout(30)
+def test_python_tags_are_refused_safe_yaml(tmp_path):
+    """Held before issue 35: safe types only, no object construction from a spec."""
+    marker = tmp_path / "ran"
+    spec = tmp_path / "evil.yaml"
+    spec.write_text(f"base: micro\ndescription: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match="could not determine a constructor"):
+        load_spec(spec, check_data=False, require_env=False)
+    assert not marker.exists()
+
+
 def test_every_yaml_load_goes_through_roma_yamlio():
     """One loader: no other module of the project parses YAML itself."""
     pattern = re.compile(r"\byaml\.(safe_load|load|full_load|unsafe_load|load_all|safe_load_all)\(")
@@ -131,8 +142,10 @@ def test_status_json_with_wrong_field_types_and_a_garbage_claim_are_named(tmp_pa
     from roma.launch.claim import claim, holder
     from roma.launch.status import read_status
 
-    (tmp_path / "status.json").write_text('{"state": "finished", "step": "many", "loss": [1]}')
-    assert "step, loss" in read_status(tmp_path)["reason"]
+    (tmp_path / "status.json").write_text('{"state": "finished", "step": {"n": 1}, "loss": [1], "updated": 5}')
+    assert "field(s) step, loss, updated of the wrong type" in read_status(tmp_path)["reason"]
+    (tmp_path / "status.json").write_text('{"state": "finished", "step": "7", "loss": 0.5}')  # json default=str
+    assert read_status(tmp_path)["state"] == "finished"
     (tmp_path / "claim.lock").write_bytes(b"\xff\xfe garbage")
     assert holder(tmp_path) is None
     with claim(tmp_path):
@@ -167,6 +180,19 @@ def test_corrupt_data_listing_cache_is_rebuilt_with_a_warning_naming_it(tmp_path
     f.write_bytes(bad)
     fpm._KEYS.clear(), fpm._RANKED.clear()
     assert [r.run_id for r in load_spec(spec, check_data=False).runs] == before  # status finds the same runs
+
+
+@pytest.mark.timeout(30)
+def test_status_says_a_data_checksum_it_cannot_compute(tmp_path, monkeypatch, capsys):
+    from roma.launch import cli
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"base": "micro", "output_root": str(tmp_path / "out"),
+                                    "data.root": str(tmp_path / "empty")}))
+    assert cli.main(["status", str(spec)]) == 0
+    assert "warning: " in (err := capsys.readouterr().err) and "cannot compute the checksum of the data" in err
 
 
 @pytest.mark.timeout(30)
@@ -586,3 +612,78 @@ def test_exit_codes_mean_one_thing(tmp_path):
         assert new["state"] == state and words in new["reason"]
     st.finished(cfg.run_dir, 1, 0.5)
     assert st.ended_by_exit(cfg, -15) is None  # the job had recorded its end
+
+
+# ------------------------------------------------------------------ 5: stores that are down or corrupt
+
+@pytest.mark.timeout(30)
+def test_corrupt_mlflow_db_is_found_before_planning_and_by_status(tmp_path, monkeypatch, capsys):
+    import time
+
+    from roma.launch import cli
+    from roma.launch.plan import plan
+
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    spec = _folder_spec(tmp_path)
+    runs = load_spec(spec, check_data=False).runs
+    db = tmp_path / "out" / "s" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"\x00garbage, not SQLite" * 100)
+    with pytest.raises(ConfigError) as e:
+        plan(runs)
+    assert f"MLflow store sqlite:///{db}: {db} is not a readable SQLite database" in str(e.value)
+    assert "(2 run(s) track there)" in str(e.value)
+    t0 = time.monotonic()
+    assert cli.main([str(spec), "--skip-data-check"]) == 2
+    assert "is not a readable SQLite database" in capsys.readouterr().err and time.monotonic() - t0 < 20
+    assert cli.main(["status", str(spec)]) == 1
+    captured = capsys.readouterr()
+    assert "not a readable SQLite database" in captured.err and all(r.run_id in captured.out for r in runs)
+
+
+@pytest.mark.timeout(30)
+def test_a_tracking_server_that_is_down_is_named_in_seconds(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from roma.launch.plan import plan
+    from roma.tracking import HTTP_BOUNDS, Tracker, TrackingStoreError, store_problem
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    runs = load_spec(_folder_spec(tmp_path), {"tracking_uri": uri}, check_data=False).runs
+    t0 = time.monotonic()
+    assert f"MLflow store {uri}: the tracking server did not answer" in store_problem(uri)
+    with pytest.raises(ConfigError, match=f"MLflow store {uri}: the tracking server did not answer"):
+        plan(runs)
+    for k in HTTP_BOUNDS:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(TrackingStoreError, match=re.escape(uri)):
+        Tracker.open(runs[0], runs[0].run_dir)  # in a job: one line, and MLflow's retries bounded
+    assert time.monotonic() - t0 < 20
+    assert all(os.environ[k] == v for k, v in HTTP_BOUNDS.items())
+
+
+@pytest.mark.timeout(30)
+def test_fit_scaling_does_not_create_a_mistyped_sqlite_store(tmp_path):
+    db = tmp_path / "mistyped.db"
+    res = subprocess.run([sys.executable, str(REPO / "analysis" / "fit_scaling.py"), "--experiment", "x",
+                          "--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "fits")],
+                         capture_output=True, text=True, timeout=25, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode != 0 and not db.exists(), res.stderr
+    assert f"no such file {db} (mistyped? nothing was created)" in res.stderr
+
+
+def test_reliability_page_names_tests_that_exist():
+    text = (REPO / "docs" / "reliability.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "::" in ln]
+    assert len(rows) >= 12
+    for row in rows:
+        current = None
+        for ref in re.findall(r"`([\w./]*::\w+)`", row):
+            path, _, name = ref.partition("::")
+            current = path or current
+            assert f"def {name}(" in (REPO / "tests" / current).read_text(), ref

@@ -40,7 +40,8 @@ class Walk:
         if not self.skipped:
             return None
         parts = [f"{len(v)} {reason}: {', '.join(v[:3])}{', ...' if len(v) > 3 else ''}" for reason, v in self.skipped.items()]
-        return f"{sum(map(len, self.skipped.values()))} entr(y/ies) not listed: " + "; ".join(parts)
+        n = sum(map(len, self.skipped.values()))
+        return f"{n} {'entry' if n == 1 else 'entries'} not listed: " + "; ".join(parts)
 
 
 def _inside(path: str, folder: str) -> bool:

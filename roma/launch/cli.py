@@ -26,6 +26,7 @@ from roma.launch.plan import Planned, clear_for_rerun, plan
 from roma.launch.status import ENDED
 from roma.launch.table import describe_resources, render
 from roma.naming import run_name
+from roma.tracking import TrackingStoreError
 from roma.spec import Spec, list_specs, load_spec, parse_set, select
 from roma.validation import ConfigError
 
@@ -387,6 +388,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if any(not c.data.checksum for c in runs):
         notes.append("warning: the pretraining data is not found: run ids hold its checksum, so runs launched on it "
                      "show as new here (give the --data-root / --set / variables of the launch)")
+    from roma.launch.plan import store_problems
+
+    stores = store_problems(runs)  # the table still lists every run (from status.json); the exit code says it
+    for problem in stores:
+        print(f"error: {problem}", file=sys.stderr)
     while True:
         rows = status_rows(runs, spec.data_counts)
         if args.watch:
@@ -397,7 +403,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for line in notes:
             print(line, file=sys.stderr)
         if not args.watch or all(r.state in (*ENDED, "new") for r in rows):
-            return 0
+            return 1 if stores else 0
         time.sleep(args.watch)
 
 
@@ -485,4 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         if args.command == "launch":
             print("nothing was launched.", file=sys.stderr)
+        return 2
+    except TrackingStoreError as e:  # `eval`: the run's store went down or bad since its launch
+        print(f"launch.py: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import traceback
 from typing import Any, Iterator
 
@@ -70,6 +71,10 @@ class Terminated(Exception):
 
 @contextlib.contextmanager
 def _stop_signals_raise() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
     def handler(signum, frame):
         raise Terminated(signum)
 

@@ -24,7 +24,7 @@ from roma.launch import slurm
 from roma.launch.claim import holder
 from roma.launch import status as run_state
 from roma.launch.status import WAITING, local_process_alive, read_status, run_dir
-from roma.validation import is_safe_name, load_config
+from roma.validation import ConfigError, is_safe_name, load_config
 
 LAUNCHING = ("run", "resume", "retry", "rerun")
 
@@ -96,7 +96,23 @@ def data_changed(cfg: RunConfig, others: list[RunConfig]) -> str:
     return ""
 
 
+def store_problems(runs: list[RunConfig]) -> list[str]:
+    """One line per MLflow store of `runs` that cannot be used (each store looked at once, with a
+    short timeout: roma.tracking.store_problem), naming its URI, the cause and how many runs use it."""
+    from roma.tracking import store_problem, tracking_uri
+
+    by_uri: dict[str, int] = {}
+    for cfg in runs:
+        by_uri[tracking_uri(cfg)] = by_uri.get(tracking_uri(cfg), 0) + 1
+    return [f"{problem} ({n} run(s) track there)" for uri, n in by_uri.items() if (problem := store_problem(uri))]
+
+
 def plan(runs: list[RunConfig], force: bool = False, retry_failed: bool = False) -> list[Planned]:
+    """What to do with each run; ConfigError, before anything is planned, when a run's MLflow store
+    is down or corrupt (found here once, not inside every job after minutes of retries)."""
+    problems = store_problems(runs)
+    if problems:
+        raise ConfigError([*problems, "fix the tracking store (or set tracking_uri) and launch again"])
     out = []
     studies: dict[Path, list[RunConfig]] = {}
     for cfg in runs:

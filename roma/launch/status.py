@@ -40,8 +40,9 @@ def run_dir(cfg: RunConfig) -> Path:
     return cfg.run_dir
 
 
-FIELD_TYPES = {"step": (int, type(None)), "loss": (int, float, type(None)), "reason": (str, type(None)),
-               "updated": (str, type(None)), "job_id": (str, int, type(None))}
+SCALAR = (str, int, float, type(None))  # a number may come back as a string (json default=str)
+FIELD_TYPES = {"step": SCALAR, "loss": SCALAR, "reason": (str, type(None)), "updated": (str, type(None)),
+               "job_id": SCALAR, "host": SCALAR, "pid": SCALAR, "executor": (str, type(None))}
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
@@ -60,7 +61,7 @@ def read_status(path: Path) -> dict[str, Any] | None:
         return _unreadable(f, str(getattr(e, "reason", e)))
     if not isinstance(data, dict) or data.get("state") not in STATES:
         return _unreadable(f, f"no valid state: {data!r:.80}")
-    bad = [k for k, types in FIELD_TYPES.items() if not isinstance(data.get(k), types) or isinstance(data.get(k), bool)]
+    bad = [k for k, types in FIELD_TYPES.items() if not isinstance(data.get(k), types)]
     return _unreadable(f, f"field(s) {', '.join(bad)} of the wrong type") if bad else data
 
 
