@@ -1,12 +1,15 @@
-"""Fit a scaling law with honest uncertainty: grid-started L-BFGS, percentile bootstrap, LOO, hold-out.
+"""Fit a scaling law with honest uncertainty: grid-started L-BFGS, the form chosen by evidence, a
+bootstrap that follows the design, lack of fit, leave-one-size-out and hold-largest-out checks.
 
-    res = fit_scaling("chinchilla", X, y, x_names=("N", "D"), bootstrap=1000, seed=0)
-    res.params            {"E": .., "A": .., "B": .., "alpha": .., "beta": ..}
-    res.ci95              {"alpha": [lo, hi], ...}  percentile bootstrap over resampled points
-    res.loo, res.holdout  leave-one-out / hold-largest-out prediction errors (how far to trust it)
+    res = fit_scaling("auto", X, y, bootstrap_b=1000, seed=0)   # or a named form: "power", "chinchilla", ...
+    res.form, res.selection  the chosen form; every candidate's AICc, lack of fit, hold-out error (analysis.selection)
+    res.params            {"E": .., "A": .., "b": ..} (saturating3), {"E", "A", "B", "alpha", "beta"} (chinchilla), ...
+    res.ci95              {"b": [lo, hi], ...}  percentile bootstrap, seeds resampled within each size
+    res.lack_of_fit       the F-test against the per-seed spread
+    res.loo, res.holdout  leave-one-size-out / hold-largest-out errors, prediction vs observed seed mean
     res.to_json()         the fit.json dict
 
-X is (n, 1) sizes for power/saturating and (n, 2) = (N, D) for chinchilla; y (n,) is the fitted
+X is (n, 1) sizes for the one-axis forms and (n, 2) = (N, D) for chinchilla; y (n,) is the fitted
 quantity itself (a loss, or an error such as 1 - accuracy: see analysis.runs.error_like).
 """
 from __future__ import annotations

@@ -52,3 +52,18 @@ def test_too_few_sizes_left_is_not_possible_not_a_zero_width_interval():
     fig = scaling_figure([entry(res, x, y)], "data", "images")
     labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert any("extrapolation check not possible" in s for s in labels)
+
+
+def test_a_form_that_fails_lack_of_fit_is_flagged_in_table_and_figure():
+    x, y = curve([312, 625, 1250, 2500, 5000])
+    y = 0.85 + 40 * x[:, 0] ** -1.0 + np.random.default_rng(1).normal(0, 1e-4, len(y))  # levels off
+    forced = fit_scaling("power", x, y, bootstrap_b=0)
+    row = fits_table([entry(forced, x, y)]).iloc[0]
+    assert row["lack of fit"].endswith(": fails") and row["chosen by"] == "forced (auto: saturating3)"
+    fig = scaling_figure([entry(forced, x, y)], "data", "images")
+    labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert any("FAILS lack of fit" in s for s in labels)
+    auto = fit_scaling("auto", x, y, bootstrap_b=0)
+    row = fits_table([entry(auto, x, y)]).iloc[0]
+    assert row["form"] == "saturating3" and not row["lack of fit"].endswith("fails")
+    assert "saturating3" in row["AICc"] and "power" in row["AICc"]

@@ -79,3 +79,23 @@ def test_aicc_formula_and_undefined_cases():
     # with one run per size and 4 sizes, only power has residual degrees of freedom
     sel = compare_forms(SIZES[:4, None], SATURATING(SIZES[:4]))
     assert sel["chosen"] == "power" and sel["candidates"]["saturating3"]["aicc"] == math.inf
+
+
+def test_bootstrap_resamples_seeds_within_each_size():
+    from analysis.fits import stratified_weights
+
+    x = np.repeat([[1e3], [1e4], [1e5]], [3, 4, 5], axis=0)
+    W, design, n = stratified_weights(x, 500, np.random.default_rng(0))
+    assert design == "seeds within each size" and n == math.comb(5, 3) * math.comb(7, 4) * math.comb(9, 5)
+    g = np.repeat([0, 1, 2], [3, 4, 5])
+    for j, size in enumerate((3, 4, 5)):  # every resample keeps each size with its own number of seeds
+        assert (W[:, g == j].sum(1) == size).all()
+    assert len({tuple(w) for w in W[:, :3]}) == 10  # all C(5, 3) multisets of 3 seeds appear
+    few = fit_scaling("power", *design_xy(3), bootstrap_b=100, seed=0)
+    assert any("3 seeds per size (fewer than 5)" in w for w in few.warnings)
+    enough = fit_scaling("power", *design_xy(5), bootstrap_b=100, seed=0)
+    assert not any("fewer than 5" in w for w in enough.warnings) and enough.bootstrap["seeds_per_size"] == [5, 5]
+
+
+def design_xy(seeds):
+    return design(POWER, seeds=seeds)
