@@ -46,7 +46,7 @@ SPLIT_DIR = REPO / "outputs" / "micro_data"  # the micro specs' data.root and pr
 # seeds it runs. The cut that keeps the study inside 4 h of 2 cores (docs/micro_study.md, Time): the
 # joint grid's interior (small / base below 5,000 images) and the fixed-steps control run seeds 0
 # and 1; the data axis, the model axis and the ablation keep 3 seeds. `--full` runs every spec at
-# every seed of --seeds (4 h 19 min estimated; a later session adds the missing seeds by resuming).
+# every seed of --seeds (4 h 20 min estimated; a later session adds the missing seeds by resuming).
 SPECS = {"scaling_data_micro": (0, 1, 2), "scaling_model_micro": (0, 1, 2), "ablation_ares_msp_micro": (0, 1, 2),
          "scaling_joint_micro": (0, 1), "scaling_data_micro_fixed_steps": (0, 1)}
 # The cost of a run in CPU-seconds of one torch thread: a per-model overhead (start-up, data indexing,

@@ -238,7 +238,9 @@ def test_ablation_variants_score_the_same_heldout_tensors_and_the_token_loss_has
             return _forward(images, target, region, angle)
 
         model.forward = record
-        heldout_losses(model, build_heldout(c), collate, 4, cpu, None, DistInfo(0, 1, 0, cpu, False))
+        m = heldout_losses(model, build_heldout(c), collate, 4, cpu, None, DistInfo(0, 1, 0, cpu, False))
+        assert "val_loss_token" in m, name  # logged for every run, MSP or not
+        assert (m["val_loss"] == m["val_loss_token"]) == (not c.msp.enabled), name
     ref = seen["baseline"]
     assert sum(b["images"].shape[0] for b in ref) == 10
     for name in ("ares", "ares_msp"):

@@ -15,7 +15,8 @@ from roma.validation import ConfigError, build_config
 EXPECTED_RUNS = {
     "scaling_data": 7, "scaling_model": 4, "ablation_ares_msp": 3, "ablation_descriptor": 3,
     "ablation_msp_scales": 4, "ablation_lambda": 4,
-    "scaling_data_micro": 15, "scaling_data_micro_fixed_steps": 15, "scaling_model_micro": 9, "ablation_ares_msp_micro": 9,
+    "scaling_data_micro": 15, "scaling_data_micro_fixed_steps": 15, "scaling_model_micro": 9, "scaling_joint_micro": 45,
+    "ablation_ares_msp_micro": 9,
     "ablation_descriptor_micro": 9, "ablation_msp_scales_micro": 12, "ablation_lambda_micro": 12,
     "quickstart": 1,
 }
