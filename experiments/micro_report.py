@@ -163,6 +163,8 @@ def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
     """Pretraining loss against step of every finished run (data axis, model axis), from MLflow."""
     from mlflow.tracking import MlflowClient
 
+    from roma.metric_names import candidates
+
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -174,7 +176,8 @@ def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
         p = r.data.params
         if str(p.get("ares.enabled")).lower() != "true" or str(p.get("msp.enabled")).lower() != "true":
             continue
-        hist = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "loss"))
+        hist = sorted({m.step: m.value for key in reversed(candidates("loss"))  # train/loss, or older stores' loss
+                       for m in client.get_metric_history(r.info.run_id, key)}.items())
         if not hist:
             continue
         model, size = p.get("model.name", "?"), int(float(p.get("data.subset") or 0))
