@@ -71,6 +71,75 @@ def store_of(runs: list[RunConfig]) -> tuple[str, str]:
     return uris[0], exps[0]
 
 
+# A saved view of the experiment's runs page (MLflow 3's "shared view": the experiment tag
+# mlflow.sharedViewState.<key>, opened by the URL parameter viewStateShareKey=<key>): its runs only,
+# all of them shown, the charts narrowed to the training and held-out loss curves.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+LOSS_CHARTS = "^(train|val)/loss$"  # the chart view's search box is a case-insensitive regex on metric keys
+
+
+def compare_view(mlflow_run_ids: list[str], name: str) -> tuple[str, str]:
+    """(share key, tag value) of the view comparing these MLflow runs' loss curves side by side.
+
+    The value is MLflow 3.17's saved-view envelope ({name, createdAt, updatedAt, state}); state holds
+    the runs page's search facets (searchFilter) and chart settings (runsHiddenMode, chartsSearchFilter),
+    the keys MLflow's own "share view" writes. The key is the same for the same runs."""
+    import hashlib
+    import json
+
+    ids = sorted(mlflow_run_ids)
+    key = "roma-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
+    section = "roma-loss-curves"
+    # one section, two columns: the training loss and the held-out loss side by side (MLflow's own
+    # layout would put them in two sections, a third of the width each); the other metrics still get
+    # their generated charts, hidden by the chart filter until it is cleared
+    charts = [{"uuid": f"roma-{name.replace('/', '-')}", "type": "LINE", "metricSectionId": section,
+               "metricKey": name, "selectedMetricKeys": [name], "isGenerated": False,
+               "deleted": False, "runsCountToCompare": max(10, len(ids)), "scaleType": "linear",
+               "xAxisKey": "step", "xAxisScaleType": "linear", "selectedXAxisMetricKey": "", "yAxisKey": "metric",
+               "yAxisExpressions": [], "lineSmoothness": 0, "ignoreOutliers": False, "useGlobalXaxisKey": True,
+               "useGlobalLineSmoothing": True, "range": {}}
+              for name in (mlflow_key("loss"), mlflow_key("val_loss"))]
+    state = {"searchFilter": "attributes.run_id IN ({})".format(", ".join(f"'{i}'" for i in ids)),
+             "runsHiddenMode": "SHOWALL", "chartsSearchFilter": LOSS_CHARTS, "hideEmptyCharts": True,
+             "compareRunCharts": charts, "isAccordionReordered": True,
+             "compareRunSections": [{"uuid": section, "name": "loss curves", "display": True, "isReordered": False,
+                                     "deleted": False, "isGenerated": False, "columns": 2, "cardHeight": 420}]}
+    now = int(time.time() * 1000)
+    return key, json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
+
+
+def publish_compare_view(uri: str, experiment: str, run_ids: tuple[str, ...] | list[str] = ()
+                         ) -> tuple[str, str, list[str]] | None:
+    """Write the compare view of the newest MLflow run of each config (run_ids: the configs' ids, the
+    MLflow tag `run_id`; empty: every run of the experiment) into the store: (experiment id, share key,
+    run names), or None when there is no such run yet. Also tags the experiment for MLflow's UI (an
+    experiment from an older store included). Used by the launcher and `launch.py ui`."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return None  # nothing tracked yet (no mlflow import, no store created)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = retry(lambda: client.get_experiment_by_name(experiment), "get experiment")
+    if exp is None:
+        return None
+    mark_training_experiment(client, exp)
+    newest: dict[str, Any] = {}
+    for r in retry(lambda: client.search_runs([exp.experiment_id], max_results=5000,
+                                              order_by=["attributes.start_time DESC"]), "search runs"):
+        cfg_id = r.data.tags.get("run_id") or r.info.run_id
+        if (not run_ids or cfg_id in run_ids) and cfg_id not in newest:  # a --force rerun leaves older runs
+            newest[cfg_id] = r
+    if not newest:
+        return None
+    ordered = ([newest[i] for i in run_ids if i in newest] if run_ids else  # the spec's order
+               sorted(newest.values(), key=lambda r: r.info.start_time))
+    names = [r.info.run_name for r in ordered]
+    key, value = compare_view([r.info.run_id for r in newest.values()], f"loss curves: {experiment} ({len(names)} runs)")
+    retry(lambda: client.set_experiment_tag(exp.experiment_id, VIEW_TAG_PREFIX + key, value), "tag experiment")
+    return exp.experiment_id, key, names
+
+
 def _is_locked(e: BaseException) -> bool:
     text = f"{type(e).__name__}: {e}".lower()
     return "database is locked" in text or "database table is locked" in text
