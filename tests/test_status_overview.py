@@ -70,7 +70,7 @@ def test_status_rows_eta_and_footer(tmp_path):
     text = footer(rows)
     assert text.startswith("total: 3 runs: 1 finished, 1 running, 1 new; ")
     assert f"{60 + 30:,}/{60 + 120 + rc.total:,} steps" in text
-    assert "runs one after another" in text and re.search(r"ETA \d+m\d\ds", text)
+    assert "runs one after another" in text and re.search(r"ETA \d+m\d\ds", text) and "evaluations not counted" in text
 
 
 def test_status_needs_no_evaluation_roots_and_shows_metrics(tmp_path, monkeypatch, capsys):

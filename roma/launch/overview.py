@@ -159,6 +159,7 @@ def footer(rows: list[RunRow]) -> str:
         if unknown:
             notes.append(f"{len(unknown)} run(s) without a measured rate left out" if secs else
                          "no run of this model, resolution and batch has measured its rate yet")
+        notes.append("pretraining only, evaluations not counted")
         eta = f"ETA {fmt_seconds(max(secs) if parallel else sum(secs)) if secs else '?'} ({'; '.join(notes)})"
     stopped = counts.get("failed", 0) + counts.get("cancelled", 0)
     tail = f"; {stopped} failed or cancelled: relaunch (--retry-failed) to continue them" if stopped else ""
