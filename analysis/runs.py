@@ -1,6 +1,7 @@
 """Run tables: finished MLflow runs or a CSV file -> one pandas row per run, seeds grouped.
 
-The names are the tracking contract of docs/architecture.md: params `model.name`, `param_count`,
+The names are the tracking contract of docs/architecture.md (logged under grouped keys, train/...,
+val/..., eval/..., read back through roma.metric_names, which also reads older stores' plain keys): params `model.name`, `param_count`,
 `data_size` (or `data.subset`), `train.seed` and the ablation switches; `images_seen` (a param or a
 metric, optional); single-value metrics
 `aid_oa_tr50`, `aid_oa_tr20`, `ucm_oa_tr50`, `oscd_f1`, `spacenet_mf1` (percent), `val_loss` (held-out)
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from roma.metric_names import plain_metrics  # MLflow's grouped keys (train/, val/, eval/) -> these names
 from roma.naming import format_size as fmt_size  # one size format for run names, tables, figures
 
 PERCENT_METRICS = ("aid_oa_tr50", "aid_oa_tr20", "ucm_oa_tr50", "oscd_f1", "spacenet_mf1")
@@ -127,7 +129,7 @@ def load_mlflow(experiment: str, tracking_uri: str, allow_missing: bool = False)
         raise RunTableError(f"experiment {experiment!r} at {tracking_uri} has no finished runs")
     rows = []
     for r in runs:
-        p, m, tags = r.data.params, r.data.metrics, r.data.tags
+        p, m, tags = r.data.params, plain_metrics(r.data.metrics), r.data.tags  # train/..., eval/... or older plain keys
         name = r.info.run_name or r.info.run_id
         where = f"run {name!r} ({r.info.run_id})"
         row = {"run_id": r.info.run_id, "run_name": name}

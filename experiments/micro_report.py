@@ -197,6 +197,8 @@ def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
     right, each model at the largest data size the model runs share (only runs at that size)."""
     from mlflow.tracking import MlflowClient
 
+    from roma.metric_names import candidates
+
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -209,7 +211,8 @@ def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
             continue
         if p.get(FIXED_STEPS_AXIS) not in (None, "None", ""):  # the fixed-steps control: not these curves
             continue
-        hist = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "loss"))
+        hist = sorted({m.step: m.value for key in reversed(candidates("loss"))  # train/loss, or older stores' loss
+                       for m in client.get_metric_history(r.info.run_id, key)}.items())
         if hist:
             curves.append((p.get("model.name", "?"), int(float(p.get("data.subset") or 0)), hist))
     if not curves:

@@ -105,7 +105,7 @@ def run_evaluations(cfg: RunConfig, tracker, encoder: Path, names: list[str] | N
             continue
         (out_root / name / FAILED).unlink(missing_ok=True)
         logged.update(dict.fromkeys(got, name))
-        tracker.log_metrics(got)
+        tracker.log_metrics(got, stage="eval")
         metrics.update(got)
     return metrics, failures
 
@@ -228,8 +228,8 @@ def finalize_tracking(tracker, cfg: RunConfig, result: dict[str, Any]) -> None:
     # final_loss: the last training batch's loss (a noisy one-batch number); the held-out losses
     # (val_loss, ...) are step metrics whose last value is the run's
     if result["final_loss"] is not None:
-        tracker.log_metrics({"final_loss": result["final_loss"]}, step=result["step"])
-    tracker.log_metrics(compute_metrics(result), step=result["step"])
+        tracker.log_metrics({"final_loss": result["final_loss"]}, step=result["step"], stage="train")
+    tracker.log_metrics(compute_metrics(result), step=result["step"], stage="train")
 
 
 def compute_metrics(result: dict[str, Any]) -> dict[str, float]:

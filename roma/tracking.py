@@ -1,7 +1,8 @@
 """MLflow tracking: one MLflow run per training run, resumed into the same run after a restart.
 
     tr = Tracker.open(cfg, run_dir)          # creates the run, or reopens the one named in run_dir
-    tr.log_params({...}); tr.log_step(step, {"loss": ..}); tr.flush(); tr.log_metrics({"aid_oa_tr50": 83.2})
+    tr.log_params({...}); tr.log_step(step, {"loss": ..}); tr.flush()
+    tr.log_metrics({"aid_oa_tr50": 83.2}, stage="eval")     # MLflow key eval/aid_oa_tr50 (roma.metric_names)
     tr.end("finished" | "failed" | "cancelled", reason)    # MLflow status FINISHED | FAILED | KILLED
     pretrain(cfg, run_dir, hooks=TrackingHooks(tr, cfg))   # the training loop's reports -> MLflow
 
@@ -17,6 +18,11 @@ Tracker.open raises TrackingStoreError with the same line in a job. Inside jobs 
 retries are bounded (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _TIMEOUT, set unless the user set them):
 its default backoff waits minutes per call for a server that is down. require_store(uri) is for
 readers (analysis): an SQLite file that does not exist is an error, never created.
+
+Names: metrics are logged under grouped keys (train/loss, val/loss, eval/aid_oa_tr50: roma.metric_names,
+the one mapping), so MLflow's chart view falls into sections; the batch layout of each start is a
+param, not a metric. The experiment is tagged as a model-training one (EXPERIMENT_KIND_TAG), so
+MLflow 3's UI opens it on its runs, not on the GenAI traces view.
 
 Concurrency: the default store is SQLite (<output_root>/<experiment>/mlflow.db); every store call
 is retried with backoff on "database is locked", and the experiment is created once (a racing
@@ -36,6 +42,7 @@ from typing import Any, Callable, TypeVar
 
 from roma import atomic
 from roma.config import RunConfig, flatten
+from roma.metric_names import candidates, mlflow_key
 from roma.naming import run_name
 from roma.train.hooks import TrainHooks
 
@@ -49,6 +56,10 @@ MLFLOW_STATUS = {"pending": "RUNNING", "running": "RUNNING", "requeued": "SCHEDU
                  "failed": "FAILED", "cancelled": "KILLED", "interrupted": "KILLED"}
 FAILURE_TAGS = ("failure_reason", "failure_stage")  # cleared when a retry finishes
 LAYOUT_FACTS = ("world_size", "device_batch", "accum_steps")  # how a start cut the global batch
+# MLflow 3's UI reads this experiment tag to choose its view; "custom_model_development" is its
+# "Machine learning" kind (training runs), where an untagged experiment may open on GenAI traces
+# (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT, mlflow/demo/generators/traces.py).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(cfg: RunConfig) -> str:
@@ -150,6 +161,74 @@ def require_store(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     if problem:
         raise SystemExit(f"error: {problem}")
 
+# A saved view of the experiment's runs page (MLflow 3's "shared view": the experiment tag
+# mlflow.sharedViewState.<key>, opened by the URL parameter viewStateShareKey=<key>): its runs only,
+# all of them shown, the charts narrowed to the training and held-out loss curves.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+LOSS_CHARTS = "^(train|val)/loss$"  # the chart view's search box is a case-insensitive regex on metric keys
+
+
+def compare_view(mlflow_run_ids: list[str], name: str) -> tuple[str, str]:
+    """(share key, tag value) of the view comparing these MLflow runs' loss curves side by side.
+
+    The value is MLflow 3.17's saved-view envelope ({name, createdAt, updatedAt, state}); state holds
+    the runs page's search facets (searchFilter) and chart settings (runsHiddenMode, chartsSearchFilter),
+    the keys MLflow's own "share view" writes. The key is the same for the same runs."""
+    import hashlib
+    import json
+
+    ids = sorted(mlflow_run_ids)
+    key = "roma-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
+    section = "roma-loss-curves"
+    # one section, two columns: the training loss and the held-out loss side by side (MLflow's own
+    # layout would put them in two sections, a third of the width each); the other metrics still get
+    # their generated charts, hidden by the chart filter until it is cleared
+    charts = [{"uuid": f"roma-{name.replace('/', '-')}", "type": "LINE", "metricSectionId": section,
+               "metricKey": name, "selectedMetricKeys": [name], "isGenerated": False,
+               "deleted": False, "runsCountToCompare": max(10, len(ids)), "scaleType": "linear",
+               "xAxisKey": "step", "xAxisScaleType": "linear", "selectedXAxisMetricKey": "", "yAxisKey": "metric",
+               "yAxisExpressions": [], "lineSmoothness": 0, "ignoreOutliers": False, "useGlobalXaxisKey": True,
+               "useGlobalLineSmoothing": True, "range": {}}
+              for name in (mlflow_key("loss"), mlflow_key("val_loss"))]
+    state = {"searchFilter": "attributes.run_id IN ({})".format(", ".join(f"'{i}'" for i in ids)),
+             "runsHiddenMode": "SHOWALL", "chartsSearchFilter": LOSS_CHARTS, "hideEmptyCharts": True,
+             "compareRunCharts": charts, "isAccordionReordered": True,
+             "compareRunSections": [{"uuid": section, "name": "loss curves", "display": True, "isReordered": False,
+                                     "deleted": False, "isGenerated": False, "columns": 2, "cardHeight": 420}]}
+    now = int(time.time() * 1000)
+    return key, json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
+
+
+def publish_compare_view(uri: str, experiment: str, run_ids: tuple[str, ...] | list[str] = ()
+                         ) -> tuple[str, str, list[str]] | None:
+    """Write the compare view of the newest MLflow run of each config (run_ids: the configs' ids, the
+    MLflow tag `run_id`; empty: every run of the experiment) into the store: (experiment id, share key,
+    run names), or None when there is no such run yet. Also tags the experiment for MLflow's UI (an
+    experiment from an older store included). Used by the launcher and `launch.py ui`."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return None  # nothing tracked yet (no mlflow import, no store created)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = retry(lambda: client.get_experiment_by_name(experiment), "get experiment")
+    if exp is None:
+        return None
+    mark_training_experiment(client, exp)
+    newest: dict[str, Any] = {}
+    for r in retry(lambda: client.search_runs([exp.experiment_id], max_results=5000,
+                                              order_by=["attributes.start_time DESC"]), "search runs"):
+        cfg_id = r.data.tags.get("run_id") or r.info.run_id
+        if (not run_ids or cfg_id in run_ids) and cfg_id not in newest:  # a --force rerun leaves older runs
+            newest[cfg_id] = r
+    if not newest:
+        return None
+    ordered = ([newest[i] for i in run_ids if i in newest] if run_ids else  # the spec's order
+               sorted(newest.values(), key=lambda r: r.info.start_time))
+    names = [r.info.run_name for r in ordered]
+    key, value = compare_view([r.info.run_id for r in newest.values()], f"loss curves: {experiment} ({len(names)} runs)")
+    retry(lambda: client.set_experiment_tag(exp.experiment_id, VIEW_TAG_PREFIX + key, value), "tag experiment")
+    return exp.experiment_id, key, names
+
 
 def _is_locked(e: BaseException) -> bool:
     text = f"{type(e).__name__}: {e}".lower()
@@ -212,14 +291,23 @@ def _file_lock(path: Path):
 def _get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
     exp = retry(lambda: client.get_experiment_by_name(name), "get experiment")
     if exp is not None:
+        mark_training_experiment(client, exp)
         return exp.experiment_id
     try:
-        return retry(lambda: client.create_experiment(name, artifact_location=artifact_location), "create experiment")
+        return retry(lambda: client.create_experiment(name, artifact_location=artifact_location,
+                                                      tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}), "create experiment")
     except Exception:  # another job created it between our lookup and create
         exp = retry(lambda: client.get_experiment_by_name(name), "get experiment")
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def mark_training_experiment(client, exp) -> None:
+    """Tag an experiment (one from an older store, too) as training runs for MLflow's UI, once."""
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        retry(lambda: client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND),
+              "tag experiment")
 
 
 class Tracker:
@@ -281,9 +369,8 @@ class Tracker:
         tr.log_after = max(last_step, tr.last_logged_step())
         return tr
 
-    def last_logged_step(self, key: str = "loss") -> int:
-        hist = retry(lambda: self.client.get_metric_history(self.run_id, key), "metric history")
-        return max((m.step for m in hist), default=-1)
+    def last_logged_step(self, name: str = "loss") -> int:
+        return max((s for s, _ in self.metric_history(name)), default=-1)
 
     # ---------------------------------------------------------------- logging
     def log_params(self, params: dict[str, Any]) -> None:
@@ -298,7 +385,7 @@ class Tracker:
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
         """Buffer step metrics; steps already logged (before a restart) are dropped."""
         if step > self.log_after:
-            self._buffer.append((step, {k: float(v) for k, v in metrics.items()}))
+            self._buffer.append((step, {mlflow_key(k): float(v) for k, v in metrics.items()}))
             self.log_after = step
 
     def flush(self) -> None:
@@ -312,12 +399,12 @@ class Tracker:
             retry(lambda: self.client.log_batch(self.run_id, metrics=ms[i:i + _BATCH]), "log metrics")
         self._buffer.clear()
 
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        """Single-value metrics (final loss, evaluation results)."""
+    def log_metrics(self, metrics: dict[str, float], step: int = 0, *, stage: str) -> None:
+        """Single-value metrics: stage "train" (the pretraining's totals: final loss, compute) or "eval"."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        ms = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        ms = [Metric(mlflow_key(k, stage), float(v), now, step) for k, v in metrics.items()]
         if ms:
             retry(lambda: self.client.log_batch(self.run_id, metrics=ms), "log metrics")
 
@@ -332,9 +419,14 @@ class Tracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         retry(lambda: self.client.log_text(self.run_id, text, artifact_file), "log text")
 
-    def metric_history(self, key: str) -> list[tuple[int, float]]:
-        hist = retry(lambda: self.client.get_metric_history(self.run_id, key), "metric history")
-        return sorted((m.step, m.value) for m in hist)
+    def metric_history(self, name: str, stage: str = "train") -> list[tuple[int, float]]:
+        """(step, value) of a plain metric name, under its grouped key or (a run begun before the
+        grouping) its plain one."""
+        points: dict[int, float] = {}
+        for key in reversed(candidates(name, stage)):  # the grouped key's values win
+            hist = retry(lambda: self.client.get_metric_history(self.run_id, key), "metric history")
+            points.update((m.step, m.value) for m in hist)
+        return sorted(points.items())
 
     def end(self, state: str = "finished", reason: str | None = None, stage: str | None = None) -> None:
         """Flush and close the run: state tag finished|failed|cancelled, MLflow status FINISHED|FAILED|KILLED.
@@ -402,12 +494,12 @@ class TrackingHooks(TrainHooks):
 
     def on_start(self, step: int, facts: dict[str, Any]) -> None:
         self.tracker.log_after = max(self.tracker.log_after, step)
-        # params are written once (the first start); a resume on another number of devices keeps the
-        # global batch and adds a point to the layout metrics at the step it resumed from
-        self.tracker.log_params(run_params(self.cfg, code_version=code_version(), **facts))
+        # params are written once (the first start: its layout in world_size, device_batch, accum_steps);
+        # each start also records its layout in a param of its own, layout.step<N>, so a resume on
+        # another number of devices (same global batch) is on record without a counter as a metric
         layout = {k: facts[k] for k in LAYOUT_FACTS if k in facts}
-        if layout:
-            self.tracker.log_metrics(layout, step=step)
+        extra = {f"layout.step{step}": " ".join(f"{k}={v}" for k, v in layout.items())} if layout else {}
+        self.tracker.log_params(run_params(self.cfg, code_version=code_version(), **facts, **extra))
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         self.tracker.log_step(step, metrics)

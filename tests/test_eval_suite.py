@@ -87,7 +87,7 @@ def finished_paper_run(tmp_path_factory):
     model = create_model(NANO, img_size=32, patch_size=8)
     export_encoder(rd, model.encoder, NANO, dataclasses.asdict(cfg.model))
     tracker = Tracker.open(cfg, rd)
-    tracker.log_metrics({"final_loss": 1.5})
+    tracker.log_metrics({"final_loss": 1.5}, stage="train")
     tracker.end("finished")
     write_status(rd, "finished", step=4)
     return cfg, tracker.run_id
@@ -112,7 +112,7 @@ def test_paper_evaluation_alone_on_real_format_data(finished_paper_run, name):
     assert set(SUITE[name]) <= set(saved)
     client = MlflowClient(tracking_uri(cfg))
     run = client.get_run(mlflow_id)
-    assert set(SUITE[name]) <= set(run.data.metrics) and run.data.metrics["final_loss"] == 1.5
+    assert {f"eval/{k}" for k in SUITE[name]} <= set(run.data.metrics) and run.data.metrics["train/final_loss"] == 1.5
     assert run.info.status == "FINISHED"
     runs = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id])
     assert [r.info.run_id for r in runs] == [mlflow_id]  # no second MLflow run
@@ -166,7 +166,7 @@ def test_launch_eval_reruns_alone_into_the_same_mlflow_run(finished_nano_run, ca
     client = MlflowClient(tracking_uri(cfg))
     assert cli.main(["eval", rd, "--eval", "probe_*"]) == 0
     assert calls == ["probe_aid_fast_uni_mean"]
-    assert client.get_run(mlflow_id).data.metrics["aid_oa_tr50"] == 42.5
+    assert client.get_run(mlflow_id).data.metrics["eval/aid_oa_tr50"] == 42.5
     capsys.readouterr()
     assert cli.main(["eval", rd]) == 0  # the probe is done: only the dense evaluation runs
     assert calls == ["probe_aid_fast_uni_mean", "dense_oscd_v3"]
@@ -179,7 +179,7 @@ def test_launch_eval_reruns_alone_into_the_same_mlflow_run(finished_nano_run, ca
     assert cli.main(["eval", rd, "--eval", "probe_*", "--force"]) == 0  # forced: computed again
     assert calls[-1] == "probe_aid_fast_uni_mean"
     run = client.get_run(mlflow_id)
-    assert run.data.metrics["aid_oa_tr50"] == 44.5 and run.data.metrics["oscd_f1"] == 12.25
+    assert run.data.metrics["eval/aid_oa_tr50"] == 44.5 and run.data.metrics["eval/oscd_f1"] == 12.25
     assert run.info.status == "FINISHED" and read_status(cfg.run_dir)["state"] == "finished"
     assert len(client.search_runs([run.info.experiment_id])) == 1
 

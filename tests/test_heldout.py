@@ -194,11 +194,11 @@ def test_a_resumed_run_logs_each_validation_step_once(tmp_path):
     result = execute(cfg)
     client = MlflowClient(tracking_uri(cfg))
     (run,) = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id])
-    hist = client.get_metric_history(run.info.run_id, "val_loss")
+    hist = client.get_metric_history(run.info.run_id, "val/loss")
     assert sorted(m.step for m in hist) == [3, 6, 8]
-    assert run.data.metrics["val_loss"] == pytest.approx(result["val"]["val_loss"])
-    assert run.data.metrics["train_flops"] == pytest.approx(3 * result["flops_per_image"] * 8 * 4)
-    assert run.data.metrics["device_hours"] > 0
+    assert run.data.metrics["val/loss"] == pytest.approx(result["val"]["val_loss"])
+    assert run.data.metrics["train/flops"] == pytest.approx(3 * result["flops_per_image"] * 8 * 4)
+    assert run.data.metrics["train/device_hours"] > 0
 
 
 def test_the_launcher_check_refuses_an_overlapping_heldout_root_naming_both(tmp_path):

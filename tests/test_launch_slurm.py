@@ -162,7 +162,7 @@ def _mlflow_run(cfg):
     exp = client.get_experiment_by_name(cfg.experiment)
     runs = client.search_runs([exp.experiment_id], f"tags.run_id = '{cfg.run_id}'")
     assert len(runs) == 1, f"expected one MLflow run for {cfg.run_id}, found {len(runs)}"
-    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")]
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")]
     return runs[0], steps
 
 

@@ -151,14 +151,14 @@ def test_failed_evaluation_keeps_pretraining_and_a_finished_retry_clears_failure
     assert run.info.status == "FAILED"  # MLflow's own status, not only a tag
     assert run.data.tags["failure_stage"] == "eval" and "probe data unreachable" in run.data.tags["failure_reason"]
     assert run.data.tags["encoder_path"] == str((rd / "encoder.pt").resolve())
-    loss_steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
+    loss_steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
 
     result = run_one(cfg, executor="debug")  # the retry: only the evaluation runs again
     assert calls == ["probe", "probe"] and result["aid_oa_tr50"] == 50.0
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["state"] == "finished"
     assert "failure_reason" not in run.data.tags and "failure_stage" not in run.data.tags
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == loss_steps
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == loss_steps
     assert read_status(rd)["state"] == "finished"
 
 

@@ -53,13 +53,13 @@ def test_execute_pretrains_evaluates_and_reruns_nothing(tmp_path, monkeypatch):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["state"] == "finished"
-    assert run.data.metrics["aid_oa_tr50"] == 41.5 and run.data.metrics["oscd_f1"] == 12.25
-    assert len(client.get_metric_history(run.info.run_id, "final_loss")) == 1
+    assert run.data.metrics["eval/aid_oa_tr50"] == 41.5 and run.data.metrics["eval/oscd_f1"] == 12.25
+    assert len(client.get_metric_history(run.info.run_id, "train/final_loss")) == 1
     assert int(run.data.params["param_count"]) > 0
     assert run.data.params["data_size"] == "16" and len(run.data.params["data_checksum"]) == 64
     assert run.data.params["scan_backend"] in ("native", "fast", "ref")  # the CPU scans (ROMA_SCAN may force ref)
     assert run.data.tags["encoder_path"] == str((rd / "encoder.pt").resolve())
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == [1, 2, 3, 4]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [1, 2, 3, 4]
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "loss_curve.png"} <= arts
     assert not (rd / "status.json").exists()  # status files are the launcher's (roma.launch.job), not execute's

@@ -104,7 +104,7 @@ def _mlflow(cfg) -> tuple[dict, dict[int, float]]:
     exp = client.get_experiment_by_name(cfg.experiment)
     runs = client.search_runs([exp.experiment_id], f"tags.run_id = '{cfg.run_id}'")
     assert len(runs) == 1, f"expected one MLflow run for {cfg.run_id}, found {len(runs)}"
-    history = client.get_metric_history(runs[0].info.run_id, "loss")
+    history = client.get_metric_history(runs[0].info.run_id, "train/loss")
     steps = [m.step for m in history]
     assert len(steps) == len(set(steps)), f"steps logged more than once: {sorted(steps)}"
     return runs[0].data.params, {m.step: m.value for m in history}

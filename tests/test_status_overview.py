@@ -70,7 +70,7 @@ def test_status_rows_eta_and_footer(tmp_path):
     text = footer(rows)
     assert text.startswith("total: 3 runs: 1 finished, 1 running, 1 new; ")
     assert f"{60 + 30:,}/{60 + 120 + rc.total:,} steps" in text
-    assert "runs one after another" in text and re.search(r"ETA \d+m\d\ds", text)
+    assert "runs one after another" in text and re.search(r"ETA \d+m\d\ds", text) and "evaluations not counted" in text
 
 
 def test_status_needs_no_evaluation_roots_and_shows_metrics(tmp_path, monkeypatch, capsys):
@@ -79,11 +79,12 @@ def test_status_needs_no_evaluation_roots_and_shows_metrics(tmp_path, monkeypatc
     runs = load_spec(path, data_root=str(tmp_path / "imgs.txt"), dry_run=True).runs
     name = "probe_aid_fast_uni_mean"
     (runs[0].run_dir / "eval" / name).mkdir(parents=True)
-    (runs[0].run_dir / "eval" / name / "results.json").write_text(json.dumps({"metrics": {"aid_oa_tr50": 41.78}}))
+    (runs[0].run_dir / "eval" / name / "results.json").write_text(
+        json.dumps({"metrics": {"aid_oa_tr50": 41.78, "aid_oa_tr50_std": 0.52}}))
     write_status(runs[0].run_dir, "finished", step=9, total_steps=9, loss=0.5, val_loss=0.625)
     assert cli.main(["status", *args]) == 0
     out, err = capsys.readouterr()
     assert "ROMA_AID" in err and "status does not need it" in err and "nothing was launched" not in err
     row = next(line for line in out.splitlines() if line.startswith(runs[0].run_id))
-    assert "finished" in row and "9/9" in row and "0.6250" in row and "aid_oa_tr50 41.78" in row
+    assert "finished" in row and "9/9" in row and "0.6250" in row and "aid_oa_tr50 41.78+-0.52" in row and "_std" not in row
     assert "total: 3 runs: 1 finished, 2 new" in out

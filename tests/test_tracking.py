@@ -123,4 +123,4 @@ def test_concurrent_writers_share_the_sqlite_store(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("concurrent").experiment_id])
     assert len(runs) == 4
     for r in runs:
-        assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "loss")) == list(range(1, 41))
+        assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "train/loss")) == list(range(1, 41))

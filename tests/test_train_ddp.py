@@ -37,7 +37,7 @@ def test_two_rank_ddp_run(tmp_path):
     params = runs[0].data.params
     assert len(runs) == 1 and (params["global_batch"], params["world_size"], params["device_batch"],
                                params["accum_steps"]) == ("8", "2", "4", "1")
-    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")) == list(range(1, 7))
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")) == list(range(1, 7))
 
 
 def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -84,11 +84,11 @@ def test_resume_on_two_ranks_after_one_keeps_the_global_batch_and_the_sampler_po
     params = client.get_run(run_id).data.params
     assert (params["global_batch"], params["world_size"], params["device_batch"], params["accum_steps"],
             params["images_seen"]) == ("8", "1", "4", "2", "48")  # the first start's layout
-    layouts = {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-               for key in ("world_size", "device_batch", "accum_steps")}
-    assert layouts == {"world_size": [(0, 1), (2, 2)], "device_batch": [(0, 4), (2, 4)],
-                       "accum_steps": [(0, 2), (2, 1)]}
-    assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == list(range(1, 7))
+    # each start's layout is a param of its own (not a metric): the first start at 0, the resume at step 2
+    assert (params["layout.step0"], params["layout.step2"]) == ("world_size=1 device_batch=4 accum_steps=2",
+                                                        "world_size=2 device_batch=4 accum_steps=1")
+    assert not {"world_size", "device_batch", "accum_steps"} & set(client.get_run(run_id).data.metrics)
+    assert sorted(m.step for m in client.get_metric_history(run_id, "train/loss")) == list(range(1, 7))
 
 
 @pytest.mark.slow

@@ -57,6 +57,6 @@ def test_preempt_hook_checkpoints_and_run_resumes(tmp_path):
 
     result = execute(cfg, job.JobHooks(rd), data=data_fn())  # the requeued job
     assert result["step"] == 8 and result["mlflow_run_id"] == mlflow_id
-    steps = sorted(m.step for m in client.get_metric_history(mlflow_id, "loss"))
+    steps = sorted(m.step for m in client.get_metric_history(mlflow_id, "train/loss"))
     assert steps == list(range(1, 9))
     assert client.get_run(mlflow_id).info.status == "FINISHED"

@@ -41,7 +41,7 @@ def _steps(cfg, key: str) -> list[int]:
     from roma.tracking import tracking_uri
 
     run_id = (_run_dir(cfg) / "mlflow_run_id").read_text().strip()
-    return sorted(m.step for m in MlflowClient(tracking_uri(cfg)).get_metric_history(run_id, key))
+    return sorted(m.step for m in MlflowClient(tracking_uri(cfg)).get_metric_history(run_id, f"train/{key}"))
 
 
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):

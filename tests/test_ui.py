@@ -57,7 +57,8 @@ def log_runs(spec_path: Path, final: dict[str, list[float]]) -> dict[str, str]:
             tr.log_step(step, {"loss": 1.0 / (step + i) + 0.1, "lr": 1e-3})
         tr.flush()
         tr.log_artifact(plot_loss_curve(tr.metric_history("loss"), run_dir / "loss_curve.png", cfg.run_id))
-        tr.log_metrics({k: v[i] for k, v in final.items()}, step=10)
+        tr.log_metrics({k: v[i] for k, v in final.items() if k != "final_loss"}, step=10, stage="eval")
+        tr.log_metrics({k: v[i] for k, v in final.items() if k == "final_loss"}, step=10, stage="train")
         tr.end("finished")
         ids[run_name(cfg)] = tr.run_id
     return ids
@@ -151,7 +152,28 @@ def test_compare_url_is_mlflow3_route_and_round_trips():
     assert url.startswith("http://127.0.0.1:5000/#/compare-runs?runs=")
     assert " " not in url and '"' not in url  # one clickable token in a terminal
     assert parse_compare_url(url) == (["ab12", "cd34"], ["7"])
-    assert ui.experiment_url("http://127.0.0.1:5000", "7") == "http://127.0.0.1:5000/#/experiments/7"
+    assert ui.experiment_url("http://127.0.0.1:5000", "7") == \
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"  # the training-runs view
+    assert ui.loss_compare_url("http://127.0.0.1:5000", "7", "roma-abc") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?compareRunsMode=CHART&viewStateShareKey=roma-abc"
+        "&workflowType=machine_learning")
+
+
+def test_compare_view_is_mlflows_saved_view_of_the_runs_loss_curves():
+    from roma.tracking import LOSS_CHARTS, compare_view
+
+    key, value = compare_view(["b2", "a1"], "loss curves: demo (2 runs)")
+    assert key == compare_view(["a1", "b2"], "other name")[0] and key.startswith("roma-")  # the runs decide
+    envelope = json.loads(value)
+    assert envelope["name"] == "loss curves: demo (2 runs)" and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])  # MLflow parses the state string (plain JSON, or compressed)
+    assert state["searchFilter"] == "attributes.run_id IN ('a1', 'b2')" and state["runsHiddenMode"] == "SHOWALL"
+    assert [c["metricKey"] for c in state["compareRunCharts"]] == ["train/loss", "val/loss"]
+    assert all(c["type"] == "LINE" and c["metricSectionId"] == state["compareRunSections"][0]["uuid"]
+               for c in state["compareRunCharts"])
+    assert state["compareRunSections"][0]["columns"] == 2  # side by side
+    assert all(re.match(LOSS_CHARTS, k) for k in ("train/loss", "val/loss"))
+    assert not any(re.match(LOSS_CHARTS, k) for k in ("train/lr", "train/final_loss", "val/loss_token"))
 
 
 def test_server_command_is_lean_and_local():
@@ -238,12 +260,20 @@ def test_ui_prints_urls_binds_localhost_and_stops_clean(logged):
         assert len(procs) <= 3, f"not lean: {[p.cmdline()[:5] for p in procs]}"  # launcher, mlflow, uvicorn
         assert listening(procs) == {("127.0.0.1", port)}
 
-        # the printed experiment URL names the spec's experiment, the compare URL exactly its two runs
-        exp_id = u.url(f"experiment {SPEC_NAME}:").rsplit("/", 1)[1]
+        # the printed runs-table URL names the spec's experiment, tagged as training runs; the loss-curve
+        # URL opens the saved view of exactly its two runs; the compare table has exactly those two
+        exp_id = re.search(r"#/experiments/(\d+)/runs\?", u.url(f"runs table of {SPEC_NAME}:")).group(1)
         with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?"
                                     f"experiment_name={SPEC_NAME}", timeout=30) as r:
-            assert json.load(r)["experiment"]["experiment_id"] == exp_id
-        runs, exps = parse_compare_url(u.url("compare its 2 runs"))
+            exp = json.load(r)["experiment"]
+        tags = {t["key"]: t["value"] for t in exp["tags"]}
+        assert exp["experiment_id"] == exp_id and tags["mlflow.experimentKind"] == "custom_model_development"
+        loss_url = u.url("loss curves of its 2 runs side by side")
+        key = urllib.parse.parse_qs(loss_url.partition("?")[2])["viewStateShareKey"][0]
+        state = json.loads(json.loads(tags[f"mlflow.sharedViewState.{key}"])["state"])
+        assert state["searchFilter"] == "attributes.run_id IN ({})".format(
+            ", ".join(f"'{i}'" for i in sorted(ids.values())))  # the newest run of each config, not the stale one
+        runs, exps = parse_compare_url(u.url("compare table of its 2 runs"))
         assert sorted(runs) == sorted(ids.values()) and exps == [exp_id]
         assert all(name in "\n".join(lines) for name in ids)
 
@@ -265,7 +295,7 @@ def test_ui_without_spec_serves_the_only_store_and_stops_on_sigterm(logged):
     u = UIProcess("--output-root", str(spec.parent / "out"))
     try:
         u.wait_for("Ctrl-C stops the server")
-        runs, _ = parse_compare_url(u.url("compare its 2 runs"))
+        runs, _ = parse_compare_url(u.url("compare table of its 2 runs"))
         assert sorted(runs) == sorted(ids.values())
         procs = u.tree()
     finally:

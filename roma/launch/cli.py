@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -258,7 +259,25 @@ def cmd_launch(args: argparse.Namespace) -> int:
           + (f", {len(active)} skipped (another launch computes them)" if active else "")
           + f". Results in {out}/<run id>/; "
           f"MLflow UI: python experiments/launch.py ui {args.spec}")
+    _print_compare_urls(runs, args.spec)
     return 1 if failed else 0
+
+
+def _print_compare_urls(runs, spec_arg: str) -> None:
+    """Where to compare the spec's runs once `launch.py ui` serves them (its default port)."""
+    from roma.launch.ui import DEFAULT_PORT, print_compare_urls
+    from roma.tracking import store_of
+
+    try:
+        uri, experiment = store_of(runs)
+        if uri.startswith(("http://", "https://")):
+            return
+        buf = io.StringIO()
+        if print_compare_urls(f"http://127.0.0.1:{DEFAULT_PORT}", uri, experiment, [c.run_id for c in runs], buf):
+            print(f"then, with `python experiments/launch.py ui {spec_arg}` running:")
+            print("  " + buf.getvalue().rstrip("\n").replace("\n", "\n  "))
+    except Exception as e:  # noqa: BLE001 - a URL hint must never fail a finished launch
+        print(f"(no compare URLs: {type(e).__name__}: {e})", file=sys.stderr)
 
 
 def eval_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

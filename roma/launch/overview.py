@@ -47,7 +47,9 @@ class RunRow:
     def cells(self) -> list[object]:
         step = None if self.step is None and self.total is None else \
             f"{self.step if self.step is not None else 0}/{self.total if self.total is not None else '?'}"
-        evals = ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.metrics.items())) or None
+        m = self.metrics  # a metric with its spread over seeds: "aid_oa_tr50 41.78+-0.52"
+        evals = ", ".join(f"{k} {v:.2f}" + (f"+-{m[k + '_std']:.2f}" if k + "_std" in m else "")
+                          for k, v in sorted(m.items()) if not (k.endswith("_std") and k[:-4] in m)) or None
         return [self.cfg.run_id, run_name(self.cfg), self.state, step,
                 None if self.images_per_s is None else f"{self.images_per_s:.1f}", _eta(self), fmt_loss(self.loss),
                 fmt_loss(self.val_loss), evals, self.job, (self.updated or "")[:19] or None, self.reason]
@@ -159,6 +161,7 @@ def footer(rows: list[RunRow]) -> str:
         if unknown:
             notes.append(f"{len(unknown)} run(s) without a measured rate left out" if secs else
                          "no run of this model, resolution and batch has measured its rate yet")
+        notes.append("pretraining only, evaluations not counted")
         eta = f"ETA {fmt_seconds(max(secs) if parallel else sum(secs)) if secs else '?'} ({'; '.join(notes)})"
     stopped = counts.get("failed", 0) + counts.get("cancelled", 0)
     tail = f"; {stopped} failed or cancelled: relaunch (--retry-failed) to continue them" if stopped else ""

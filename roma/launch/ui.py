@@ -7,7 +7,9 @@ The server is `mlflow server` with one uvicorn worker and no job-execution runne
 starts 4 workers plus a huey job consumer with its own workers). It binds 127.0.0.1 unless told
 otherwise, runs in its own process group, and that whole group is stopped on Ctrl-C / SIGTERM.
 Artifacts are read where the runs logged them (roma.tracking: <output_root>/<experiment>/mlartifacts).
-Once the server answers, the experiment's URL and a compare-runs URL for the spec's runs are printed.
+Once the server answers it prints the runs-table URL (MLflow's training-runs view, not its GenAI
+one), the chart-compare URL that opens on the loss curves of the spec's runs side by side (a saved
+view written into the store, roma.tracking.compare_view) and the compare-runs table of every value.
 """
 from __future__ import annotations
 
@@ -198,8 +200,21 @@ def display_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+# MLflow 3's UI opens an experiment on its GenAI views unless told otherwise: workflowType=machine_learning
+# (its sidebar switch, read from the URL first) opens the training-runs view.
+ML_VIEW = "workflowType=machine_learning"
+
+
 def experiment_url(base_url: str, experiment_id: str) -> str:
-    return f"{base_url}/#/experiments/{experiment_id}"
+    """The experiment's runs table."""
+    return f"{base_url}/#/experiments/{experiment_id}/runs?{ML_VIEW}"
+
+
+def loss_compare_url(base_url: str, experiment_id: str, share_key: str) -> str:
+    """The runs page's chart view on the saved view `share_key` (roma.tracking.compare_view): the
+    selected runs' loss curves side by side."""
+    q = urllib.parse.urlencode({"compareRunsMode": "CHART", "viewStateShareKey": share_key})
+    return f"{base_url}/#/experiments/{experiment_id}/runs?{q}&{ML_VIEW}"
 
 
 def compare_url(base_url: str, experiment_id: str, mlflow_run_ids: list[str]) -> str:
@@ -211,6 +226,22 @@ def compare_url(base_url: str, experiment_id: str, mlflow_run_ids: list[str]) ->
     q = urllib.parse.urlencode({"runs": arr(mlflow_run_ids), "experiments": arr([experiment_id])},
                                quote_via=urllib.parse.quote)
     return f"{base_url}/#/compare-runs?{q}"
+
+
+def print_compare_urls(base_url: str, uri: str, experiment: str, run_ids=(), out=None) -> bool:
+    """The runs-table URL and the loss-curve compare URL of the experiment (its view written into the
+    store first); False when no run is there yet. The launcher and `ui` print these."""
+    from roma.tracking import publish_compare_view
+
+    out = out or sys.stdout
+    view = publish_compare_view(uri, experiment, tuple(run_ids))
+    if view is None:
+        return False
+    exp_id, key, names = view
+    print(f"runs table of {experiment}: {experiment_url(base_url, exp_id)}", file=out)
+    print(f"loss curves of its {len(names)} runs side by side ({', '.join(names)}):", file=out)
+    print(f"  {loss_compare_url(base_url, exp_id, key)}", file=out)
+    return True
 
 
 def _api(base_url: str, path: str, body: dict | None = None, params: dict | None = None) -> dict:
@@ -268,12 +299,13 @@ def print_urls(base_url: str, target: Target, out=None) -> None:
         print(f"experiment {target.experiment!r} is not in the store yet (no run has started); "
               "refresh the page once runs are launched", file=out)
         return
-    print(f"experiment {target.experiment}: {experiment_url(base_url, exp_id)}", file=out)
-    if runs:
-        print(f"compare its {len(runs)} runs ({', '.join(r['name'] for r in runs)}):", file=out)
-        print(f"  {compare_url(base_url, exp_id, [r['id'] for r in runs])}", file=out)
-    else:
+    if not print_compare_urls(base_url, target.tracking_uri, target.experiment, target.run_ids, out):
+        print(f"runs table of {target.experiment}: {experiment_url(base_url, exp_id)}", file=out)
         print("no MLflow run of this spec yet", file=out)
+        return
+    if runs:  # every metric and param of the runs, side by side
+        print(f"compare table of its {len(runs)} runs: {compare_url(base_url, exp_id, [r['id'] for r in runs])}",
+              file=out)
 
 
 # ---------------------------------------------------------------- CLI
