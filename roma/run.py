@@ -172,7 +172,9 @@ def results_path(cfg: RunConfig, name: str) -> Path:
 
 
 def evaluation_done(cfg: RunConfig, name: str) -> bool:
-    return results_path(cfg, name).exists()
+    """Its results are written and its last attempt did not fail: a failed `--force` redo keeps the
+    earlier results (see _redo) but is not done, so a plain relaunch or `eval` takes it up again."""
+    return results_path(cfg, name).exists() and not (results_path(cfg, name).parent / FAILED).exists()
 
 
 def evaluate(cfg: RunConfig, only: list[str] | tuple[str, ...] | None = None, force: bool = False) -> dict[str, Any]:

@@ -293,7 +293,7 @@ class _Tracker:
     def set_tags(self, tags):
         pass
 
-    def log_metrics(self, m, step=None):
+    def log_metrics(self, m, step=None, stage=None):  # roma.tracking.Tracker.log_metrics
         self.metrics.update(m)
 
 

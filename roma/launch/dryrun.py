@@ -83,9 +83,13 @@ def estimate_json(est: budget.Estimate | budget.NoEntry | None, problem: str = "
             "error": est.message if isinstance(est, budget.NoEntry) else problem or "no estimate"}
 
 
-def data_size(cfg: RunConfig, counts: dict[str, int | None]) -> int | None:
-    """The run's unique images: the subset size, else the images under its root if the root exists."""
-    return cfg.data.subset if cfg.data.subset is not None else counts.get(cfg.data.root)
+def data_size(cfg: RunConfig, counts: dict[str, int | str | None]) -> int | None:
+    """The run's unique images: the subset size, else the images under its root if the root exists
+    (a root that could not be listed holds the reason in `counts`: no size)."""
+    if cfg.data.subset is not None:
+        return cfg.data.subset
+    n = counts.get(cfg.data.root)
+    return n if isinstance(n, int) else None
 
 
 def evaluation_names(cfg: RunConfig) -> list[str]:
