@@ -687,3 +687,14 @@ def test_reliability_page_names_tests_that_exist():
             path, _, name = ref.partition("::")
             current = path or current
             assert f"def {name}(" in (REPO / "tests" / current).read_text(), ref
+
+
+@pytest.mark.timeout(30)
+def test_eval_on_a_run_folder_whose_config_holds_an_alias_is_one_named_error(tmp_path, capsys):
+    from roma.launch import cli
+
+    rd = tmp_path / "run"
+    rd.mkdir()
+    (rd / "config.yaml").write_text("a: &a [1, 1]\nb: [*a, *a]\n")
+    with pytest.raises(SystemExit, match=r"config\.yaml: cannot read it: .*anchors and aliases"):
+        cli.main(["eval", str(rd)])

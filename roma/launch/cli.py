@@ -305,9 +305,14 @@ def _eval_runs(args) -> tuple[list, str, str | None]:
     """(runs, name, cluster) of `launch.py eval`'s target: a run folder's config.yaml, or a spec's runs."""
     target = Path(args.target)
     if target.is_dir() and (target / "config.yaml").is_file():
+        import yaml
+
         from roma.validation import load_config
 
-        cfg = load_config((target / "config.yaml").read_text())
+        try:
+            cfg = load_config((target / "config.yaml").read_text())
+        except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as e:  # an alias bomb included (roma.yamlio)
+            raise SystemExit(f"launch.py eval: {target / 'config.yaml'}: cannot read it: {e}") from None
         if cfg.run_dir.resolve() != target.resolve():  # a moved study: its folder, not the recorded output_root
             cfg = dataclasses.replace(cfg, output_root=str(target.resolve().parent.parent))
         return [cfg], cfg.experiment, None
