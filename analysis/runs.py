@@ -33,6 +33,9 @@ LABELS = {"aid_oa_tr50": "AID OA (TR 50%)", "aid_oa_tr20": "AID OA (TR 20%)", "u
 # Per-run compute, logged by roma.run (optional: older runs lack it): the x of `fit_scaling.py --x`.
 COMPUTE_COLUMNS = ("train_flops", "device_hours")
 ABLATION_PARAMS = ("ares.enabled", "msp.enabled", "ares.descriptor", "msp.scales", "msp.weight")
+# A fixed optimizer-step budget (train.steps; the micro study's fixed-steps control) is its own setting:
+# its runs are never pooled with the epoch axis's in a curve, a joint fit or an ablation row.
+SCHEDULE_PARAMS = ("train.steps",)
 SIZE_COLUMNS = ("param_count", "data_size")
 
 
@@ -160,7 +163,7 @@ def load_mlflow(experiment: str, tracking_uri: str, allow_missing: bool = False)
         for col in COMPUTE_COLUMNS:
             row[col] = m.get(col, math.nan)
         row["seed"] = int(float(p.get("train.seed", 0)))
-        for k in ABLATION_PARAMS:
+        for k in ABLATION_PARAMS + SCHEDULE_PARAMS:
             row[k] = p.get(k)
         for k in METRICS:
             row[k] = m.get(k, math.nan)
@@ -229,7 +232,8 @@ def _switch_on(v) -> bool:
 
 def ablation_labels(df: pd.DataFrame) -> list[str]:
     """Per run: 'ARM baseline', '+ARES', '+MSP' or '+ARES+MSP', plus the options (descriptor, scales,
-    weight) that vary across the table, e.g. '+ARES+MSP (scales=[2, 4])'."""
+    weight) that vary across the table, e.g. '+ARES+MSP (scales=[2, 4])', and a fixed step budget
+    ('+ARES+MSP (fixed steps=312)')."""
     varying = [k for k in ABLATION_PARAMS[2:] if k in df.columns and df[k].astype(str).nunique() > 1]
     labels = []
     for _, row in df.iterrows():
@@ -237,8 +241,18 @@ def ablation_labels(df: pd.DataFrame) -> list[str]:
         label = "ARM baseline" if not (ares or msp) else ("+ARES" if ares else "") + ("+MSP" if msp else "")
         extra = [f"{k.split('.')[1]}={row[k]}" for k in varying
                  if (k.startswith("ares") and ares) or (k.startswith("msp") and msp)]
+        steps = _fixed_steps(row.get("train.steps"))
+        if steps is not None:
+            extra.append(f"fixed steps={steps}")
         labels.append(label + (f" ({', '.join(extra)})" if extra else ""))
     return labels
+
+
+def _fixed_steps(v) -> int | None:
+    """train.steps of a run (None: the epoch schedule); MLflow params are strings ('None' when unset)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) in ("", "None", "none", "null"):
+        return None
+    return int(float(v))
 
 
 def group_seeds(df: pd.DataFrame, keys: list[str], metrics: list[str] | None = None) -> pd.DataFrame:

@@ -105,3 +105,24 @@ def test_cli_runs_table_writes_the_same_ablation_as_its_table(tmp_path):
     assert (tmp_path / "o" / "ablation.png").exists() and "ablation" in out["tables"]
     joint = [f for f in out["fits"] if f["axis"] == "joint"]
     assert joint and joint[0]["setting"] == "+ARES+MSP" and joint[0]["fit"].n_points == 21  # one setting only
+
+
+def test_fixed_steps_runs_are_their_own_setting_in_curves_and_the_joint_fit():
+    """The micro study's fixed-steps control (train.steps) shares model, sizes and ablation switches with
+    the epoch axis: it must be its own curve and never enter the epoch axis's joint fit."""
+    from analysis.runs import scaling_curves
+    from analysis.study import joint_setting
+
+    epochs = mixed_runs().assign(**{"train.steps": "None"})
+    fixed = epochs[(epochs["model"] == "tiny") & (epochs["ares.enabled"] == "True") & (epochs["msp.enabled"] == "True")]
+    fixed = fixed.assign(**{"train.steps": "312", "run_name": fixed["run_name"] + "-fixed_steps"})
+    df = pd.concat([epochs, fixed], ignore_index=True)
+    labels = ablation_labels(df)
+    assert {lab for lab, s in zip(labels, df["train.steps"]) if s == "312"} == {"+ARES+MSP (fixed steps=312)"}
+    assert "+ARES+MSP" in labels and all("fixed" not in lab for lab, s in zip(labels, df["train.steps"]) if s == "None")
+    data_curves = {name: sub for name, sub in scaling_curves(df)["data"]}
+    steps_of = {name: set(sub["train.steps"]) for name, sub in data_curves.items()}
+    assert all(len(s) == 1 for s in steps_of.values()), steps_of  # no curve pools the two schedules
+    assert {"None", "312"} <= set().union(*steps_of.values())
+    setting, runs = joint_setting(df.assign(param_x=df["param_count"], data_x=df["data_size"]))
+    assert set(runs["train.steps"]) == {"None"} and "fixed" not in setting
