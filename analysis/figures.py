@@ -153,6 +153,21 @@ def _draw_paper(ax, entries: list[dict], metric: str) -> None:
             _draw_fit(ax, {**f, "points": p[m]}, "k", "--", "paper")
 
 
+def _size_label(x: float) -> str:
+    """62500 -> '62.5K', 3.6e7 -> '36M': how the paper's figures label their x."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _paper_xticks(ax, entries: list[dict]) -> None:
+    """Ticks at the paper's own x values, labelled as its figure labels them (its points, not ours)."""
+    xs = sorted({float(v) for f in entries for v in f["points"]["x"]})
+    ax.set_xticks(xs, [_size_label(v) for v in xs])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
 def _paper_xlabel(entries: list[dict], xlabel: str) -> str:
     """The paper's x as its table says it is (x_source), else ours: its points are never moved."""
     src = "; ".join(sorted({f.get("x_source") or "" for f in entries} - {""}))
@@ -197,6 +212,8 @@ def scaling_figure(fits: list[dict], axis: str, xlabel: str, note: str = ""):
             ax.set_xscale("log")
             ax.set_ylabel(name + (" (%)" if metric not in LOSS_METRICS else ""))
             _tidy_log_x(ax)
+            if source == "paper":
+                _paper_xticks(ax, entries)
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below the panel: never over the points
         for ax in list(axes.flat)[len(cells):]:
             ax.set_visible(False)
