@@ -1,6 +1,8 @@
 """Figures (PNG + PDF, Agg backend): data/model scaling panels, ablation bars, high-res memory/speed.
 
-    scaling_figure(fits, "data", xlabel)  the data-scaling Figure: one panel per metric (PANELS)
+    scaling_figure(fits, "data", xlabel)  the data-scaling Figure: per metric (PANELS) a panel of ours and,
+                                         beside it, one of the paper's points (never on our axes)
+    drawn_points(fig)                    the values a scaling figure drew (panel, source, x, y)
     plot_scaling(fits, "data", out)      the same saved as data_scaling.{png,pdf}
     plot_ablation(table, out)            ablation.{png,pdf}
     plot_highres(df, out)                highres.{png,pdf}; df columns model, resolution, peak_mem_mb,
@@ -99,7 +101,11 @@ def _draw_extrapolation(ax, res, metric: str, color) -> None:
 # our suite adds AID at TR 20%, UCM and the pretraining loss.
 PANELS = ("aid_oa_tr50", "aid_oa_tr20", "oscd_f1", "spacenet_mf1", "ucm_oa_tr50", "val_loss_token", "val_loss",
           "final_loss")
-PAPER_ONLY = " (paper only: no runs)"
+PAPER_ONLY = " only, no runs of ours"  # a paper panel's title: "OSCD F1: paper only, no runs of ours"
+PAPER_PANEL = "(read off its figure, at its own x)"  # the second line of every paper panel's title
+NCOL = 4  # panels per row: a metric's pair (ours, the paper's) never straddles a row
+# gids of what the scaling panels draw, so a test reads the drawn values back (figure == table)
+GID_OURS, GID_PAPER = "ours points", "paper points"
 
 
 def scaling_panels(fits: list[dict], axis: str) -> tuple[list[str], list[str]]:
@@ -110,46 +116,106 @@ def scaling_panels(fits: list[dict], axis: str) -> tuple[list[str], list[str]]:
     return metrics, [m for m in PANELS if m not in have and m not in ("val_loss", "val_loss_token")]
 
 
+def panel_layout(fits: list[dict], metrics: list[str], ncol: int = NCOL) -> list[tuple[str, str] | None]:
+    """The panels in reading order, `ncol` a row: (metric, "ours") then (metric, "paper") where each
+    has points; None is a blank cell, so that a metric's two panels sit side by side in one row."""
+    cells: list[tuple[str, str] | None] = []
+    for m in metrics:
+        pair = [(m, src) for src in ("ours", "paper") if any(f["metric"] == m and f["source"] == src for f in fits)]
+        if len(pair) == 2 and len(cells) % ncol == ncol - 1:
+            cells.append(None)
+        cells += pair
+    return cells
+
+
+def _draw_ours(ax, entries: list[dict], metric: str, colors) -> None:
+    for i, f in enumerate(entries):
+        c = colors[i % len(colors)]
+        p = f["points"]
+        eb = ax.errorbar(p["x"], p[f"{metric}_mean"], yerr=p[f"{metric}_std"], fmt="o", color=c, ms=4, capsize=2,
+                         label=None if f["fit"] else f"ours {f['curve']} (not fitted)")
+        eb.lines[0].set_gid(GID_OURS)
+        if f["fit"]:
+            _draw_fit(ax, f, c, "-", f"ours {f['curve']}")
+
+
+def _draw_paper(ax, entries: list[dict], metric: str) -> None:
+    """The paper's points (hollow where it did not measure) at its own x, and its law, dashed."""
+    for f in entries:
+        p = f["points"]
+        m = p["measured"].to_numpy(bool)
+        ax.plot(p["x"][m], p[f"{metric}_mean"][m], "s", color="k", ms=4, gid=GID_PAPER,
+                label="paper (read off, +-0.3; at its own x)" if f.get("x_source") else "paper (read off, +-0.3)")
+        if (~m).any():
+            ax.plot(p["x"][~m], p[f"{metric}_mean"][~m], "s", mfc="none", color="k", ms=4, gid=GID_PAPER,
+                    label="paper, not measured")
+        if f["fit"]:
+            _draw_fit(ax, {**f, "points": p[m]}, "k", "--", "paper")
+
+
+def _size_label(x: float) -> str:
+    """62500 -> '62.5K', 3.6e7 -> '36M': how the paper's figures label their x."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _paper_xticks(ax, entries: list[dict]) -> None:
+    """Ticks at the paper's own x values, labelled as its figure labels them (its points, not ours)."""
+    xs = sorted({float(v) for f in entries for v in f["points"]["x"]})
+    ax.set_xticks(xs, [_size_label(v) for v in xs])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
+def _paper_xlabel(entries: list[dict], xlabel: str) -> str:
+    """The paper's x as its table says it is (x_source), else ours: its points are never moved."""
+    src = "; ".join(sorted({f.get("x_source") or "" for f in entries} - {""}))
+    return src.replace("paper figure's x: ", "paper's x: ") if src else xlabel
+
+
 def scaling_figure(fits: list[dict], axis: str, xlabel: str, note: str = ""):
-    """The figure of `axis` ('data' | 'model'), or None when it has no curve of ours: one panel per
-    metric with our curves (mean +- std over seeds, fit and band) and the paper's points (hollow where
-    the paper did not measure) with their own fit, dashed. A metric with no runs of ours shows the
-    paper's points alone, titled so; a metric with neither is left out, named in the figure's note."""
+    """The figure of `axis` ('data' | 'model'), or None when it has no curve of ours: per metric, a
+    panel of our curves (mean +- std over seeds, fit and band) and, beside it on its own axes with its
+    own y range, a panel of the paper's points (hollow where the paper did not measure) with their own
+    fit, dashed, at the paper's own x: our micro runs and the paper's models are not comparable on one
+    axis, so no point of the paper's is ever drawn on ours. A metric with no runs of ours has the
+    paper's panel alone, titled so; a metric with neither is left out, named in the figure's note."""
     fits = [f for f in fits if f["axis"] == axis]
     if not any(f["source"] == "ours" for f in fits):
         return None
     metrics, left_out = scaling_panels(fits, axis)
+    cells = panel_layout(fits, metrics)
     with plt.rc_context(STYLE):
-        ncol = min(3, len(metrics))
-        nrow = math.ceil(len(metrics) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.9 * nrow), squeeze=False)
+        ncol = min(NCOL, len(cells))
+        nrow = math.ceil(len(cells) / ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 4.3 * nrow), squeeze=False)
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for ax, metric in zip(axes.flat, metrics):
-            ours = [f for f in fits if f["metric"] == metric and f["source"] == "ours"]
-            for i, f in enumerate(ours):
-                c = colors[i % len(colors)]
-                p = f["points"]
-                ax.errorbar(p["x"], p[f"{metric}_mean"], yerr=p[f"{metric}_std"], fmt="o", color=c, ms=4, capsize=2,
-                            label=None if f["fit"] else f"ours {f['curve']} (not fitted)")
-                if f["fit"]:
-                    _draw_fit(ax, f, c, "-", f"ours {f['curve']}")
-            for f in (f for f in fits if f["metric"] == metric and f["source"] == "paper"):
-                p = f["points"]
-                m = p["measured"].to_numpy(bool)
-                ax.plot(p["x"][m], p[f"{metric}_mean"][m], "s", color="k", ms=4,
-                        label="paper (read off, +-0.3; at its own x)" if f.get("x_source") else "paper (read off, +-0.3)")
-                if (~m).any():
-                    ax.plot(p["x"][~m], p[f"{metric}_mean"][~m], "s", mfc="none", color="k", ms=4,
-                            label="paper, not measured")
-                if f["fit"]:
-                    _draw_fit(ax, {**f, "points": p[m]}, "k", "--", "paper")
-            ax.set_title(LABELS.get(metric, metric) + ("" if ours else PAPER_ONLY), fontsize=9)
+        for ax, cell in zip(axes.flat, cells):
+            if cell is None:
+                ax.set_visible(False)
+                continue
+            metric, source = cell
+            entries = [f for f in fits if f["metric"] == metric and f["source"] == source]
+            name = LABELS.get(metric, metric)
+            ax.set_gid(f"{source}:{metric}")
+            if source == "ours":
+                _draw_ours(ax, entries, metric, colors)
+                ax.set_title(f"{name}: ours", fontsize=9)
+                ax.set_xlabel(xlabel)
+            else:
+                _draw_paper(ax, entries, metric)
+                has_ours = any(f["metric"] == metric and f["source"] == "ours" for f in fits)
+                ax.set_title(f"{name}: paper" + ("" if has_ours else PAPER_ONLY) + f"\n{PAPER_PANEL}", fontsize=8)
+                ax.set_xlabel(_paper_xlabel(entries, xlabel), fontsize=8)
+                ax.set_facecolor("0.97")  # the paper's panel, at a glance
             ax.set_xscale("log")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(LABELS.get(metric, metric) + (" (%)" if metric not in LOSS_METRICS else ""))
+            ax.set_ylabel(name + (" (%)" if metric not in LOSS_METRICS else ""))
             _tidy_log_x(ax)
+            if source == "paper":
+                _paper_xticks(ax, entries)
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below the panel: never over the points
-        for ax in list(axes.flat)[len(metrics):]:
+        for ax in list(axes.flat)[len(cells):]:
             ax.set_visible(False)
         notes = ([note] if note else []) + (
             [f"not shown (no curve of ours, not in the paper's figure): {', '.join(LABELS.get(m, m) for m in left_out)}"]
@@ -157,6 +223,18 @@ def scaling_figure(fits: list[dict], axis: str, xlabel: str, note: str = ""):
         fig.suptitle(f"{axis} scaling" + "".join(f"\n{n}" for n in notes), fontsize=10 if not notes else 8)
         fig.tight_layout()
     return fig
+
+
+def drawn_points(fig) -> pd.DataFrame:
+    """What a scaling figure drew, read back from its artists: panel (the axes' gid, 'ours:<metric>' or
+    'paper:<metric>'), source of the points (ours | paper), x, y; so a test holds it to its table."""
+    rows = []
+    for ax in fig.axes:
+        for line in ax.lines:
+            if line.get_gid() in (GID_OURS, GID_PAPER):
+                src = "ours" if line.get_gid() == GID_OURS else "paper"
+                rows += [(ax.get_gid(), src, float(x), float(y)) for x, y in zip(line.get_xdata(), line.get_ydata())]
+    return pd.DataFrame(rows, columns=["panel", "source", "x", "y"])
 
 
 def plot_scaling(fits: list[dict], axis: str, out: str | Path, xlabel: str | None = None, note: str = "") -> list[Path]:

@@ -16,9 +16,13 @@
    redone and an interrupted one resumes from its checkpoint: just run the command again.
    Progress lines give runs done, elapsed time and an ETA (the cost of each run is its images
    to process at a per-model speed, calibrated on the runs finished so far).
-4. analysis/fit_scaling.py (the MLflow store -> runs.csv, fitted laws with bootstrap CIs, figures),
-   then experiments/micro_report.py, which regenerates the results section of docs/micro_study.md (tables,
-   figures under docs/results/) between its markers.
+4. analysis/fit_scaling.py (the MLflow store -> runs.csv, fitted laws with bootstrap CIs, figures)
+   into outputs/analysis/<exp>, the same with `--x train_flops` (every curve against its compute)
+   into outputs/analysis/<exp>_compute, then experiments/micro_report.py (`--compute`: those laws join
+   its fits table), which regenerates the results section of docs/micro_study.md (tables, figures
+   under docs/results/) between its markers; last, the run table, both fits files, the scaling,
+   ablation and frontier figures and the timings are copied to docs/results/<exp>_* (not with
+   --no-readme), so every committed artefact comes from the one store.
 """
 from __future__ import annotations
 
@@ -226,6 +230,62 @@ def record_timings(path: Path, jobs: list[Job], wall: float) -> None:
     atomic.write_json(path, doc)
 
 
+def analysis_dirs(args) -> tuple[Path, Path]:
+    """fit_scaling.py's --out folders: the main analysis (data and model axes) and, beside it, the
+    compute axis (every curve against train_flops; the report's compute rows of the fits table)."""
+    root = Path(args.out) / "analysis"
+    return root / args.exp, root / f"{args.exp}_compute"
+
+
+def analysis_commands(args, facts: dict, timings: Path) -> list[tuple[str, list[str]]]:
+    """(step, command) of the analysis after the runs, in order: the laws from the MLflow store
+    (--form auto: chosen by evidence), the same against train_flops, then the report, which takes the
+    compute laws into its fits table (--compute) and rewrites docs/micro_study.md (unless --no-readme)."""
+    analysis, compute = analysis_dirs(args)
+    uri = f"sqlite:///{Path(args.out).resolve() / args.exp / 'mlflow.db'}"
+    fit = [sys.executable, str(REPO / "analysis" / "fit_scaling.py"), "--experiment", args.exp, "--tracking-uri", uri,
+           "--allow-missing"]
+    report = [sys.executable, str(REPO / "experiments" / "micro_report.py"), "--analysis", str(analysis),
+              "--compute", str(compute), "--floor", str(facts["floor_root"]), "--name", args.exp,
+              # figures beside docs/micro_study.md only when its section is rewritten (not for pilots)
+              "--out", str(analysis if args.no_readme else REPO / "docs" / "results"),
+              "--tracking-uri", uri, "--experiment", args.exp, "--timings", str(timings)]
+    if not args.no_readme:
+        report += ["--readme", str(args.readme)]
+    return [("fit_scaling.py", fit + ["--out", str(analysis)]),
+            ("fit_scaling.py --x train_flops", fit + ["--x", "train_flops", "--out", str(compute)]),
+            ("micro_report.py", report)]
+
+
+# What each analysis leaves that docs/micro_study.md links or quotes, and its name under docs/results
+# (<exp>_<name>): the run table, both fits files, the fit_scaling figures (the report draws its own
+# summary and loss-curve figures there) and the timings.
+PUBLISHED = {"main": {"runs.csv": "runs.csv", "fits.json": "fits.json", "data_scaling.png": "data_scaling.png",
+                      "model_scaling.png": "model_scaling.png", "ablation.png": "ablation.png",
+                      "frontier.png": "frontier.png"},
+             "compute": {"fits.json": "compute_fits.json"}}
+
+
+def publish(analysis: Path, compute: Path, timings: Path, dest: Path, name: str) -> list[Path]:
+    """Copy the analyses' artefacts (PUBLISHED) and timings.json to dest/<name>_<file>, each
+    atomically; a figure the analysis did not draw (no ablation, no joint grid) is skipped, a missing
+    fits file, run table or timings file is an error naming it. -> the paths written."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src_dir, files in ((analysis, PUBLISHED["main"]), (compute, PUBLISHED["compute"]),
+                           (timings.parent, {timings.name: "timings.json"})):
+        for src, target in files.items():
+            path = src_dir / src
+            if not path.is_file():
+                if src.endswith(".png"):
+                    continue
+                raise SystemExit(f"micro_study: {path} not found: the analysis did not write it")
+            out = dest / f"{name}_{target}"
+            atomic.write_bytes(out, path.read_bytes())
+            written.append(out)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--aid", type=Path, default=REPO.parent / "shared" / "data" / "AID")
@@ -272,25 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     timings = Path(args.out) / args.exp / "timings.json"
     record_timings(timings, jobs, wall)
 
-    analysis = Path(args.out) / "analysis" / args.exp
-    fit = [sys.executable, str(REPO / "analysis" / "fit_scaling.py"), "--experiment", args.exp,
-           "--tracking-uri", f"sqlite:///{Path(args.out).resolve() / args.exp / 'mlflow.db'}",
-           "--out", str(analysis), "--allow-missing"]  # --form auto: the law chosen by evidence
-    rc = subprocess.run(fit, cwd=REPO).returncode
-    if rc:
-        print(f"[micro_study] fit_scaling.py failed (exit {rc})", flush=True)
-        return rc
-    report = [sys.executable, str(REPO / "experiments" / "micro_report.py"), "--analysis", str(analysis),
-              "--floor", str(facts["floor_root"]), "--name", args.exp,
-              # figures beside docs/micro_study.md only when its section is rewritten (not for pilots)
-              "--out", str(analysis if args.no_readme else REPO / "docs" / "results"),
-              "--tracking-uri", f"sqlite:///{Path(args.out).resolve() / args.exp / 'mlflow.db'}",
-              "--experiment", args.exp, "--timings", str(timings)]
-    if not args.no_readme:
-        report += ["--readme", str(args.readme)]
-    rc = subprocess.run(report, cwd=REPO).returncode
+    for step, cmd in analysis_commands(args, facts, timings):
+        rc = subprocess.run(cmd, cwd=REPO).returncode
+        if rc:
+            print(f"[micro_study] {step} failed (exit {rc})", flush=True)
+            return rc
+    if not args.no_readme:  # the committed artefacts beside docs/micro_study.md, from this one store
+        for path in publish(*analysis_dirs(args), timings, REPO / "docs" / "results", args.exp):
+            print(f"[micro_study] published {path.relative_to(REPO)}", flush=True)
     print(f"[micro_study] total {_hm(time.time() - progress.t0)}", flush=True)
-    return rc or (1 if failed else 0)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

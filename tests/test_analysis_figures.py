@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis import axes, study  # noqa: E402
-from analysis.figures import PAPER_ONLY, scaling_figure  # noqa: E402
+from analysis import axes, figures, study  # noqa: E402
+from analysis.figures import PAPER_ONLY, PAPER_PANEL, scaling_figure  # noqa: E402
 from analysis.runs import load_paper  # noqa: E402
 from analysis.tables import main_table  # noqa: E402
 
@@ -40,40 +40,94 @@ def titles(fig) -> list[str]:
     return [ax.get_title() for ax in fig.axes if ax.get_visible()]
 
 
+def panels(fig) -> list[str]:
+    """The visible panels in reading order, as 'ours:<metric>' / 'paper:<metric>' (their gids)."""
+    return [ax.get_gid() for ax in fig.axes if ax.get_visible()]
+
+
 @pytest.fixture(scope="module")
 def paper():
     return load_paper()
 
 
-def test_data_figure_has_a_panel_per_metric_and_paper_only_panels(paper):
+def test_data_figure_has_a_panel_per_metric_and_the_papers_beside_ours(paper):
     fits = study.fit_ours(runs(), "power", 20, 0) + study.fit_paper(paper, "power", 20, 0)
     fig = scaling_figure(fits, "data", "images")
-    assert titles(fig) == ["AID OA (TR 50%)", "AID OA (TR 20%)", "OSCD F1" + PAPER_ONLY, "SpaceNet mF1" + PAPER_ONLY,
-                           "UCM OA (TR 50%)", "last training batch loss"]
-    by_title = {ax.get_title(): ax for ax in fig.axes}
+    assert panels(fig) == ["ours:aid_oa_tr50", "paper:aid_oa_tr50", "ours:aid_oa_tr20", "paper:oscd_f1",
+                           "paper:spacenet_mf1", "ours:ucm_oa_tr50", "ours:final_loss"]
+    assert titles(fig)[:2] == ["AID OA (TR 50%): ours", f"AID OA (TR 50%): paper\n{PAPER_PANEL}"]
+    by_gid = {ax.get_gid(): ax for ax in fig.axes}
     # a paper-only panel holds the paper's 4 points and its fitted law, no point of ours
-    oscd = by_title["OSCD F1" + PAPER_ONLY]
+    oscd = by_gid["paper:oscd_f1"]
+    assert oscd.get_title() == f"OSCD F1: paper{PAPER_ONLY}\n{PAPER_PANEL}"
     labels = [t.get_text() for t in oscd.get_legend().get_texts()]
     assert any(lab.startswith("paper (read off") for lab in labels) and not any("ours" in lab for lab in labels)
     assert sorted(oscd.lines[0].get_xdata()) == [62500, 250000, 1e6, 4e6]
-    # a panel with runs of ours and the paper's points has both
-    aid = [t.get_text() for t in by_title["AID OA (TR 50%)"].get_legend().get_texts()]
-    assert any(lab.startswith("ours roma_base") for lab in aid) and any(lab.startswith("paper:") for lab in aid)
+    assert "pretraining images (62.5K/250K/1M/4M)" in oscd.get_xlabel()  # the paper's own x, said
+    # our AID panel has our curve only, the paper's AID panel the paper's law only
+    aid = [t.get_text() for t in by_gid["ours:aid_oa_tr50"].get_legend().get_texts()]
+    assert any(lab.startswith("ours roma_base") for lab in aid) and not any(lab.startswith("paper") for lab in aid)
+    aid_p = [t.get_text() for t in by_gid["paper:aid_oa_tr50"].get_legend().get_texts()]
+    assert any(lab.startswith("paper:") for lab in aid_p) and not any("ours" in lab for lab in aid_p)
     assert "not shown" not in fig._suptitle.get_text()
+    # a metric's two panels share a row (the layout pads a cell rather than split them)
+    rows = {ax.get_gid(): ax.get_subplotspec().rowspan.start for ax in fig.axes if ax.get_visible()}
+    assert rows["ours:aid_oa_tr50"] == rows["paper:aid_oa_tr50"]
+    # every legend sits outside its panel (below it): never over a point
+    fig.canvas.draw()
+    for ax in fig.axes:
+        if ax.get_visible() and ax.get_legend():
+            assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0 + 1e-6, ax.get_gid()
     plt.close(fig)
+
+
+def test_a_pair_never_straddles_a_row():
+    fits = [{"metric": m, "source": s} for m, srcs in (("a", "o"), ("b", "o"), ("c", "o"), ("d", "op"), ("e", "p"))
+            for s in (("ours",) if srcs == "o" else ("paper",) if srcs == "p" else ("ours", "paper"))]
+    cells = figures.panel_layout(fits, ["a", "b", "c", "d", "e"], ncol=4)
+    assert cells == [("a", "ours"), ("b", "ours"), ("c", "ours"), None, ("d", "ours"), ("d", "paper"), ("e", "paper")]
+
+
+def test_no_paper_point_on_our_axes_and_the_paper_panel_is_the_papers_table(paper):
+    """Every figure equals its table: our panels hold our seed means (nothing of the paper's), each
+    paper panel exactly the paper_results.csv values of its section and metric, at the paper's x."""
+    df = runs(metrics=("aid_oa_tr50", "final_loss"), seeds=(0, 1, 2))
+    fits = study.fit_ours(df, "power", 0, 0) + study.fit_paper(paper, "power", 0, 0)
+    for axis, section in study.PAPER_SECTIONS.items():
+        fig = scaling_figure(fits, axis, "x")
+        drawn = figures.drawn_points(fig)
+        ours_panels = drawn[drawn["panel"].str.startswith("ours:")]
+        assert len(ours_panels) and (ours_panels["source"] == "ours").all()  # no paper point on our axes
+        assert set(drawn[drawn["panel"].str.startswith("paper:")]["source"]) == {"paper"}
+        sec = paper[paper["section"] == section]
+        assert {p for p in drawn["panel"] if p.startswith("paper:")} == {f"paper:{m}" for m in sec["metric"]}
+        for metric, s in sec.groupby("metric"):
+            got = drawn[drawn["panel"] == f"paper:{metric}"].sort_values("x")
+            want = s.sort_values("x_value")
+            assert got["x"].tolist() == want["x_value"].tolist() and got["y"].tolist() == want["value"].tolist()
+        # ours: the seed means of the runs of each curve, as the tables compute them
+        col = study.AXES[axis]
+        sub = df[df["model"] == "roma_base"] if axis == "data" else df[df["data_size"] == 4e6]
+        for metric in ("aid_oa_tr50", "final_loss"):
+            got = drawn[drawn["panel"] == f"ours:{metric}"].sort_values("x")
+            want = sub.groupby(col)[metric].mean()
+            assert got["x"].tolist() == want.index.tolist()
+            assert got["y"].to_numpy() == pytest.approx(want.to_numpy(), rel=1e-12)
+        plt.close(fig)
 
 
 def test_metrics_with_neither_runs_nor_paper_points_are_left_out_and_named(paper):
     fits = study.fit_ours(runs(metrics=("aid_oa_tr50",)), "power", 0, 0) + study.fit_paper(paper, "power", 0, 0)
     fig = scaling_figure(fits, "model", "params")
-    assert titles(fig) == ["AID OA (TR 50%)", "OSCD F1" + PAPER_ONLY, "SpaceNet mF1" + PAPER_ONLY]
+    assert panels(fig) == ["ours:aid_oa_tr50", "paper:aid_oa_tr50", "paper:oscd_f1", "paper:spacenet_mf1"]
+    assert "its parameter labels (36M/54M/86M/300M)" in fig.axes[1].get_xlabel()
     assert ("not shown (no curve of ours, not in the paper's figure): AID OA (TR 20%), UCM OA (TR 50%), "
             "last training batch loss") in fig._suptitle.get_text()
     plt.close(fig)
     # without the paper's numbers only our metrics get panels; an axis with no curve of ours, no figure
     ours = study.fit_ours(runs(metrics=("aid_oa_tr50", "oscd_f1")), "power", 0, 0)
     fig = scaling_figure(ours, "data", "images")
-    assert titles(fig) == ["AID OA (TR 50%)", "OSCD F1"]
+    assert titles(fig) == ["AID OA (TR 50%): ours", "OSCD F1: ours"]
     plt.close(fig)
     assert scaling_figure(study.fit_paper(paper, "power", 0, 0), "data", "images") is None
 

@@ -206,3 +206,73 @@ def test_a_relaunch_skips_finished_runs(tmp_path):
     failed = study.run_lanes(jobs, 2, tmp_path / "logs", study.Progress(jobs, 2))
     assert failed == [] and not touched.exists() and jobs[1].seconds is not None and jobs[0].seconds is None
     assert study.run_lanes(jobs, 2, tmp_path / "logs", study.Progress(jobs, 2)) == []  # nothing left to run
+
+
+def _args(study, tmp_path, **kw):
+    return study.argparse.Namespace(**{"exp": "micro_test", "out": str(tmp_path / "outputs"), "no_readme": False,
+                                       "readme": tmp_path / "micro_study.md", **kw})
+
+
+def test_analysis_runs_the_compute_axis_beside_the_main_one_and_the_report_takes_it(tmp_path):
+    study = _module("micro_study")
+    args = _args(study, tmp_path)
+    analysis, compute = study.analysis_dirs(args)
+    assert compute.parent == analysis.parent and compute.name == "micro_test_compute"
+    steps = dict(study.analysis_commands(args, {"floor_root": tmp_path / "floor"}, tmp_path / "timings.json"))
+    assert list(steps) == ["fit_scaling.py", "fit_scaling.py --x train_flops", "micro_report.py"]
+    main, flops, report = steps.values()
+    opt = lambda cmd, k: cmd[cmd.index(k) + 1]  # noqa: E731
+    assert "--x" not in main and opt(main, "--out") == str(analysis)
+    assert opt(flops, "--x") == "train_flops" and opt(flops, "--out") == str(compute)
+    assert opt(main, "--tracking-uri") == opt(flops, "--tracking-uri") == opt(report, "--tracking-uri")
+    assert opt(report, "--analysis") == str(analysis) and opt(report, "--compute") == str(compute)
+    assert opt(report, "--readme") == str(args.readme) and opt(report, "--out") == str(study.REPO / "docs" / "results")
+    pilot = dict(study.analysis_commands(_args(study, tmp_path, no_readme=True), {"floor_root": tmp_path},
+                                         tmp_path / "t.json"))["micro_report.py"]
+    assert "--readme" not in pilot and opt(pilot, "--out") == str(analysis) and "--compute" in pilot
+
+
+def test_the_report_puts_the_compute_laws_in_its_fits_table(tmp_path, capsys):
+    """The chain the driver runs, on the committed run table: fit_scaling --x train_flops, then the
+    report with --compute: its fits table has the laws against train_flops."""
+    sys.path.insert(0, str(REPO))
+    from analysis import fit_scaling
+
+    compute, analysis = tmp_path / "compute", tmp_path / "analysis"
+    fit_scaling.main(["--runs", str(REPO / "docs" / "results" / "micro_study_runs.csv"), "--x", "train_flops",
+                      "--bootstrap", "0", "--out", str(compute)])
+    analysis.mkdir()
+    (analysis / "runs.csv").write_bytes((compute / "runs.csv").read_bytes())
+    (analysis / "fits.json").write_text("[]")
+    capsys.readouterr()
+    mr = _module("micro_report")
+    mr.main(["--analysis", str(analysis), "--compute", str(compute), "--floor", str(tmp_path / "floor"),
+             "--out", str(tmp_path / "fig")])
+    out = capsys.readouterr().out
+    assert "| data vs train_flops | roma_micro_tiny +ARES+MSP | AID error |" in out
+    assert "| model vs train_flops | 5K images +ARES+MSP | held-out loss |" in out
+    with pytest.raises(SystemExit, match="fits.json not found"):
+        mr.main(["--analysis", str(analysis), "--compute", str(tmp_path / "none"), "--floor", str(tmp_path),
+                 "--out", str(tmp_path / "fig")])
+
+
+def test_publish_copies_every_committed_artefact_from_the_analyses(tmp_path):
+    study = _module("micro_study")
+    analysis, compute, dest = tmp_path / "a", tmp_path / "c", tmp_path / "docs_results"
+    for d, files in ((analysis, ("runs.csv", "fits.json", "data_scaling.png", "model_scaling.png", "ablation.png")),
+                     (compute, ("fits.json", "data_scaling.png"))):
+        d.mkdir()
+        for f in files:
+            (d / f).write_text(f"{d.name}/{f}")
+    timings = tmp_path / "timings.json"
+    timings.write_text("t")
+    written = study.publish(analysis, compute, timings, dest, "micro_study")
+    got = {p.name: p.read_text() for p in written}
+    assert got == {"micro_study_runs.csv": "a/runs.csv", "micro_study_fits.json": "a/fits.json",
+                   "micro_study_data_scaling.png": "a/data_scaling.png",
+                   "micro_study_model_scaling.png": "a/model_scaling.png", "micro_study_ablation.png": "a/ablation.png",
+                   "micro_study_compute_fits.json": "c/fits.json", "micro_study_timings.json": "t"}
+    assert sorted(p.name for p in dest.iterdir()) == sorted(got)  # no frontier drawn: none copied, no temp left
+    (compute / "fits.json").unlink()
+    with pytest.raises(SystemExit, match=r"c/fits.json not found"):
+        study.publish(analysis, compute, timings, dest, "micro_study")
