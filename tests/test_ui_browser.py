@@ -176,6 +176,11 @@ def test_the_printed_chart_url_shows_the_sweeps_loss_curves_side_by_side(tmp_pat
             os.replace(tmp, SCREENSHOT)
     finally:
         rc = u.stop(signal.SIGINT)
+    assert_stopped_clean(u, rc, procs, tmp_path)
+
+
+def assert_stopped_clean(u, rc: int, procs, tmp_path) -> None:
+    """The UI server stopped on SIGINT with exit 0, its process tree is gone, no Chromium is left."""
     assert rc == 0, "\n".join(u.lines)
     assert_all_gone(procs)
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
@@ -204,7 +209,4 @@ def test_compare_table_renders_both_runs_and_a_metric(tmp_path):
         assert "eval/aid_oa_tr50" in texts and "train/final_loss" in texts, page[:3000]  # grouped names
     finally:
         rc = u.stop(signal.SIGINT)
-    assert rc == 0, "\n".join(u.lines)
-    assert_all_gone(procs)
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
-    assert not leftovers, f"chromium processes left: {[p.pid for p in leftovers]}"
+    assert_stopped_clean(u, rc, procs, tmp_path)
