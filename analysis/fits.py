@@ -15,6 +15,7 @@ quantity itself (a loss, or an error such as 1 - accuracy: see analysis.runs.err
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ from scipy.optimize import minimize
 
 from analysis.laws import LAWS, Law
 from analysis.optim import lbfgs_batch
-from roma.progress import progress
+from roma.progress import Progress
 
 N_OPTIMA = 6  # distinct local optima kept from the grid: the warm starts of bootstrap / LOO refits
 
@@ -257,7 +258,8 @@ def bootstrap(res: FitResult, X: np.ndarray, y: np.ndarray, B: int = 1000, seed:
     rng = np.random.default_rng(seed)
     W, design, n_resamples = stratified_weights(X, B, rng)
     parts = []
-    with progress(B, f"bootstrap {res.form}", unit="refit") as bar:
+    # progress on stderr: stdout carries the report (tables), which a user may redirect to a file
+    with Progress(B, f"bootstrap {res.form}", unit="refit", file=sys.stderr) as bar:
         for i in range(0, B, chunk):
             parts.append(_refit(res, law, data, W[i:i + chunk]))
             bar.update(len(W[i:i + chunk]))

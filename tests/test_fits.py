@@ -242,3 +242,13 @@ def test_hold_largest_out_holds_every_seed_of_the_largest_sizes():
     assert res.n_points == 6 and res.holdout["held_out"] == [6, 7]
     with pytest.raises(FitInputError, match="--exclude-top 2: not possible: 2 distinct sizes left"):
         fit_scaling("power", x, y, bootstrap_b=0, exclude_top=2)  # 2 sizes for 2 parameters: no test
+
+
+def test_bootstrap_progress_goes_to_stderr_not_the_report(capsys, monkeypatch):
+    """fit_scaling.py prints its report on stdout: a redirected report must hold no progress lines."""
+    monkeypatch.setenv("ROMA_PROGRESS", "plain")
+    x = np.repeat([100.0, 200.0, 400.0, 800.0], 3)
+    y = 2.0 * x ** -0.3 * np.exp(np.random.default_rng(0).normal(0, 0.01, len(x)))
+    bootstrap(fit_law("power", x, y), x, y, B=20)
+    out, err = capsys.readouterr()
+    assert "bootstrap power" in err and "bootstrap" not in out
