@@ -147,7 +147,7 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif self.style == "plain" and self.n > self._start_n and (self.every_n is None or self.n != self._printed_n):
+        elif self.style == "plain" and self.n > self._start_n and self.n != self._printed_n:  # not printed yet
             self._line()
         self.style = "off"  # closed: further calls print nothing
 

@@ -17,7 +17,11 @@ def test_plain_progress_lines_have_rate_and_time_left(monkeypatch, capsys):
         bar.update(25)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("[features] 25/100 img (25%), ") and " left" in lines[0] and "loss 0.5" in lines[0]
-    assert lines[-1].startswith("[features] 25/100 img (25%)")  # close() prints the last state once
+    assert len(lines) == 1  # close() does not repeat a state already printed
+    with progress_mod.progress(total=100, desc="features", unit="img", every_s=3600) as bar:
+        bar.update(100)
+    (last,) = capsys.readouterr().out.splitlines()  # not printed by update (30 s not passed): once, by close()
+    assert last.startswith("[features] 100/100 img (100%)") and "done in" in last
 
 
 def test_progress_styles(monkeypatch, capsys):
