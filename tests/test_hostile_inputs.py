@@ -582,6 +582,8 @@ def test_a_worker_killed_from_outside_is_interrupted_not_failed(tmp_path, monkey
     st = read_status(cfg.run_dir)
     assert st["state"] == "interrupted" and "SIGKILL (kill -9 or the OOM killer)" in st["reason"], out
     assert "-> interrupted" in out and plan([cfg])[0].action == "resume"
+    assert "done: 0 finished, 0 failed, 1 interrupted (relaunch to resume)" in out, out  # not counted failed
+    assert proc.returncode == 1
 
 
 @pytest.mark.timeout(90)

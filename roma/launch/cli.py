@@ -252,15 +252,17 @@ def cmd_launch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: the current run is marked cancelled; relaunch to resume it", file=sys.stderr)
         return 130
-    failed = [rid for rid, s in states.items() if s not in ("finished", "active")]
+    failed = [rid for rid, s in states.items() if s not in ("finished", "active", "interrupted")]
     active = [rid for rid, s in states.items() if s == "active"]
+    stopped = [rid for rid, s in states.items() if s == "interrupted"]  # killed by a signal: a relaunch resumes
     out = Path(cfgs[0].output_root) / cfgs[0].experiment
-    print(f"done: {len(states) - len(failed) - len(active)} finished, {len(failed)} failed"
+    print(f"done: {len(states) - len(failed) - len(active) - len(stopped)} finished, {len(failed)} failed"
+          + (f", {len(stopped)} interrupted (relaunch to resume)" if stopped else "")
           + (f", {len(active)} skipped (another launch computes them)" if active else "")
           + f". Results in {out}/<run id>/; "
           f"MLflow UI: python experiments/launch.py ui {args.spec}")
     _print_compare_urls(runs, args.spec)
-    return 1 if failed else 0
+    return 1 if failed or stopped else 0
 
 
 def _print_compare_urls(runs, spec_arg: str) -> None:
