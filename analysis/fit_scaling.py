@@ -113,7 +113,7 @@ def spec_store(spec: str, sets: list[str]) -> tuple[str, str, Path]:
     """(experiment, tracking URI, default output folder) of a spec's runs: the store its launch wrote,
     by the launcher's own rule (roma.tracking.store_of); an error when there is none yet."""
     from roma.spec import load_spec, parse_set
-    from roma.tracking import store_of
+    from roma.tracking import sqlite_path, store_of
     from roma.validation import ConfigError
 
     try:
@@ -121,7 +121,7 @@ def spec_store(spec: str, sets: list[str]) -> tuple[str, str, Path]:
         uri, experiment = store_of(runs)
     except (ConfigError, ValueError) as err:
         raise SystemExit(f"error: spec {spec}: {err}") from None
-    store = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    store = sqlite_path(uri)
     if store is not None and not store.is_file():
         raise SystemExit(f"error: spec {spec}: no MLflow store at {store} yet: launch it first "
                          f"(python experiments/launch.py {spec})")

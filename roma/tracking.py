@@ -98,8 +98,16 @@ def bound_http_retries() -> None:
         os.environ.setdefault(k, v)
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an sqlite:/// tracking URI (None for any other kind of store)."""
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def never_tracked(uri: str) -> bool:
+    """An SQLite store whose file does not exist yet: nothing was ever tracked there (and reading it
+    through MLflow would create it)."""
+    db = sqlite_path(uri)
+    return db is not None and not db.exists()
 
 
 def _sqlite_problem(db: Path, timeout_s: float) -> str | None:
@@ -138,7 +146,7 @@ def _http_problem(uri: str, timeout_s: float) -> str | None:
 def store_problem(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     """Why the MLflow store at `uri` cannot be used, from one quick look; None when it can (or when
     its kind is not one this looks at). A missing SQLite file is fine: the first job creates it."""
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is not None:
         if db.exists():
             problem = _sqlite_problem(db, timeout_s)
@@ -155,11 +163,11 @@ def require_store(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """For command-line readers of finished runs (analysis/fit_scaling.py): exit with the named
     error unless the store is there and usable. An SQLite file that does not exist is a mistyped
     URI, and is not created (MLflow would create an empty store and report no experiment)."""
-    db = _sqlite_path(uri)
-    problem = (f"MLflow store {uri}: no such file {db} (mistyped? nothing was created)"
-               if db is not None and not db.exists() else store_problem(uri, timeout_s))
+    problem = (f"MLflow store {uri}: no such file {sqlite_path(uri)} (mistyped? nothing was created)"
+               if never_tracked(uri) else store_problem(uri, timeout_s))
     if problem:
         raise SystemExit(f"error: {problem}")
+
 
 # A saved view of the experiment's runs page (MLflow 3's "shared view": the experiment tag
 # mlflow.sharedViewState.<key>, opened by the URL parameter viewStateShareKey=<key>): its runs only,
@@ -205,7 +213,7 @@ def publish_compare_view(uri: str, experiment: str, run_ids: tuple[str, ...] | l
     MLflow tag `run_id`; empty: every run of the experiment) into the store: (experiment id, share key,
     run names), or None when there is no such run yet. Also tags the experiment for MLflow's UI (an
     experiment from an older store included). Used by the launcher and `launch.py ui`."""
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if never_tracked(uri):
         return None  # nothing tracked yet (no mlflow import, no store created)
     from mlflow.tracking import MlflowClient
 
@@ -330,8 +338,8 @@ class Tracker:
         if problem:  # one line, before MLflow's own traceback (or minutes of retries)
             raise TrackingStoreError(problem)
         artifact_location, lock = None, contextlib.nullcontext()
-        if uri.startswith("sqlite:///"):
-            db = Path(uri[len("sqlite:///"):])
+        db = sqlite_path(uri)
+        if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
             # artifacts beside the store, not in ./mlruns of whatever folder the job started in
             artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
@@ -464,8 +472,8 @@ def mark_state(cfg: RunConfig, state: str, reason: str | None = None) -> None:
     record its end, a cancelled SLURM job). Best effort: the run may not exist yet or the store may be
     locked; status.json stays the launcher's source of truth."""
     uri = tracking_uri(cfg)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        return  # nothing was ever tracked; do not create a store just to tag nothing
+    if never_tracked(uri):
+        return  # do not create a store just to tag nothing
     bound_http_retries()
     problem = store_problem(uri)
     if problem:

@@ -51,8 +51,11 @@ class Target:
 
 def _store_dir(uri: str) -> Path | None:
     """The folder holding a local store (sqlite:///x/mlflow.db -> x, file:///x/mlruns -> x/mlruns)."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).parent
+    from roma.tracking import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None:
+        return db.parent
     if uri.startswith("file://"):
         return Path(urllib.parse.urlparse(uri).path)
     return None
