@@ -64,10 +64,9 @@ class Spec:
     fallback_data: str | None = None  # a public dataset to fetch when data.root is absent (roma.launch.fallback_data)
     # dry_run: what a real launch would refuse but a plan can do without (unset variables, missing data)
     warnings: list[str] = field(default_factory=list)
-    # what runs but probably is not meant (roma.validation.advisories): printed, never refused
-    advisories: list[str] = field(default_factory=list)
     data_counts: dict[str, int | None] = field(default_factory=dict)  # images per existing data root
-    # dry_run: what the plan assumed that a launch decides from the data (the largest subset's size)
+    # printed, never refused: what runs but probably is not meant (roma.validation.advisories) and,
+    # in a dry run, what the plan assumed that a launch decides from the data (the largest subset's size)
     notes: list[str] = field(default_factory=list)
 
     def names(self) -> list[str]:
@@ -380,8 +379,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             kind = "grid" if isinstance(meta.get("grid"), dict) and axis in meta["grid"] else "zip"
             origins["model.name" if axis == "model" else axis] = f"{where(kind)} ({kind})"
     runs: list[RunConfig] = []
-    notes: list[str] = []  # what a dry run assumed (the largest subset's size)
-    advice: list[str] = []  # roma.validation.advisories
+    notes: list[str] = []  # Spec.notes
     counts: dict[str, int | str | None] = {}
     for combo in combos:
         d = copy.deepcopy(raw)
@@ -412,7 +410,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
             run_errors += e.problems
         if cfg is not None:
             cfg = _with_resolved_paths(cfg)
-            advice += advisories(cfg, where)
+            notes += advisories(cfg, where)
             if dry_run:
                 values = check_config(cfg, where, False)
                 run_errors += values
@@ -440,7 +438,7 @@ def load_spec(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None 
     return Spec(name=path.stem, path=path, runs=runs, description=str(meta.get("description", "")),
                 cluster=cluster, parallelism=parallelism, resources_set=dict(resources_set),
                 fallback_data=meta.get("fallback_data"), warnings=list(dict.fromkeys(warnings)),
-                advisories=list(dict.fromkeys(advice)), data_counts=counts, notes=list(dict.fromkeys(notes)))
+                data_counts=counts, notes=list(dict.fromkeys(notes)))
 
 
 def _with_resolved_paths(cfg: RunConfig) -> RunConfig:

@@ -343,7 +343,7 @@ def test_micro_study_msp_is_coarser_than_the_prediction_cluster():
     4x4-patch block used to be exactly one 4x4-patch cluster), and no advisory is printed for it."""
     for name in sorted(STUDY_SPECS - {"ablation_msp_scales_micro"}):
         spec = load_spec(name, check_data=False)
-        assert spec.advisories == [], name
+        assert spec.notes == [], name
         for cfg in spec.runs:
             grid = cfg.model.img_size // cfg.model.patch_size
             assert (grid, cfg.model.cluster_size, cfg.msp.scales) == (8, 2, (4,)), name
@@ -371,7 +371,7 @@ def test_an_msp_block_equal_to_the_cluster_is_noted_not_refused(tmp_path, image_
     assert advisories(off) == [] and advisories(RunConfig(model=cfg.model, msp=MspConfig(scales=(8,)))) == []
 
     spec = load_spec("ablation_msp_scales", check_data=False, require_env=False, dry_run=True)
-    assert len(spec.advisories) == 1 and "ablation_msp_scales.yaml (zip): msp.scales: block size 4" in spec.advisories[0]
+    assert len(spec.notes) == 1 and "ablation_msp_scales.yaml (zip): msp.scales: block size 4" in spec.notes[0]
     body = write_spec(tmp_path, "same_scale", {"base": "micro", "model.img_size": 64, "msp.scales": [4],
                                                "output_root": str(tmp_path / "out")})
     assert cli.main([str(body), "--data-root", str(image_folder), "--dry-run", "--skip-data-check"]) == 0

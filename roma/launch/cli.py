@@ -145,11 +145,6 @@ def _print_plan_notes(planned: list[Planned]) -> None:
             print(f"note: {run_name(p.cfg)}: {p.note}")
 
 
-def _print_advisories(spec: Spec) -> None:
-    for a in spec.advisories:  # roma.validation.advisories: runs, but probably not what was meant
-        print(f"note: {a}")
-
-
 def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: dict | None, args,
              data_note: str | None, data_pending: bool) -> int:
     from roma.launch.dryrun import HEADERS, estimate_json, notes, plan_run, table_row
@@ -160,7 +155,7 @@ def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: d
         out = {"spec": spec.name, "executor": executor, "profile": profile["name"] if profile else None,
                "runs": [dict(p.to_json(), state=pl.state, action=pl.action) for p, pl in zip(plans, planned)],
                "warnings": spec.warnings, "data_note": data_note,
-               "notes": spec.notes + [f"{run_name(pl.cfg)}: {pl.note}" for pl in planned if pl.note] + spec.advisories}
+               "notes": spec.notes + [f"{run_name(pl.cfg)}: {pl.note}" for pl in planned if pl.note]}
         total = [p.estimate for p in plans if estimate_json(p.estimate)["gpu_hours"] is not None]
         out["total_gpu_hours"] = round(sum(e.gpu_hours for e in total), 2) if total else None
         print(json.dumps(out, indent=1))
@@ -172,7 +167,6 @@ def _dry_run(spec: Spec, runs, planned: list[Planned], executor: str, profile: d
             for p, pl in zip(plans, planned)]
     print(render(HEADERS + ["resources", "state", "action"], rows))
     _print_plan_notes(planned)
-    _print_advisories(spec)
     for line in notes(plans, devices):
         print(line)
     for w in spec.warnings:
@@ -206,7 +200,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     where = f"{executor}" + (f", profile {profile['name']}" if profile else "")
     print(f"spec {spec.name}: {len(spec.runs)} runs, {len(runs)} selected, {len(todo)} to launch ({where})")
     print(_plan_table(planned, executor == "slurm"))
-    _print_advisories(spec)
+    for n in spec.notes:  # roma.validation.advisories: runs, but probably not what was meant
+        print(f"note: {n}")
     _print_plan_notes(planned)
     if data_note:
         print(data_note)
