@@ -241,14 +241,14 @@ def ablation_labels(df: pd.DataFrame) -> list[str]:
         label = "ARM baseline" if not (ares or msp) else ("+ARES" if ares else "") + ("+MSP" if msp else "")
         extra = [f"{k.split('.')[1]}={row[k]}" for k in varying
                  if (k.startswith("ares") and ares) or (k.startswith("msp") and msp)]
-        steps = _fixed_steps(row.get("train.steps"))
+        steps = fixed_steps(row.get("train.steps"))
         if steps is not None:
             extra.append(f"fixed steps={steps}")
         labels.append(label + (f" ({', '.join(extra)})" if extra else ""))
     return labels
 
 
-def _fixed_steps(v) -> int | None:
+def fixed_steps(v) -> int | None:
     """train.steps of a run (None: the epoch schedule); MLflow params are strings ('None' when unset)."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) in ("", "None", "none", "null"):
         return None

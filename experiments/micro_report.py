@@ -197,6 +197,7 @@ def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
     right, each model at the largest data size the model runs share (only runs at that size)."""
     from mlflow.tracking import MlflowClient
 
+    from analysis.runs import fixed_steps
     from roma.metric_names import candidates
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -209,7 +210,7 @@ def loss_curves(tracking_uri: str, experiment: str, path: Path) -> bool:
         p = r.data.params
         if str(p.get("ares.enabled")).lower() != "true" or str(p.get("msp.enabled")).lower() != "true":
             continue
-        if p.get(FIXED_STEPS_AXIS) not in (None, "None", ""):  # the fixed-steps control: not these curves
+        if fixed_steps(p.get(FIXED_STEPS_AXIS)) is not None:  # the fixed-steps control: not these curves
             continue
         hist = sorted({m.step: m.value for key in reversed(candidates("loss"))  # train/loss, or older stores' loss
                        for m in client.get_metric_history(r.info.run_id, key)}.items())
