@@ -10,7 +10,6 @@ after another) or, when they went to SLURM, takes the longest (they run side by 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -66,13 +65,13 @@ def _eta(r: RunRow) -> str | None:
 def evaluation_metrics(cfg: RunConfig) -> dict[str, float]:
     """The metrics of cfg's evaluations that are done (their results.json)."""
     from roma.eval.plan import evaluations
-    from roma.run import results_path
+    from roma.run import read_results, results_path
 
     out: dict[str, float] = {}
     for name, *_ in evaluations(cfg):
         try:
-            out.update(json.loads(results_path(cfg, name).read_text()).get("metrics", {}))
-        except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+            out.update(read_results(results_path(cfg, name), name))
+        except (OSError, ValueError):  # not done, or unreadable (`launch.py eval` names it): not shown here
             continue
     return out
 
